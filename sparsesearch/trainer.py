@@ -1,0 +1,242 @@
+"""Train one configuration until the held-out MLM loss reaches the target, a budget runs out, or it diverges.
+
+Knows nothing about Ray: ``Trainer(...).run()`` yields one plain metric dict per evaluation; the final
+``RunResult`` is in ``trainer.result``. Definitions (DESIGN.md section 3):
+
+* time-to-target: training wall seconds (evaluation excluded) until the held-out loss first reaches the target,
+  interpolated linearly between the two evaluations that bracket it; steps and FLOPs are interpolated alike;
+* FLOP ratio: cumulative FLOPs actually needed up to the target / the dense model's FLOPs for the same steps;
+* net time = time-to-target x FLOP ratio; net FLOPs = cumulative FLOPs up to the target.
+
+Runs that stop without reaching the target report a *projected* time (``projected: true``): the remaining loss
+gap divided by the rate at which the loss fell over the last quarter of the run (at least two evaluations),
+added to the time spent; infinite when the loss was not falling. Diverged runs (non-finite loss) report
+infinite times. Projected numbers are estimates for ranking only, never results.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import torch
+
+from .data import Batches, TokenizedData
+from .embedding import load_token_embedding, resolve_model_dir
+from .flops import ModelShape, StepFlops, step_flops
+from .model import MLMModel, build_model
+from .spec import Spec, SpecError
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SpecError(f"train.device: {name!r} requested but no CUDA device is visible")
+    return torch.device(name)
+
+
+@dataclass
+class RunResult:
+    status: str  # reached | budget | diverged
+    reached_target: bool
+    target_loss: float | None
+    final_eval_loss: float
+    best_eval_loss: float
+    steps: int  # optimizer steps taken
+    steps_to_target: float | None
+    train_time_s: float  # training wall seconds, evaluation excluded
+    time_to_target_s: float  # interpolated when reached, projected otherwise (see ``projected``)
+    flop_ratio: float
+    net_time_s: float
+    net_flops: float
+    dense_flops: float
+    avg_sparsity: float
+    projected: bool
+    device: str
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _interp(a: float, b: float, frac: float) -> float:
+    return a + (b - a) * frac
+
+
+class Trainer:
+    """One training run of ``spec`` on prepared ``data`` towards ``target_loss`` (None: run the whole budget)."""
+
+    def __init__(self, spec: Spec, data: TokenizedData, target_loss: float | None,
+                 token_embedding: torch.Tensor | None = None):
+        self.spec, self.data, self.target = spec, data, target_loss
+        tr = spec.train
+        if tr.num_threads:
+            torch.set_num_threads(tr.num_threads)
+        self.device = pick_device(tr.device)
+        if token_embedding is None:
+            token_embedding = load_token_embedding(resolve_model_dir(spec.model.embedding))
+        if token_embedding.shape[0] != data.tokenizer.vocab_size:
+            raise SpecError(f"model.embedding: embedding has {token_embedding.shape[0]} rows but the tokenizer "
+                             f"has {data.tokenizer.vocab_size} tokens")
+        self.model: MLMModel = build_model(spec.model, token_embedding, tr.seed).to(self.device)
+        self.shape = ModelShape.from_spec(spec.model, *token_embedding.shape)
+        self.batches = Batches(data, batch_size=tr.batch_size, mask_prob=spec.data.mask_prob, seed=tr.seed,
+                               eval_sequences=tr.eval_sequences)
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": tr.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.step = 0
+        self.result: RunResult | None = None
+
+    def _lr_factor(self, step: int) -> float:
+        tr = self.spec.train
+        if step < tr.warmup_steps:
+            return (step + 1) / (tr.warmup_steps + 1)
+        if tr.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - tr.warmup_steps) / max(1, tr.max_steps - tr.warmup_steps))
+        return 1.0 - progress if tr.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def densities(self) -> dict[str, float]:
+        """Density of every sparsifiable weight (all 1.0 for dense training)."""
+        return {name: 1.0 for name in self.model.sparsifiable_weights()}
+
+    def avg_sparsity(self) -> float:
+        weights = self.model.sparsifiable_weights()
+        dens = self.densities()
+        total = sum(w.numel() for w in weights.values())
+        return 1.0 - sum(dens[n] * w.numel() for n, w in weights.items()) / total
+
+    def step_flops(self, n_masked: float) -> tuple[StepFlops, StepFlops]:
+        """(actual, dense-equivalent) FLOPs of one training step with ``n_masked`` positions at the head."""
+        bs = self.spec.train.batch_size
+        return step_flops(self.shape, bs, n_masked, self.densities()), step_flops(self.shape, bs, n_masked)
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Token-weighted mean MLM loss on the fixed held-out set."""
+        self.model.eval()
+        total, count = 0.0, 0
+        for inputs, labels in self.batches.eval_chunks():
+            loss, n = self.model(inputs.to(self.device), labels.to(self.device))
+            total += float(loss) * int(n)
+            count += int(n)
+        self.model.train()
+        return total / max(count, 1)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def run(self) -> Iterator[dict]:
+        """Train, yielding a metric dict after every evaluation; sets ``self.result`` at the end."""
+        tr = self.spec.train
+        torch.manual_seed(tr.seed)  # dropout
+        self.model.train()
+        train_time = flops = dense_flops = 0.0
+        losses: list[float] = []
+        history: list[dict] = []
+        status, at_target = "running", None
+
+        def record(eval_loss: float, train_loss: float | None) -> dict:
+            ratio = flops / dense_flops if dense_flops > 0 else 1.0
+            row = {"step": self.step, "train_loss": train_loss, "eval_loss": eval_loss,
+                   "train_time_s": train_time, "flops": flops, "dense_flops": dense_flops,
+                   "flop_ratio": ratio, "net_time_s": train_time * ratio, "net_flops": flops,
+                   "avg_sparsity": self.avg_sparsity(), "lr": self.scheduler.get_last_lr()[0]}
+            history.append(row)
+            return row
+
+        row = record(self.evaluate(), None)
+        if self.target is not None and row["eval_loss"] <= self.target:
+            status, at_target = "reached", dict(row)
+        while status == "running":
+            start = time.perf_counter()
+            inputs, labels = self.batches.train_batch(self.step)
+            loss, n = self.model(inputs.to(self.device), labels.to(self.device))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            loss_value, n_masked = float(loss.detach()), int(n)
+            if not math.isfinite(loss_value):
+                self._sync()
+                train_time += time.perf_counter() - start
+                status = "diverged"
+                row = record(float("inf"), loss_value)
+                row["status"] = status
+                yield row
+                break
+            if tr.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self._sync()
+            train_time += time.perf_counter() - start
+            actual, dense = self.step_flops(n_masked)
+            flops += actual.total
+            dense_flops += dense.total
+            self.step += 1
+            losses.append(loss_value)
+            out_of_budget = self.step >= tr.max_steps or (tr.max_time_s is not None and train_time >= tr.max_time_s)
+            if self.step % tr.eval_every and not out_of_budget:
+                continue
+            prev = history[-1]
+            row = record(self.evaluate(), sum(losses) / len(losses))
+            losses.clear()
+            if not math.isfinite(row["eval_loss"]):
+                status = "diverged"
+            elif self.target is not None and row["eval_loss"] <= self.target:
+                status = "reached"
+                frac = (prev["eval_loss"] - self.target) / (prev["eval_loss"] - row["eval_loss"])
+                at_target = {k: _interp(prev[k], row[k], frac)
+                             for k in ("step", "train_time_s", "flops", "dense_flops")}
+            elif out_of_budget:
+                status = "budget"
+            row["status"] = status
+            yield row
+        self.result = self._finish(status, at_target, history)
+
+    def _finish(self, status: str, at_target: dict | None, history: list[dict]) -> RunResult:
+        last = history[-1]
+        finite = [h["eval_loss"] for h in history if math.isfinite(h["eval_loss"])]
+        best = min(finite) if finite else float("inf")
+        projected = status != "reached"
+        if at_target is not None:
+            t, f, d, steps = at_target["train_time_s"], at_target["flops"], at_target["dense_flops"], at_target["step"]
+        else:
+            steps = None
+            t, f, d = self._project(history) if status == "budget" else (math.inf, math.inf, math.inf)
+        ratio = f / d if d and math.isfinite(d) and d > 0 else (last["flop_ratio"] if status != "diverged" else math.inf)
+        return RunResult(
+            status=status, reached_target=status == "reached", target_loss=self.target,
+            final_eval_loss=last["eval_loss"], best_eval_loss=best, steps=self.step, steps_to_target=steps,
+            train_time_s=last["train_time_s"], time_to_target_s=t, flop_ratio=ratio, net_time_s=t * ratio,
+            net_flops=f, dense_flops=d, avg_sparsity=self.avg_sparsity(), projected=projected,
+            device=str(self.device), history=history)
+
+    def _project(self, history: list[dict]) -> tuple[float, float, float]:
+        """Projected (time, FLOPs, dense FLOPs) to the target for a run that stopped short of it."""
+        last = history[-1]
+        if self.target is None:
+            return last["train_time_s"], last["flops"], last["dense_flops"]
+        window = history[-max(2, len(history) // 4):]
+        first = window[0]
+        fall = first["eval_loss"] - last["eval_loss"]
+        if len(window) < 2 or fall <= 0 or not math.isfinite(fall):
+            return math.inf, math.inf, math.inf
+        scale = (last["eval_loss"] - self.target) / fall  # windows still needed at the recent rate
+        return tuple(last[k] + scale * (last[k] - first[k]) for k in ("train_time_s", "flops", "dense_flops"))
+
+
+def train(spec: Spec, data: TokenizedData, target_loss: float | None, **kwargs) -> RunResult:
+    """Run a Trainer to the end and return its result."""
+    trainer = Trainer(spec, data, target_loss, **kwargs)
+    for _ in trainer.run():
+        pass
+    assert trainer.result is not None
+    return trainer.result
