@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "per layer (expected number of masked positions).")
     _add_spec_args(p)
     sub.add_parser("defaults", help="print every spec key with its default and meaning",
-                   description="Print the default spec as commented YAML.")
+                   description="Print the default spec as commented YAML: every key of every section with "
+                               "its default value and meaning. Start a spec from it: "
+                               "sparsesearch defaults > my.yaml")
     return parser
 
 
@@ -119,7 +121,8 @@ def cmd_train(args) -> int:
     say(f"model   {spec.model.num_layers} layers, hidden {spec.model.hidden_size}, method "
         f"{spec.sparsity.method}, device {trainer.device}")
     for row in trainer.run():
-        say(f"  step {row['step']:>5}  eval {row['eval_loss']:.4f}  train {row['train_loss']:.4f}  "
+        train_loss = "   -   " if row["train_loss"] is None else f"{row['train_loss']:.4f}"
+        say(f"  step {row['step']:>5}  eval {row['eval_loss']:.4f}  train {train_loss}  "
             f"time {row['train_time_s']:7.1f}s  net {row['net_time_s']:7.1f}s")
     r = trainer.result
     step_actual, step_dense = trainer.step_flops(trainer.batches.mask_prob * trainer.batches.batch_size

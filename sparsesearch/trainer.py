@@ -156,6 +156,7 @@ class Trainer:
         row = record(self.evaluate(), None)
         if self.target is not None and row["eval_loss"] <= self.target:
             status, at_target = "reached", dict(row)
+        yield {**row, "status": status}
         while status == "running":
             start = time.perf_counter()
             inputs, labels = self.batches.train_batch(self.step)
