@@ -84,6 +84,28 @@ def _flops_dict(step) -> dict:
                             "sparsifiable": c.sparsifiable, "density": c.density} for c in step.components]}
 
 
+def _sparsity_lines(trainer) -> list[str]:
+    sp = trainer.sparsifier
+    spec = trainer.spec.sparsity
+    if not sp.masks:
+        return [f"sparsity: method {spec.method}: every weight dense"]
+    lines = [f"sparsity: method {spec.method}, level {spec.level:g}, distribution {spec.distribution}; "
+             f"per-layer density at the end (target):"]
+    dens = sp.densities()
+    for name, d in dens.items():
+        lines.append(f"  {name:<48}{d:>8.4f}  ({sp.target_density[name]:.4f})")
+    done = [u for u in sp.updates if "changed" in u]
+    skipped = len(sp.updates) - len(done)
+    if done:
+        mean_changed = sum(sum(u["changed"].values()) / len(u["changed"]) for u in done) / len(done)
+        lines.append(f"  mask updates: {len(done)} (steps {done[0]['step']}..{done[-1]['step']}), mean fraction "
+                     f"of active connections changed per update {mean_changed:.4f}"
+                     + (f"; {skipped} skipped (non-finite gradients)" if skipped else ""))
+    elif sp.method.updates_masks:
+        lines.append("  mask updates: none yet")
+    return lines
+
+
 def cmd_flops(args) -> int:
     from .embedding import load_token_embedding, resolve_model_dir
     from .flops import ModelShape, expected_masked, step_flops
@@ -145,7 +167,9 @@ def cmd_train(args) -> int:
     say(f"  net FLOPs         {r.net_flops:.4g}")
     say(f"  avg sparsity      {r.avg_sparsity:.4f}")
     say("")
-    say("\n".join(_flops_table(step_actual, "FLOPs per training step")))
+    say("\n".join(_sparsity_lines(trainer)))
+    say("")
+    say("\n".join(_flops_table(step_actual, "FLOPs per training step (masks at the end of the run)")))
     return 0
 
 

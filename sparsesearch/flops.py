@@ -19,6 +19,25 @@ from typing import Mapping
 
 GROUPS = ("embed_proj", "attn_qkv", "attn_out", "ffn_in", "ffn_out", "head_transform", "decoder",
           "attn_scores", "attn_values")
+# Groups of sparsifiable weights, by the end of the parameter name (see MLMModel.sparsifiable_weights).
+WEIGHT_GROUPS = {"embed_proj.weight": "embed_proj", "attention.self.query.weight": "attn_qkv",
+                 "attention.self.key.weight": "attn_qkv", "attention.self.value.weight": "attn_qkv",
+                 "attention.output.dense.weight": "attn_out", "intermediate.dense.weight": "ffn_in",
+                 "output.dense.weight": "ffn_out", "head_transform.weight": "head_transform"}
+SPARSIFIABLE_GROUPS = tuple(dict.fromkeys(WEIGHT_GROUPS.values()))
+
+
+def weight_group(name: str) -> str:
+    """The group of a sparsifiable weight, e.g. 'encoder.layer.0.intermediate.dense.weight' -> 'ffn_in'."""
+    for suffix, group in WEIGHT_GROUPS.items():
+        if name == suffix or name.endswith("." + suffix):
+            # 'attention.output.dense' also ends in 'output.dense': the longer suffix is listed first.
+            return group
+    raise KeyError(f"{name!r} is not a sparsifiable weight")
+
+# Density of a weight for one step: one number, or (forward, input-gradient, weight-gradient) when a method
+# computes some of them more densely (e.g. RigL's dense gradient on mask-update steps).
+Density = float | tuple[float, float, float]
 
 
 @dataclass(frozen=True)
@@ -53,7 +72,7 @@ class Component:
     backward_input: float
     backward_weight: float
     sparsifiable: bool
-    density: float = 1.0
+    density: float = 1.0  # forward density
 
     @property
     def total(self) -> float:
@@ -92,20 +111,22 @@ class StepFlops:
         return dict(out)
 
 
-def _linear(name: str, group: str, layer: int | None, rows: float, k: int, n: int, *, density: float,
+def _linear(name: str, group: str, layer: int | None, rows: float, k: int, n: int, *, density: Density,
             input_grad: bool, weight_grad: bool, sparsifiable: bool = True) -> Component:
-    f = 2.0 * rows * k * n * density
-    return Component(name, group, layer, forward=f, backward_input=f if input_grad else 0.0,
-                     backward_weight=f if weight_grad else 0.0, sparsifiable=sparsifiable, density=density)
+    fwd, inp, wgt = (density, density, density) if isinstance(density, (int, float)) else density
+    f = 2.0 * rows * k * n
+    return Component(name, group, layer, forward=f * fwd, backward_input=f * inp if input_grad else 0.0,
+                     backward_weight=f * wgt if weight_grad else 0.0, sparsifiable=sparsifiable, density=fwd)
 
 
 def step_flops(shape: ModelShape, batch_size: int, n_masked: float,
-               densities: Mapping[str, float] | None = None) -> StepFlops:
+               densities: Mapping[str, Density] | None = None) -> StepFlops:
     """FLOPs of one training step (forward + backward, no optimizer).
 
     Args:
         n_masked: positions that reach the MLM head (ignored when logits are computed at all positions).
-        densities: density per sparsifiable parameter name; missing names are dense.
+        densities: density per sparsifiable parameter name (one number, or forward / input-gradient /
+            weight-gradient densities); missing names are dense.
     """
     dens = densities or {}
     s = shape

@@ -95,12 +95,36 @@ class TargetSpec:
     dense_steps: int = _f(200, "steps of the dense reference run that defines the 'auto' target", lo=1)
 
 
-SPARSITY_METHODS = ("dense",)
+# Kept in step with sparsesearch.sparsity.methods.METHODS (a test checks); listed here so that reading a spec
+# does not import torch.
+SPARSITY_METHODS = ("dense", "static", "set", "rigl", "snfs", "gmp")
+SPARSITY_GROUPS = ("embed_proj", "attn_qkv", "attn_out", "ffn_in", "ffn_out", "head_transform")
 
 
 @dataclass(frozen=True)
 class SparsitySpec:
     method: str = _f("dense", "sparse training method; choices: " + ", ".join(SPARSITY_METHODS))
+    level: float = _f(0.0, "overall fraction of zero weights among sparsifiable weights (gmp: the final level)",
+                      lo=0.0, hi=1.0, hi_open=True)
+    distribution: Literal["uniform", "er", "erk"] = _f(
+        "erk", "how the level is spread over layers: uniform, er (Erdos-Renyi, densities capped at 1), "
+               "erk (Erdos-Renyi with dense-capping so the overall level holds exactly)")
+    dense_groups: tuple[str, ...] = _f((), "weight groups kept dense; groups: " + ", ".join(SPARSITY_GROUPS))
+    group_levels: dict[str, float] = _f({}, "fixed sparsity per weight group, e.g. {ffn_in: 0.9}; the other "
+                                            "groups share the rest of the overall level")
+    drop_fraction: float = _f(0.3, "fraction of a layer's active weights dropped (and regrown) per update",
+                              lo=0.0, hi=1.0)
+    drop_schedule: Literal["constant", "cosine", "linear"] = _f(
+        "cosine", "decay of the drop fraction from update_start to update_end")
+    update_every: int = _f(10, "steps between mask updates", lo=1)
+    update_start: float = _f(0.0, "first mask update, as a fraction of horizon_steps", lo=0.0, hi=1.0)
+    update_end: float = _f(0.75, "no mask updates from here on, as a fraction of horizon_steps", lo=0.0, hi=1.0)
+    horizon_steps: int | None = _f(None, "steps the schedules are laid over (null: target.dense_steps, the "
+                                         "length of the dense run to the auto target)", lo=1)
+    momentum: float = _f(0.9, "snfs: decay of the dense gradient momentum that scores growth and "
+                              "redistribution", lo=0.0, hi=1.0, hi_open=True)
+    regularizer: Literal["none", "l1", "l2"] = _f("none", "penalty on active sparsifiable weights")
+    regularizer_strength: float = _f(0.0, "coefficient of the regularizer (added to the gradient)", lo=0.0)
 
 
 @dataclass(frozen=True)
@@ -159,6 +183,16 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if value in choices and type(value) is type(choices[choices.index(value)]):
             return value
         raise SpecError(f"{path}: must be {_type_name(tp)}, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(tp)[:1]
+            return tuple(_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value))
+        raise SpecError(f"{path}: must be a list, got {value!r}")
+    if origin is dict:
+        if isinstance(value, dict):
+            _, item = typing.get_args(tp)
+            return {str(k): _coerce(v, item, f"{path}.{k}") for k, v in value.items()}
+        raise SpecError(f"{path}: must be a mapping, got {value!r}")
     if tp is type(None):
         if value is None:
             return None
@@ -230,12 +264,32 @@ def _check_cross_field(obj: Any, path: str) -> None:
     if isinstance(obj, ModelSpec) and obj.hidden_size % obj.num_heads:
         raise SpecError(f"{path}.num_heads: must divide model.hidden_size ({obj.hidden_size}), "
                         f"got {obj.num_heads}")
-    if isinstance(obj, SparsitySpec) and obj.method not in SPARSITY_METHODS:
-        raise SpecError(f"{path}.method: unknown method {obj.method!r} (choices: {', '.join(SPARSITY_METHODS)})")
+    if isinstance(obj, SparsitySpec):
+        _check_sparsity(obj, path)
     if isinstance(obj, TrainSpec):
         if obj.device != "auto" and not (obj.device == "cpu" or obj.device == "cuda"
                                          or (obj.device.startswith("cuda:") and obj.device[5:].isdigit())):
             raise SpecError(f"{path}.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {obj.device!r}")
+
+
+def _check_sparsity(sp: SparsitySpec, path: str) -> None:
+    if sp.method not in SPARSITY_METHODS:
+        raise SpecError(f"{path}.method: unknown method {sp.method!r} (choices: {', '.join(SPARSITY_METHODS)})")
+    if sp.method == "dense" and (sp.level > 0 or sp.group_levels):
+        raise SpecError(f"{path}.level: method 'dense' trains every weight; choose a sparse method for "
+                        f"level {sp.level:g}")
+    for i, g in enumerate(sp.dense_groups):
+        if g not in SPARSITY_GROUPS:
+            raise SpecError(f"{path}.dense_groups[{i}]: unknown group {g!r} (groups: {', '.join(SPARSITY_GROUPS)})")
+    for g, level in sp.group_levels.items():
+        if g not in SPARSITY_GROUPS:
+            raise SpecError(f"{path}.group_levels.{g}: unknown group (groups: {', '.join(SPARSITY_GROUPS)})")
+        if g in sp.dense_groups:
+            raise SpecError(f"{path}.group_levels.{g}: group is also in dense_groups")
+        if not 0.0 <= level < 1.0:
+            raise SpecError(f"{path}.group_levels.{g}: must be >= 0 and < 1, got {level!r}")
+    if sp.update_end <= sp.update_start:
+        raise SpecError(f"{path}.update_end: must be > update_start ({sp.update_start:g}), got {sp.update_end:g}")
 
 
 def apply_override(raw: dict, assignment: str) -> None:

@@ -27,6 +27,7 @@ from .data import Batches, TokenizedData
 from .embedding import load_token_embedding, resolve_model_dir
 from .flops import ModelShape, StepFlops, step_flops
 from .model import MLMModel, build_model
+from .sparsity import Sparsifier
 from .spec import Spec, SpecError
 
 
@@ -91,6 +92,8 @@ class Trainer:
             [{"params": decay, "weight_decay": tr.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.sparsifier = Sparsifier(self.model, self.optimizer, spec.sparsity, seed=tr.seed,
+                                     horizon=spec.sparsity.horizon_steps or spec.target.dense_steps)
         self.step = 0
         self.result: RunResult | None = None
 
@@ -103,20 +106,19 @@ class Trainer:
         progress = min(1.0, (step - tr.warmup_steps) / max(1, tr.max_steps - tr.warmup_steps))
         return 1.0 - progress if tr.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def densities(self) -> dict[str, float]:
-        """Density of every sparsifiable weight (all 1.0 for dense training)."""
-        return {name: 1.0 for name in self.model.sparsifiable_weights()}
-
     def avg_sparsity(self) -> float:
-        weights = self.model.sparsifiable_weights()
-        dens = self.densities()
+        """Fraction of zero (masked) weights among all sparsifiable weights."""
+        weights = self.sparsifier.weights
+        dens = self.sparsifier.densities()
         total = sum(w.numel() for w in weights.values())
         return 1.0 - sum(dens[n] * w.numel() for n, w in weights.items()) / total
 
-    def step_flops(self, n_masked: float) -> tuple[StepFlops, StepFlops]:
-        """(actual, dense-equivalent) FLOPs of one training step with ``n_masked`` positions at the head."""
+    def step_flops(self, n_masked: float, densities=None) -> tuple[StepFlops, StepFlops]:
+        """(actual, dense-equivalent) FLOPs of a step with ``n_masked`` positions at the head; ``densities``
+        default to the current step's, method overheads (e.g. a dense gradient on update steps) included."""
         bs = self.spec.train.batch_size
-        return step_flops(self.shape, bs, n_masked, self.densities()), step_flops(self.shape, bs, n_masked)
+        dens = self.sparsifier.flop_densities(self.step) if densities is None else densities
+        return step_flops(self.shape, bs, n_masked, dens), step_flops(self.shape, bs, n_masked)
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -134,6 +136,26 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def train_step(self) -> tuple[float, int, dict]:
+        """One optimizer step (masks kept exact around it). Returns the training loss, the number of masked
+        positions and the per-weight densities the step cost; a non-finite loss takes no step."""
+        inputs, labels = self.batches.train_batch(self.step)
+        loss, n = self.model(inputs.to(self.device), labels.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loss_value, n_masked = float(loss.detach()), int(n)
+        step_densities = self.sparsifier.flop_densities(self.step)  # before this step's mask update
+        if math.isfinite(loss_value):
+            self.sparsifier.before_optimizer_step(self.step)
+            if self.spec.train.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.train.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.sparsifier.after_optimizer_step(self.step)
+            self.step += 1
+        self._sync()
+        return loss_value, n_masked, step_densities
+
     def run(self) -> Iterator[dict]:
         """Train, yielding a metric dict after every evaluation; sets ``self.result`` at the end."""
         tr = self.spec.train
@@ -143,13 +165,19 @@ class Trainer:
         losses: list[float] = []
         history: list[dict] = []
         status, at_target = "running", None
+        n_updates = [len(self.sparsifier.updates)]  # mask updates already reported
 
         def record(eval_loss: float, train_loss: float | None) -> dict:
             ratio = flops / dense_flops if dense_flops > 0 else 1.0
+            updates = self.sparsifier.updates[n_updates[0]:]
+            n_updates[0] = len(self.sparsifier.updates)
             row = {"step": self.step, "train_loss": train_loss, "eval_loss": eval_loss,
                    "train_time_s": train_time, "flops": flops, "dense_flops": dense_flops,
                    "flop_ratio": ratio, "net_time_s": train_time * ratio, "net_flops": flops,
-                   "avg_sparsity": self.avg_sparsity(), "lr": self.scheduler.get_last_lr()[0]}
+                   "avg_sparsity": self.avg_sparsity(), "lr": self.scheduler.get_last_lr()[0],
+                   "layer_density": {n: d for n, d in self.sparsifier.densities().items()
+                                     if n in self.sparsifier.masks},
+                   "mask_updates": updates}
             history.append(row)
             return row
 
@@ -159,29 +187,17 @@ class Trainer:
         yield {**row, "status": status}
         while status == "running":
             start = time.perf_counter()
-            inputs, labels = self.batches.train_batch(self.step)
-            loss, n = self.model(inputs.to(self.device), labels.to(self.device))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            loss_value, n_masked = float(loss.detach()), int(n)
+            loss_value, n_masked, step_densities = self.train_step()
+            train_time += time.perf_counter() - start
             if not math.isfinite(loss_value):
-                self._sync()
-                train_time += time.perf_counter() - start
                 status = "diverged"
                 row = record(float("inf"), loss_value)
                 row["status"] = status
                 yield row
                 break
-            if tr.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), tr.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self._sync()
-            train_time += time.perf_counter() - start
-            actual, dense = self.step_flops(n_masked)
+            actual, dense = self.step_flops(n_masked, step_densities)
             flops += actual.total
             dense_flops += dense.total
-            self.step += 1
             losses.append(loss_value)
             out_of_budget = self.step >= tr.max_steps or (tr.max_time_s is not None and train_time >= tr.max_time_s)
             if self.step % tr.eval_every and not out_of_budget:

@@ -1,0 +1,341 @@
+"""Sparsity: a contract suite over every registered method, layer densities, schedules and FLOP charges."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from sparsesearch.flops import step_flops, weight_group
+from sparsesearch.sparsity import METHODS, drop_and_grow, get_method, gmp_sparsity, layer_densities
+from sparsesearch.sparsity.schedules import UpdateSchedule
+from sparsesearch.spec import SPARSITY_METHODS, SpecError, spec_from_dict
+from sparsesearch.trainer import Trainer
+
+SPARSE = [m for m in METHODS if m != "dense"]
+
+
+def _trainer(tiny_raw, method, level=0.7, **sparsity):
+    raw = {**tiny_raw, "model": {**tiny_raw["model"], "logits": "all"},
+           "train": {**tiny_raw["train"], "weight_decay": 0.1, "max_steps": 1000},
+           "sparsity": {"method": method, "level": level if method != "dense" else 0.0, "update_every": 2,
+                        "horizon_steps": 16, "update_end": 1.0, "drop_fraction": 0.3, **sparsity}}
+    return Trainer(spec_from_dict(raw), _data(tiny_raw), None)
+
+
+_DATA = {}
+
+
+def _data(tiny_raw):
+    from sparsesearch.data import prepare_data
+    key = str(tiny_raw["model"])
+    if key not in _DATA:
+        spec = spec_from_dict(tiny_raw)
+        _DATA[key] = prepare_data(spec.data, spec.model)
+    return _DATA[key]
+
+
+def _state_tensors(tr, w):
+    return [v for v in tr.optimizer.state.get(w, {}).values() if torch.is_tensor(v) and v.shape == w.shape]
+
+
+# ----- contract: every method ---------------------------------------------------------------------------------
+
+
+def test_spec_lists_exactly_the_registered_methods():
+    assert tuple(METHODS) == SPARSITY_METHODS
+
+
+def test_unknown_method_raises_listing_choices():
+    with pytest.raises(ValueError, match=r"unknown method 'lottery' \(choices: dense, static, set, rigl"):
+        get_method("lottery")
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_masked_weights_and_optimizer_state_stay_exactly_zero(tiny_raw, method):
+    tr = _trainer(tiny_raw, method)
+    for _ in range(12):  # several mask updates, AdamW with weight decay 0.1
+        tr.train_step()
+        for name, mask in tr.sparsifier.masks.items():
+            w = tr.sparsifier.weights[name]
+            assert torch.count_nonzero(w[~mask]) == 0, name
+            for s in _state_tensors(tr, w):
+                assert torch.count_nonzero(s[~mask]) == 0, name
+    if method == "dense":
+        assert not tr.sparsifier.masks and tr.avg_sparsity() == 0.0
+    else:
+        assert tr.sparsifier.masks
+
+
+@pytest.mark.parametrize("method", SPARSE)
+def test_active_counts_are_exact_and_conserved(tiny_raw, method):
+    tr = _trainer(tiny_raw, method)
+    sp = tr.sparsifier
+    expected = {n: round(sp.target_density[n] * m.numel()) for n, m in sp.masks.items()}
+    total = sum(expected.values())
+    for step in range(16):
+        tr.train_step()
+        counts = {n: int(m.sum()) for n, m in sp.masks.items()}
+        if method == "gmp":
+            s = gmp_sparsity(sp.updates[-1]["step"] if sp.updates else 0, final=1.0, start=sp.schedule.start,
+                             end=sp.schedule.end)
+            for n, m in sp.masks.items():
+                final = 1.0 - sp.target_density[n]
+                keep = m.numel() - round(final * s * m.numel()) if s < 1 else expected[n]
+                assert abs(counts[n] - keep) <= 1, (n, step)  # rounding of s*final vs final*s
+        elif method == "snfs":  # redistribution moves weights between layers; the total is exact
+            assert sum(counts.values()) == total
+        else:
+            assert counts == expected
+    if method == "gmp":
+        assert {n: int(m.sum()) for n, m in sp.masks.items()} == expected
+    assert tr.avg_sparsity() == pytest.approx(0.7, abs=1e-3)
+
+
+@pytest.mark.parametrize("method", [m for m in SPARSE if METHODS[m].updates_masks and m != "gmp"])
+def test_grown_weights_start_at_zero_with_zero_state(tiny_raw, method):
+    tr = _trainer(tiny_raw, method)
+    sp = tr.sparsifier
+    tr.train_step()  # step 1: no update (updates after steps 2, 4, ...)
+    before = {n: m.clone() for n, m in sp.masks.items()}
+    tr.train_step()
+    assert sp.updates and sp.updates[-1]["step"] == 2
+    grown_any = False
+    for n, m in sp.masks.items():
+        grown = m & ~before[n]
+        grown_any |= bool(grown.any())
+        w = sp.weights[n]
+        assert torch.count_nonzero(w[grown]) == 0
+        for s in _state_tensors(tr, w):
+            assert torch.count_nonzero(s[grown]) == 0
+    assert grown_any
+    tr.train_step()  # and they then train
+    assert any(torch.count_nonzero(sp.weights[n][sp.masks[n] & ~before[n]]) > 0 for n in sp.masks)
+
+
+def _full_state(tr):
+    return {"model": {k: v.clone() for k, v in tr.model.state_dict().items()},
+            "optimizer": tr.optimizer.state_dict(), "scheduler": tr.scheduler.state_dict(),
+            "sparsifier": tr.sparsifier.state_dict(), "step": tr.step}
+
+
+@pytest.mark.parametrize("method", SPARSE)
+def test_checkpoint_round_trip_gives_identical_masks_and_next_steps(tiny_raw, method):
+    import copy
+    a = _trainer(tiny_raw, method)
+    for _ in range(5):
+        a.train_step()
+    state = copy.deepcopy(_full_state(a))
+    b = _trainer(tiny_raw, method)
+    b.model.load_state_dict(state["model"])
+    b.optimizer.load_state_dict(state["optimizer"])
+    b.scheduler.load_state_dict(state["scheduler"])
+    b.sparsifier.load_state_dict(state["sparsifier"])
+    b.step = state["step"]
+    for n in a.sparsifier.masks:
+        assert torch.equal(a.sparsifier.masks[n], b.sparsifier.masks[n])
+    for _ in range(3):  # includes an update step (after step 6)
+        la, _, _ = a.train_step()
+        lb, _, _ = b.train_step()
+        assert la == lb
+    for n in a.sparsifier.masks:
+        assert torch.equal(a.sparsifier.masks[n], b.sparsifier.masks[n])
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(va, vb), ka
+
+
+def test_checkpoint_of_another_model_is_refused(tiny_raw):
+    a = _trainer(tiny_raw, "rigl")
+    state = a.sparsifier.state_dict()
+    state["masks"].pop(next(iter(state["masks"])))
+    with pytest.raises(ValueError, match="do not match"):
+        a.sparsifier.load_state_dict(state)
+
+
+@pytest.mark.parametrize("method", [m for m in SPARSE if METHODS[m].updates_masks])
+def test_non_finite_gradients_skip_the_update(tiny_raw, method):
+    tr = _trainer(tiny_raw, method)
+    sp = tr.sparsifier
+    tr.train_step()
+    before = {n: m.clone() for n, m in sp.masks.items()}
+    name = next(iter(sp.masks))
+    # Poison a gradient right after backward, before the sparsifier sees it.
+    hook = sp.weights[name].register_hook(lambda g: torch.full_like(g, math.inf))
+    tr.train_step()
+    hook.remove()
+    assert sp.updates[-1] == {"step": 2, "skipped": "non-finite gradients"}
+    for n, m in sp.masks.items():
+        assert torch.equal(m, before[n])
+        assert torch.count_nonzero(sp.weights[n][~m]) == 0, "masked weights stay exactly zero even then"
+
+
+# ----- the shared update ------------------------------------------------------------------------------------
+
+
+def test_drop_and_grow_is_exact():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(20, 30, generator=g) < 0.3
+    w = torch.randn(20, 30, generator=g) * mask
+    score = torch.rand(20, 30, generator=g)
+    active = int(mask.sum())
+    new = drop_and_grow(mask, w.abs(), score, 10, 10)
+    assert int(new.sum()) == active
+    dropped = mask & ~new
+    kept_mags = w.abs()[mask & new]
+    assert int(dropped.sum()) <= 10 and w.abs()[dropped].max() <= kept_mags.min()
+    grown = new & ~mask
+    assert score[grown].min() >= score[~new].max()
+    with pytest.raises(ValueError, match="cannot drop"):
+        drop_and_grow(mask, w.abs(), score, active + 1, 0)
+
+
+# ----- layer densities ---------------------------------------------------------------------------------------
+
+SHAPES = {"embed_proj.weight": (32, 16), "encoder.layer.0.attention.self.query.weight": (32, 32),
+          "encoder.layer.0.intermediate.dense.weight": (128, 32), "encoder.layer.0.output.dense.weight": (32, 128),
+          "head_transform.weight": (16, 32)}
+SIZES = {n: a * b for n, (a, b) in SHAPES.items()}
+
+
+def _sparsity(dens):
+    return 1 - sum(dens[n] * SIZES[n] for n in SIZES) / sum(SIZES.values())
+
+
+@pytest.mark.parametrize("level", [0.3, 0.5, 0.8, 0.95])
+def test_uniform_and_erk_meet_the_budget_exactly(level):
+    uni = layer_densities(SHAPES, level, "uniform")
+    assert all(d == pytest.approx(1 - level) for d in uni.values())
+    erk = layer_densities(SHAPES, level, "erk")
+    assert _sparsity(erk) == pytest.approx(level)
+    raw = {n: (a + b) / (a * b) for n, (a, b) in SHAPES.items()}
+    free = [n for n in SHAPES if erk[n] < 1.0]
+    scale = erk[free[0]] / raw[free[0]]
+    for n in SHAPES:  # uncapped layers follow (n_in + n_out) / (n_in * n_out); capped ones are dense
+        assert erk[n] == pytest.approx(scale * raw[n]) if n in free else erk[n] == 1.0
+        assert erk[n] <= 1.0
+
+
+def test_er_caps_without_redistributing():
+    er, erk = layer_densities(SHAPES, 0.3, "er"), layer_densities(SHAPES, 0.3, "erk")
+    assert max(er.values()) == 1.0 and _sparsity(er) > 0.3  # capping leaves budget unspent
+    assert _sparsity(erk) == pytest.approx(0.3)
+    assert layer_densities(SHAPES, 0.9, "er") == pytest.approx(layer_densities(SHAPES, 0.9, "erk"))
+
+
+def test_group_overrides_and_impossible_budgets():
+    dens = layer_densities(SHAPES, 0.6, "uniform", dense_groups=("embed_proj",), group_levels={"ffn_in": 0.9})
+    assert dens["embed_proj.weight"] == 1.0
+    assert dens["encoder.layer.0.intermediate.dense.weight"] == pytest.approx(0.1)
+    assert _sparsity(dens) == pytest.approx(0.6)
+    with pytest.raises(SpecError, match="sparsity.level: 0.95 cannot be met"):
+        layer_densities(SHAPES, 0.95, "erk", dense_groups=("ffn_in", "ffn_out"))
+
+
+def test_group_names_cover_every_sparsifiable_weight(tiny_raw):
+    tr = _trainer(tiny_raw, "dense")
+    groups = {weight_group(n) for n in tr.model.sparsifiable_weights()}
+    assert groups == {"embed_proj", "attn_qkv", "attn_out", "ffn_in", "ffn_out", "head_transform"}
+
+
+# ----- schedules ---------------------------------------------------------------------------------------------
+
+
+def test_drop_fraction_schedules():
+    kw = dict(every=10, start=0, end=100, drop_fraction=0.4)
+    cos, lin, const = (UpdateSchedule(**kw, kind=k) for k in ("cosine", "linear", "constant"))
+    assert [cos.drop_fraction_at(s) for s in (0, 50, 100)] == pytest.approx([0.4, 0.2, 0.0])
+    assert cos.drop_fraction_at(25) == pytest.approx(0.2 * (1 + math.cos(math.pi / 4)))
+    assert [lin.drop_fraction_at(s) for s in (0, 25, 100)] == pytest.approx([0.4, 0.3, 0.0])
+    assert const.drop_fraction_at(90) == 0.4
+    assert [s for s in range(120) if cos.is_update(s)] == list(range(10, 100, 10))
+
+
+def test_gmp_cubic_ramp():
+    assert gmp_sparsity(0, final=0.8, start=10, end=110) == 0.0
+    assert gmp_sparsity(60, final=0.8, start=10, end=110) == pytest.approx(0.8 * (1 - 0.5 ** 3))
+    assert gmp_sparsity(200, final=0.8, start=10, end=110) == 0.8
+
+
+@pytest.mark.parametrize("method", ["set", "rigl", "snfs"])
+def test_each_update_drops_the_scheduled_fraction(tiny_raw, method):
+    tr = _trainer(tiny_raw, method, drop_schedule="cosine")
+    sp = tr.sparsifier
+    seen = []
+    original = sp.method.counts
+
+    def spy(s, step):
+        out = original(s, step)
+        seen.append((step, {n: out[n][0] for n in out}, {n: int(m.sum()) for n, m in s.masks.items()}))
+        return out
+
+    sp.method.counts = spy
+    for _ in range(12):
+        tr.train_step()
+    assert [s for s, _, _ in seen] == [2, 4, 6, 8, 10, 12]
+    for step, drops, active in seen:
+        frac = sp.schedule.drop_fraction_at(step)
+        assert frac == pytest.approx(0.15 * (1 + math.cos(math.pi * step / 16)))
+        for n in drops:
+            assert drops[n] == min(round(frac * active[n]), sp.masks[n].numel() - active[n])
+    if method != "snfs":  # snfs regrows more than it dropped in layers with strong momentum
+        assert all(0 <= c <= 0.31 for u in sp.updates for c in u["changed"].values())
+
+
+# ----- FLOP charges ------------------------------------------------------------------------------------------
+
+
+def _weight_grad_flops(tr, names):
+    comps = {c.name: c for c in step_flops(tr.shape, tr.spec.train.batch_size, 0).components}
+    return {n: comps[n].backward_weight for n in names}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_cumulative_flops_equal_the_methods_analytic_formula(tiny_raw, method):
+    tr = _trainer(tiny_raw, method)
+    sp = tr.sparsifier
+    bs = tr.spec.train.batch_size
+    dense_wgrad = _weight_grad_flops(tr, list(sp.masks))
+    steps = 12
+    expected = 0.0
+    measured = 0.0
+    for step in range(steps):
+        dens = sp.densities()  # the masks in force during this step
+        update_after = sp.is_update_step(step)
+        _, n, charged = tr.train_step()
+        measured += tr.step_flops(n, charged)[0].total
+        sparse = step_flops(tr.shape, bs, n, dens).total
+        extra = 0.0
+        if method == "snfs" or (method == "rigl" and update_after):
+            extra = sum((1 - dens[k]) * dense_wgrad[k] for k in sp.masks)
+        expected += sparse + extra
+    assert measured == pytest.approx(expected, rel=1e-12)
+    dense_total = steps * step_flops(tr.shape, bs, 0).total  # logits at all positions: n does not matter
+    if method == "dense":
+        assert measured == pytest.approx(dense_total)
+    else:
+        assert measured < dense_total
+
+
+def test_rigl_flop_ratio_is_reported_by_the_trainer(tiny_raw):
+    tr = _trainer(tiny_raw, "rigl", level=0.8)
+    tr.spec = dataclasses.replace(tr.spec, train=dataclasses.replace(tr.spec.train, max_steps=10))
+    rows = list(tr.run())
+    r = tr.result
+    assert r.avg_sparsity == pytest.approx(0.8, abs=1e-3)
+    assert r.flop_ratio == pytest.approx(rows[-1]["flops"] / rows[-1]["dense_flops"])
+    assert 0 < r.flop_ratio < 1
+    assert rows[-1]["layer_density"] and all(0 < d < 1 for d in rows[-1]["layer_density"].values())
+    assert [u["step"] for row in rows for u in row["mask_updates"]] == [2, 4, 6, 8, 10]
+
+
+def test_l2_regularizer_adds_to_active_gradients(tiny_raw):
+    tr = _trainer(tiny_raw, "static", regularizer="l2", regularizer_strength=0.5)
+    sp = tr.sparsifier
+    tr.train_step()
+    name = next(iter(sp.masks))
+    w = sp.weights[name]
+    w.grad = torch.zeros_like(w)
+    sp.before_optimizer_step(tr.step)
+    assert torch.allclose(w.grad, 0.5 * w.detach() * sp.masks[name])
