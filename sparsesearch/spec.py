@@ -97,7 +97,7 @@ class TargetSpec:
 
 # Kept in step with sparsesearch.sparsity.methods.METHODS (a test checks); listed here so that reading a spec
 # does not import torch.
-SPARSITY_METHODS = ("dense", "static", "set", "rigl", "snfs", "gmp")
+SPARSITY_METHODS = ("dense", "static", "set", "rigl", "snfs", "gmp", "topkast")
 SPARSITY_GROUPS = ("embed_proj", "attn_qkv", "attn_out", "ffn_in", "ffn_out", "head_transform")
 
 
@@ -123,6 +123,9 @@ class SparsitySpec:
                                          "length of the dense run to the auto target)", lo=1)
     momentum: float = _f(0.9, "snfs: decay of the dense gradient momentum that scores growth and "
                               "redistribution", lo=0.0, hi=1.0, hi_open=True)
+    topkast_backward_level: float | None = _f(None, "topkast: sparsity of the backward set (null: twice the "
+                                                    "forward density, e.g. 0.6 for level 0.8)", lo=0.0, hi=1.0,
+                                              hi_open=True)
     regularizer: Literal["none", "l1", "l2"] = _f("none", "penalty on active sparsifiable weights")
     regularizer_strength: float = _f(0.0, "coefficient of the regularizer (added to the gradient)", lo=0.0)
 
@@ -288,6 +291,9 @@ def _check_sparsity(sp: SparsitySpec, path: str) -> None:
             raise SpecError(f"{path}.group_levels.{g}: group is also in dense_groups")
         if not 0.0 <= level < 1.0:
             raise SpecError(f"{path}.group_levels.{g}: must be >= 0 and < 1, got {level!r}")
+    if sp.topkast_backward_level is not None and sp.topkast_backward_level > sp.level:
+        raise SpecError(f"{path}.topkast_backward_level: must be <= sparsity.level ({sp.level:g}): the backward "
+                        f"set contains the forward set, got {sp.topkast_backward_level:g}")
     if sp.update_end <= sp.update_start:
         raise SpecError(f"{path}.update_end: must be > update_start ({sp.update_start:g}), got {sp.update_end:g}")
 

@@ -26,6 +26,47 @@ class Method:
     def __init__(self, spec):
         self.spec = spec
 
+    # ----- masks and their lifecycle (defaults serve every drop-and-grow method) ------------------------------
+    def mask_density(self, density: float) -> float:
+        """Density the mask of a weight holds, given the weight's density in the forward pass."""
+        return density
+
+    def initial_mask(self, sp: "Sparsifier", weight: torch.Tensor, density: float) -> torch.Tensor:
+        """Random with exactly round(density * numel) entries (Evci et al. 2020 start all methods so), or all
+        ones for methods that start dense."""
+        from .sparsifier import random_mask
+        if not self.sparse_from_start:
+            return torch.ones(weight.shape, dtype=torch.bool)
+        return random_mask(weight.shape, density, sp.generator)
+
+    def prepare(self, sp: "Sparsifier") -> None:
+        """After the masks are made, before the first step."""
+
+    def before_optimizer_step(self, sp: "Sparsifier") -> None:
+        """After the gradients are masked, right before the optimizer step."""
+
+    def after_optimizer_step(self, sp: "Sparsifier") -> None:
+        """After the optimizer step and the masks are re-applied, before a scheduled update."""
+
+    def update(self, sp: "Sparsifier", step: int) -> None:
+        """A scheduled mask update: the shared drop-and-grow."""
+        sp.drop_and_grow_update(step)
+
+    def after_update(self, sp: "Sparsifier") -> None:
+        """Last thing of every step (and after a checkpoint is loaded)."""
+
+    def forward_masks(self, sp: "Sparsifier") -> dict[str, torch.Tensor]:
+        """The masks the forward pass uses (the masks themselves, except for Top-KAST)."""
+        return sp.masks
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, sp: "Sparsifier", state: dict) -> None:
+        pass
+
+    # ----- scores and counts ----------------------------------------------------------------------------------
+
     def drop_score(self, sp: "Sparsifier", name: str, weight: torch.Tensor) -> torch.Tensor:
         """Lower scores are dropped first (among active weights)."""
         return weight.abs()
@@ -160,7 +201,102 @@ def _allocate(total: int, weights: dict[str, float], cap: dict[str, int]) -> dic
     return out
 
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Dense, Static, SET, RigL, SNFS, GMP)}
+class TopKAST(Method):
+    r"""Top-KAST (Jayakumar et al. 2020, "Top-KAST: Top-K Always Sparse Training"): a dense parameter store
+    theta; the forward pass uses the top-D_f fraction of each layer by |theta| (set A), gradients flow to the
+    larger top-D_b set B (the straight-through gradient of the weights in B but not A), and A and B are
+    re-selected by |theta| at every scheduled update. Weights outside B keep their stale values in theta and
+    can re-enter B when B's weights shrink below them.
+
+    Here the model's weight holds theta on A only (exact zeros elsewhere, so the forward pass is sparse); the
+    sparsifier keeps theta. The mask is B: gradients, optimizer state and weight-gradient FLOPs cover B;
+    forward and input-gradient FLOPs cover A. D_b = min(1, D_f * backward_factor), from
+    sparsity.topkast_backward_level. Departures from the paper: A and B are re-selected on the update schedule
+    (the paper re-selects every step; use update_every: 1 for that), and its exploration penalty on B \ A is
+    not applied (sparsity.regularizer applies to all of B)."""
+
+    name = "topkast"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        forward_density = 1.0 - spec.level
+        backward_level = (spec.topkast_backward_level if spec.topkast_backward_level is not None
+                          else max(0.0, 1.0 - 2.0 * forward_density))
+        self.factor = (1.0 - backward_level) / forward_density if forward_density > 0 else 1.0
+        self.theta: dict[str, torch.Tensor] = {}
+        self.forward: dict[str, torch.Tensor] = {}
+        self.forward_density: dict[str, float] = {}
+
+    def mask_density(self, density):
+        return min(1.0, density * self.factor)
+
+    def initial_mask(self, sp, weight, density):
+        return _top_fraction(weight.detach().abs(), density)
+
+    def prepare(self, sp):
+        for name, mask in sp.masks.items():
+            w = sp.weights[name]
+            self.theta[name] = w.detach().clone()
+            self.forward_density[name] = sp.target_density[name]
+        self._select(sp)
+
+    def _select(self, sp):
+        """A = top-D_f of |theta| within B (B ⊇ A by construction); the weight holds theta on A only."""
+        for name, mask in sp.masks.items():
+            score = self.theta[name].abs().masked_fill(~mask, -1.0)
+            self.forward[name] = _top_fraction(score, self.forward_density[name])
+        self.after_update(sp)
+
+    def before_optimizer_step(self, sp):
+        # Let the optimizer update theta on all of B: put B \ A's values into the weight for this step.
+        with torch.no_grad():
+            for name, mask in sp.masks.items():
+                w = sp.weights[name]
+                extra = mask & ~self.forward[name]
+                w[extra] = self.theta[name][extra]
+
+    def after_optimizer_step(self, sp):
+        with torch.no_grad():
+            for name, mask in sp.masks.items():
+                self.theta[name][mask] = sp.weights[name][mask]
+
+    def update(self, sp, step):
+        changed = {}
+        for name, mask in sp.masks.items():
+            new = _top_fraction(self.theta[name].abs(), sp.masks[name].float().mean().item())
+            changed[name] = sp.set_mask(name, new)
+        self._select(sp)
+        sp.updates.append({"step": step, "drop_fraction": None, "changed": changed})
+
+    def after_update(self, sp):
+        with torch.no_grad():
+            for name, fwd in self.forward.items():
+                w = sp.weights[name]
+                w.copy_(self.theta[name]).masked_fill_(~fwd, 0.0)
+
+    def forward_masks(self, sp):
+        return self.forward or sp.masks
+
+    def state_dict(self):
+        return {"theta": {n: t.cpu().clone() for n, t in self.theta.items()},
+                "forward": {n: m.cpu().clone() for n, m in self.forward.items()}}
+
+    def load_state_dict(self, sp, state):
+        for n, t in state.get("theta", {}).items():
+            self.theta[n] = t.to(sp.weights[n].device)
+        for n, m in state.get("forward", {}).items():
+            self.forward[n] = m.to(sp.weights[n].device)
+
+
+def _top_fraction(score: torch.Tensor, density: float) -> torch.Tensor:
+    """Mask of the round(density * numel) largest scores."""
+    k = round(density * score.numel())
+    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
+    mask[torch.topk(score.reshape(-1).float(), k, sorted=False).indices] = True
+    return mask.view(score.shape)
+
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Dense, Static, SET, RigL, SNFS, GMP, TopKAST)}
 
 
 def get_method(name: str) -> type[Method]:

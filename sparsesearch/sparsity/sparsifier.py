@@ -71,15 +71,15 @@ class Sparsifier:
                                                   dense_groups=spec.dense_groups, group_levels=spec.group_levels)
         self.schedule = UpdateSchedule.from_spec(spec, horizon)
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + 17)
-        # Only weights that will ever be sparse carry a mask; the rest are plain dense weights.
+        # Only weights that will ever be sparse carry a mask; the rest are plain dense weights. ``mask_density``
+        # is the density each mask holds exactly once the method's ramp (if any) is done.
+        self.mask_density = {n: self.method.mask_density(d) for n, d in self.target_density.items() if d < 1.0}
         self.masks: dict[str, torch.Tensor] = {}
-        for name, d in self.target_density.items():
-            if d < 1.0:
-                w = self.weights[name]
-                mask = (random_mask(w.shape, d, self.generator) if self.method.sparse_from_start
-                        else torch.ones(w.shape, dtype=torch.bool))
-                self.masks[name] = mask.to(w.device)
+        for name, d in self.mask_density.items():
+            w = self.weights[name]
+            self.masks[name] = self.method.initial_mask(self, w, d).to(w.device)
         self._inactive = {n: ~m for n, m in self.masks.items()}
+        self.method.prepare(self)
         self.momentum: dict[str, torch.Tensor] = {}
         self.scores: dict[str, torch.Tensor] = {}
         self.updates: list[dict] = []  # one entry per mask update: step, drop fraction, fraction changed
@@ -119,6 +119,7 @@ class Sparsifier:
                 w.grad.masked_fill_(self._inactive[name], 0.0)
         if self.spec.regularizer != "none" and strength:
             self._regularize_unmasked_dense(strength)
+        self.method.before_optimizer_step(self)
 
     def _regularize_unmasked_dense(self, strength: float) -> None:
         # Weights kept dense by the distribution are sparsifiable weights too: the regularizer applies to them.
@@ -132,13 +133,17 @@ class Sparsifier:
         if not self.masks:
             return
         self.apply_masks(state=False)
+        self.method.after_optimizer_step(self)
         if self._pending_update:
-            self._update(step + 1)
+            self.method.update(self, step + 1)
+            self._refresh_densities()
             self._pending_update = False
+        self.method.after_update(self)
         self.scores = {}
 
     # ----- the one update -------------------------------------------------------------------------------------
-    def _update(self, step: int) -> None:
+    def drop_and_grow_update(self, step: int) -> None:
+        """The shared update: per layer, drop and grow the method's counts by its scores."""
         counts = self.method.counts(self, step)
         changed = {}
         with torch.no_grad():
@@ -150,16 +155,20 @@ class Sparsifier:
                 w = self.weights[name]
                 grow = self.method.grow_score(self, name, w) if n_grow else None
                 new = drop_and_grow(mask, self.method.drop_score(self, name, w), grow, n_drop, n_grow)
-                flipped = new ^ mask
-                changed[name] = int((new & ~mask).sum() + (mask & ~new).sum()) / max(1, 2 * int(mask.sum()))
-                # Dropped weights become zero; grown ones were inactive, hence already zero. Both get zero state.
-                w.masked_fill_(~new, 0.0)
-                self._zero_state(w, flipped)
-                self.masks[name] = new
-                self._inactive[name] = ~new
+                changed[name] = self.set_mask(name, new)
         self.updates.append({"step": step, "drop_fraction": self.schedule.drop_fraction_at(step),
                              "changed": changed})
-        self._refresh_densities()
+
+    def set_mask(self, name: str, new: torch.Tensor) -> float:
+        """Replace a mask. Weights that leave it become zero; those that enter were inactive, hence already
+        zero; both get zero optimizer state. Returns the fraction of active connections changed."""
+        old = self.masks[name]
+        w = self.weights[name]
+        with torch.no_grad():
+            w.masked_fill_(~new, 0.0)
+            self._zero_state(w, old ^ new)
+        self.masks[name], self._inactive[name] = new, ~new
+        return int((new & ~old).sum() + (old & ~new).sum()) / max(1, 2 * int(old.sum()))
 
     def _zero_state(self, weight: nn.Parameter, where: torch.Tensor) -> None:
         for value in self.optimizer.state.get(weight, {}).values():
@@ -187,27 +196,31 @@ class Sparsifier:
 
     # ----- reporting ------------------------------------------------------------------------------------------
     def _refresh_densities(self) -> None:
-        self._densities = {n: (int(self.masks[n].sum()) / self.masks[n].numel() if n in self.masks else 1.0)
-                           for n in self.weights}
+        fwd = self.method.forward_masks(self)
+        self._densities = {n: (int(fwd[n].sum()) / fwd[n].numel() if n in fwd else 1.0) for n in self.weights}
+        self._backward = {n: (int(m.sum()) / m.numel()) for n, m in self.masks.items()}
 
     def densities(self) -> dict[str, float]:
-        """Actual density of every sparsifiable weight (1.0 for unmasked ones)."""
+        """Density of every sparsifiable weight in the forward pass (1.0 for unmasked ones)."""
         return dict(self._densities)
 
     def flop_densities(self, step: int) -> dict[str, Density]:
         """What step ``step`` costs per weight: (forward, input-gradient, weight-gradient) densities."""
-        dens = self.densities()
+        dens = self._densities
         dense_wgrad = self.method.dense_weight_grad_every_step or (
             self.method.dense_weight_grad_on_update and self.is_update_step(step))
-        if not dense_wgrad:
-            return dict(dens)
-        return {n: ((d, d, 1.0) if n in self.masks else d) for n, d in dens.items()}
+        if dense_wgrad:
+            return {n: ((d, d, 1.0) if n in self.masks else d) for n, d in dens.items()}
+        # Weight gradients are needed for the whole mask (Top-KAST's backward set may exceed the forward set).
+        return {n: ((d, d, self._backward[n]) if n in self.masks and self._backward[n] != d else d)
+                for n, d in dens.items()}
 
     # ----- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"masks": {n: m.cpu().clone() for n, m in self.masks.items()},
                 "momentum": {n: m.cpu().clone() for n, m in self.momentum.items()},
-                "generator": self.generator.get_state(), "updates": list(self.updates)}
+                "generator": self.generator.get_state(), "updates": list(self.updates),
+                "method": self.method.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         if set(state["masks"]) != set(self.masks):
@@ -222,5 +235,7 @@ class Sparsifier:
         self.momentum = {n: m.to(self.weights[n].device) for n, m in state["momentum"].items()}
         self.generator.set_state(state["generator"])
         self.updates = list(state["updates"])
+        self.method.load_state_dict(self, state.get("method", {}))
         self.apply_masks()
+        self.method.after_update(self)
         self._refresh_densities()
