@@ -176,5 +176,6 @@ def _nonmatmul(s: ModelShape, batch_size: int, logit_rows: float) -> dict[str, f
 
 
 def expected_masked(shape: ModelShape, batch_size: int, mask_prob: float) -> float:
-    """Expected positions reaching the head per step ([CLS]/[SEP] of each sequence are never masked)."""
+    """Expected positions reaching the head per step, approximately: [CLS]/[SEP] around each sequence are
+    never masked; the [SEP]s between packed documents inside it are counted as maskable (a slight overcount)."""
     return batch_size * (shape.seq_len - 2) * mask_prob

@@ -81,7 +81,8 @@ class TrainSpec:
     max_steps: int = _f(2000, "step budget: stop here if the target is not reached", lo=1)
     max_time_s: float | None = _f(None, "training-time budget in seconds (eval excluded)", lo=0.0, lo_open=True)
     eval_every: int = _f(20, "evaluate the held-out loss every this many steps", lo=1)
-    eval_sequences: int = _f(256, "held-out sequences per evaluation (a fixed set, same masks every time)", lo=1)
+    eval_sequences: int = _f(256, "held-out sequences per evaluation (a fixed set, same masks every time; at "
+                                              "most the whole held-out side)", lo=1)
     seed: int = _f(0, "seed for initialisation, data order and masks", lo=0)
     device: str = _f("auto", "'auto' (GPU when one is visible, else CPU), 'cpu', 'cuda' or 'cuda:N'")
     num_threads: int | None = _f(None, "torch CPU threads (null: torch's default)", lo=1)
@@ -131,13 +132,51 @@ class SparsitySpec:
 
 
 @dataclass(frozen=True)
+class AshaSpec:
+    unit: Literal["steps", "flops"] = _f("steps", "unit of the ASHA budget: dense-equivalent steps (cumulative "
+                                         "net FLOPs / one dense step's FLOPs) or net FLOPs")
+    grace_period: float = _f(40.0, "budget every trial gets before ASHA may stop it", lo=0.0, lo_open=True)
+    reduction_factor: float = _f(3.0, "ASHA keeps the best 1/reduction_factor at each rung", lo=1.0,
+                                 lo_open=True)
+    max_t: float | None = _f(None, "largest budget (null: train.max_steps dense steps, or their FLOPs)",
+                             lo=0.0, lo_open=True)
+
+
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "int_log")
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One searched spec key: a distribution (or a constant), and an optional condition on other keys."""
+
+    key: str
+    kind: str  # one of DISTRIBUTIONS, or "const"
+    values: tuple  # choices, (low, high), or (constant,)
+    when: tuple[tuple[str, tuple], ...] = ()  # (key, allowed values) pairs; all must hold
+
+
+@dataclass(frozen=True)
 class SearchSpec:
-    """The search space (its keys arrive with the search feature)."""
+    params: dict[str, Any] = _f({}, "searched keys by dotted path: {choice: [...]}, {uniform: [lo, hi]}, "
+                                    "{loguniform: [lo, hi]}, {int: [lo, hi]}, {int_log: [lo, hi]} or a constant; "
+                                    "optional when: {other.key: [values]} makes a key conditional")
+    objective: Literal["net_time", "net_flops"] = _f("net_time", "what the search minimises")
+    pareto: bool = _f(False, "also maximise average sparsity (two objectives: the Pareto front)")
+    sampler: Literal["tpe", "nsga2", "random"] = _f("tpe", "Optuna sampler")
+    seed: int = _f(0, "sampler seed", lo=0)
+    num_samples: int = _f(16, "trials to run (the dense reference trial not counted)", lo=1)
+    asha: AshaSpec = _section(AshaSpec, "early stopping (ASHA) on the held-out loss at equal compute")
 
 
 @dataclass(frozen=True)
 class TuneSpec:
-    """Ray Tune settings (its keys arrive with the search feature)."""
+    name: str | None = _f(None, "experiment name (null: the spec file's name and a timestamp)")
+    storage: str = _f("runs", "directory (or URI) of experiments; on a cluster every node must reach it")
+    address: str | None = _f(None, "Ray cluster address (null: $RAY_ADDRESS, else a local Ray instance)")
+    max_concurrent: int = _f(2, "trials running at once", lo=1)
+    cpus_per_trial: float = _f(1.0, "CPUs per trial (also its torch threads)", lo=0.0, lo_open=True)
+    gpus_per_trial: float = _f(0.0, "GPUs per trial", lo=0.0)
+    max_failures: int = _f(2, "retries of a failed trial from its last checkpoint", lo=0)
 
 
 @dataclass(frozen=True)
@@ -171,6 +210,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Convert a YAML value to the field type ``tp`` or raise SpecError naming ``path``."""
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
     if origin is typing.Union or (origin is not None and origin.__name__ == "UnionType"):
         errors = []
@@ -298,6 +339,103 @@ def _check_sparsity(sp: SparsitySpec, path: str) -> None:
         raise SpecError(f"{path}.update_end: must be > update_start ({sp.update_start:g}), got {sp.update_end:g}")
 
 
+_SEARCHABLE_SECTIONS = ("model", "data", "train", "target", "sparsity")
+
+
+def _field_type(dotted: str) -> Any:
+    """Type of a searchable spec key, or None if there is no such key."""
+    parts = dotted.split(".")
+    if len(parts) != 2 or parts[0] not in _SEARCHABLE_SECTIONS:
+        return None
+    section = typing.get_type_hints(Spec)[parts[0]]
+    return typing.get_type_hints(section).get(parts[1])
+
+
+def _parse_param(key: str, value: Any, path: str) -> SearchParam:
+    if not isinstance(value, dict):
+        return SearchParam(key, "const", (value,))
+    unknown = [k for k in value if k not in (*DISTRIBUTIONS, "when")]
+    if unknown:
+        raise SpecError(f"{path}.{unknown[0]}: unknown key (use one of {', '.join(DISTRIBUTIONS)}, and when)")
+    kinds = [k for k in DISTRIBUTIONS if k in value]
+    if len(kinds) != 1:
+        raise SpecError(f"{path}: needs exactly one distribution ({', '.join(DISTRIBUTIONS)}), got "
+                        f"{len(kinds)}")
+    kind = kinds[0]
+    arg = value[kind]
+    if kind == "choice":
+        if not isinstance(arg, list) or not arg:
+            raise SpecError(f"{path}.choice: must be a non-empty list of values")
+        if len({repr(v) for v in arg}) != len(arg):
+            raise SpecError(f"{path}.choice: values must be distinct")
+        values = tuple(tuple(v) if isinstance(v, list) else v for v in arg)
+    else:
+        if (not isinstance(arg, list) or len(arg) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg)):
+            raise SpecError(f"{path}.{kind}: must be [low, high] (two numbers)")
+        lo, hi = arg
+        if kind in ("int", "int_log") and not all(isinstance(v, int) for v in arg):
+            raise SpecError(f"{path}.{kind}: bounds must be integers, got {arg}")
+        if not lo < hi:
+            raise SpecError(f"{path}.{kind}: low must be < high, got [{lo}, {hi}]")
+        if kind in ("loguniform", "int_log") and lo <= 0:
+            raise SpecError(f"{path}.{kind}: low must be > 0 for a log scale, got {lo}")
+        values = (lo, hi)
+    when = value.get("when", {})
+    if not isinstance(when, dict) or not when:
+        if "when" in value:
+            raise SpecError(f"{path}.when: must be a non-empty mapping of other.key: [values]")
+    conds = tuple((str(k), tuple(v) if isinstance(v, list) else (v,)) for k, v in (when or {}).items())
+    return SearchParam(key, kind, values, conds)
+
+
+def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
+    """The validated search parameters of a spec, in file order.
+
+    Every choice, every range endpoint and every constant is checked by building the spec with it, so a
+    search can never sample an invalid configuration; conditions must refer to earlier searched keys or to
+    spec keys, with values those keys can take."""
+    out: list[SearchParam] = []
+    by_key: dict[str, SearchParam] = {}
+    base = {k: v for k, v in raw.items() if k not in ("search", "tune")}
+    for key, value in (spec.search.params or {}).items():
+        path = f"search.params.{key}"
+        if _field_type(key) is None:
+            raise SpecError(f"{path}: not a searchable spec key (use section.key in "
+                            f"{', '.join(_SEARCHABLE_SECTIONS)}, e.g. train.lr)")
+        p = _parse_param(key, value, path)
+        samples = p.values if p.kind in ("choice", "const") else p.values
+        for v in samples:
+            trial = _deep_copy(base)
+            section, name = key.split(".")
+            trial.setdefault(section, {})
+            if not isinstance(trial[section], dict):
+                trial[section] = {}
+            trial[section][name] = list(v) if isinstance(v, tuple) else v
+            try:
+                _build(Spec, trial, "")
+            except SpecError as e:
+                raise SpecError(f"{path}: value {v!r} is invalid: {e}") from None
+        for cond_key, allowed in p.when:
+            where = f"{path}.when.{cond_key}"
+            if cond_key == key:
+                raise SpecError(f"{where}: a key cannot be conditional on itself")
+            if cond_key in by_key:
+                ref = by_key[cond_key]
+                if ref.kind in ("choice", "const"):
+                    bad = [a for a in allowed if a not in ref.values]
+                    if bad:
+                        raise SpecError(f"{where}: {bad[0]!r} is not a value of {cond_key} "
+                                        f"(values: {', '.join(map(repr, ref.values))})")
+            elif cond_key in spec.search.params:
+                raise SpecError(f"{where}: {cond_key} must be listed before {key}")
+            elif _field_type(cond_key) is None:
+                raise SpecError(f"{where}: unknown key {cond_key!r} (not a searched parameter nor a spec key)")
+        out.append(p)
+        by_key[key] = p
+    return tuple(out)
+
+
 def apply_override(raw: dict, assignment: str) -> None:
     """Apply one ``KEY=VALUE`` override (dotted key, YAML value) to a raw spec dict in place."""
     if "=" not in assignment:
@@ -331,7 +469,9 @@ def spec_from_dict(raw: Any, overrides: typing.Sequence[str] = ()) -> Spec:
     raw = _deep_copy(raw)
     for assignment in overrides:
         apply_override(raw, assignment)
-    return _build(Spec, raw, "")
+    spec = _build(Spec, raw, "")
+    search_params(spec, raw)  # validates every searched value against the rest of the spec
+    return spec
 
 
 def load_spec(path: str | Path, overrides: typing.Sequence[str] = ()) -> Spec:

@@ -241,7 +241,7 @@ class Trainer:
         last = history[-1]
         if self.target is None:
             return last["train_time_s"], last["flops"], last["dense_flops"]
-        window = history[-max(2, len(history) // 4):]
+        window = history[-(max(1, (len(history) - 1) // 4) + 1):]  # the last quarter of the intervals
         first = window[0]
         fall = first["eval_loss"] - last["eval_loss"]
         if len(window) < 2 or fall <= 0 or not math.isfinite(fall):

@@ -283,8 +283,9 @@ def test_each_update_drops_the_scheduled_fraction(tiny_raw, method):
     for step, drops, active in seen:
         frac = sp.schedule.drop_fraction_at(step)
         assert frac == pytest.approx(0.15 * (1 + math.cos(math.pi * step / 16)))
-        for n in drops:
-            assert drops[n] == min(round(frac * active[n]), sp.masks[n].numel() - active[n])
+        for n in drops:  # per-layer methods regrow in place, so they cannot drop more than there is room for
+            cap = active[n] if method == "snfs" else sp.masks[n].numel() - active[n]
+            assert drops[n] == min(round(frac * active[n]), cap)
     if method != "snfs":  # snfs regrows more than it dropped in layers with strong momentum
         assert all(0 <= c <= 0.31 for u in sp.updates for c in u["changed"].values())
 
@@ -348,3 +349,71 @@ def test_l2_regularizer_adds_to_active_gradients(tiny_raw):
     w.grad = torch.zeros_like(w)
     sp.before_optimizer_step(tr.step)
     assert torch.allclose(w.grad, 0.5 * w.detach() * sp.masks[name])
+
+
+# ----- edge cases ----------------------------------------------------------------------------------------------
+
+
+def test_snfs_layer_that_filled_up_can_still_shed_weights(tiny_raw):
+    tr = _trainer(tiny_raw, "snfs")
+    sp = tr.sparsifier
+    full = next(iter(sp.masks))
+    total_before = sum(int(m.sum()) for m in sp.masks.values())
+    extra = sp.masks[full].numel() - int(sp.masks[full].sum())
+    # Move weights from other layers into `full` until it is dense, keeping the total.
+    donors = [n for n in sp.masks if n != full]
+    for n in donors:
+        take = min(extra, int(sp.masks[n].sum()) - 1)
+        idx = sp.masks[n].reshape(-1).nonzero().reshape(-1)[:take]
+        sp.masks[n].reshape(-1)[idx] = False
+        extra -= take
+        if not extra:
+            break
+    sp.masks[full][:] = True
+    sp.momentum = {n: torch.rand(m.shape) for n, m in sp.masks.items()}
+    counts = sp.method.counts(sp, 2)
+    assert counts[full][0] > 0, "a dense layer sheds its share of weights"
+    assert sum(d for d, _ in counts.values()) == sum(g for _, g in counts.values())
+    assert sum(int(m.sum()) for m in sp.masks.values()) == total_before
+
+
+def test_snfs_momentum_ignores_non_finite_gradients(tiny_raw):
+    tr = _trainer(tiny_raw, "snfs")
+    sp = tr.sparsifier
+    tr.train_step()
+    name = next(iter(sp.masks))
+    hook = sp.weights[name].register_hook(lambda g: torch.full_like(g, math.nan))
+    tr.train_step()
+    hook.remove()
+    assert all(torch.isfinite(m).all() for m in sp.momentum.values())
+
+
+def test_gmp_catches_up_when_its_last_prune_was_skipped(tiny_raw):
+    tr = _trainer(tiny_raw, "gmp", update_end=0.5)  # ramp ends after step 8
+    sp = tr.sparsifier
+    for _ in range(7):
+        tr.train_step()
+    real = sp._gradients_finite
+    sp._gradients_finite = lambda: False  # as if step 8's gradients were not finite (weights left intact)
+    tr.train_step()  # step 8: the final prune is skipped
+    sp._gradients_finite = real
+    assert sp.updates[-1] == {"step": 8, "skipped": "non-finite gradients"}
+    for _ in range(2):
+        tr.train_step()
+    assert {n: int(m.sum()) for n, m in sp.masks.items()} == {
+        n: round(sp.target_density[n] * m.numel()) for n, m in sp.masks.items()}
+    assert all(u.get("drop_fraction") is None for u in sp.updates if "changed" in u)
+
+
+def test_topkast_regularizer_reaches_the_backward_set(tiny_raw):
+    tr = _trainer(tiny_raw, "topkast", regularizer="l2", regularizer_strength=0.5)
+    sp = tr.sparsifier
+    tr.train_step()
+    name = next(iter(sp.masks))
+    w = sp.weights[name]
+    w.grad = torch.zeros_like(w)
+    sp.before_optimizer_step(tr.step)
+    theta = sp.method.theta[name]
+    between = sp.masks[name] & ~sp.method.forward[name]
+    assert between.any()
+    assert torch.allclose(w.grad[between], 0.5 * theta[between])

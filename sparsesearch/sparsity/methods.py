@@ -86,6 +86,14 @@ class Method:
             out[name] = (n, n)
         return out
 
+    def logged_drop_fraction(self, sp: "Sparsifier", step: int) -> float | None:
+        """The drop fraction an update used, for the log (None where the method has none)."""
+        return sp.schedule.drop_fraction_at(step)
+
+    def pending(self, sp: "Sparsifier") -> bool:
+        """An update is still owed outside the schedule (gmp's final prune)."""
+        return False
+
     def observe_gradients(self, sp: "Sparsifier", update: bool) -> None:
         """Called with the dense gradients of a step, before they are masked."""
 
@@ -146,15 +154,18 @@ class SNFS(Method):
         return sp.momentum[name].abs()
 
     def counts(self, sp, step):
-        base = super().counts(sp, step)
-        total = sum(d for d, _ in base.values())
+        frac = sp.schedule.drop_fraction_at(step)
+        # Unlike the per-layer methods, the drop is not capped by the layer's own free slots: regrowth may go
+        # elsewhere (a layer that filled up must still be able to shed weights).
+        drops = {n: round(frac * int(m.sum())) for n, m in sp.masks.items()}
+        total = sum(drops.values())
         names = list(sp.masks)
         # Capacity after the drop: inactive slots a layer can regrow into.
-        cap = {n: sp.masks[n].numel() - int(sp.masks[n].sum()) + base[n][0] for n in names}
+        cap = {n: sp.masks[n].numel() - int(sp.masks[n].sum()) + drops[n] for n in names}
         mean_m = {n: float(sp.momentum[n][sp.masks[n]].abs().mean()) if sp.masks[n].any() else 0.0
                   for n in names}
         grow = _allocate(total, mean_m, cap)
-        return {n: (base[n][0], grow[n]) for n in names}
+        return {n: (drops[n], grow[n]) for n in names}
 
 
 class GMP(Method):
@@ -165,14 +176,24 @@ class GMP(Method):
     name = "gmp"
     sparse_from_start = False
 
+    def logged_drop_fraction(self, sp, step):
+        return None  # gmp follows its sparsity ramp, not a drop fraction
+
     def counts(self, sp, step):
         out = {}
         for name, mask in sp.masks.items():
-            final_sparsity = 1.0 - sp.target_density[name]
-            s = gmp_sparsity(step, final=final_sparsity, start=sp.schedule.start, end=sp.schedule.end)
-            keep = mask.numel() - round(s * mask.numel())
+            if step >= sp.schedule.end:
+                keep = round(sp.target_density[name] * mask.numel())
+            else:
+                final_sparsity = 1.0 - sp.target_density[name]
+                s = gmp_sparsity(step, final=final_sparsity, start=sp.schedule.start, end=sp.schedule.end)
+                keep = mask.numel() - round(s * mask.numel())
             out[name] = (max(0, int(mask.sum()) - keep), 0)
         return out
+
+    def pending(self, sp) -> bool:
+        """Some layer is still above its final density (e.g. the last prune was skipped)."""
+        return any(int(m.sum()) > round(sp.target_density[n] * m.numel()) for n, m in sp.masks.items())
 
 
 def _allocate(total: int, weights: dict[str, float], cap: dict[str, int]) -> dict[str, int]:

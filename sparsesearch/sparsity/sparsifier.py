@@ -93,19 +93,21 @@ class Sparsifier:
         if not self.method.updates_masks or not self.masks:
             return False
         done = step + 1
-        if not self.method.sparse_from_start:  # gmp also prunes exactly at the end of its ramp
-            return self.schedule.is_update(done) or done == self.schedule.end
+        if not self.method.sparse_from_start:  # gmp prunes at the end of its ramp, and after it until done
+            return self.schedule.is_update(done) or (done >= self.schedule.end and self.method.pending(self))
         return self.schedule.is_update(done)
 
     def before_optimizer_step(self, step: int) -> None:
         if not self.masks:
             return
         update = self.is_update_step(step)
-        self._pending_update = update and self._gradients_finite()
-        if update and not self._pending_update:
+        finite = self._gradients_finite() if update or self.method.dense_weight_grad_every_step else True
+        self._pending_update = update and finite
+        if update and not finite:
             self.updates.append({"step": step + 1, "skipped": "non-finite gradients"})
-        if self._pending_update or self.method.dense_weight_grad_every_step:
+        if finite and (update or self.method.dense_weight_grad_every_step):
             self.method.observe_gradients(self, self._pending_update)
+        self.method.before_optimizer_step(self)  # before the regularizer: Top-KAST fills in B \ A here
         strength = self.spec.regularizer_strength
         with torch.no_grad():
             for name, mask in self.masks.items():
@@ -119,7 +121,6 @@ class Sparsifier:
                 w.grad.masked_fill_(self._inactive[name], 0.0)
         if self.spec.regularizer != "none" and strength:
             self._regularize_unmasked_dense(strength)
-        self.method.before_optimizer_step(self)
 
     def _regularize_unmasked_dense(self, strength: float) -> None:
         # Weights kept dense by the distribution are sparsifiable weights too: the regularizer applies to them.
@@ -156,7 +157,7 @@ class Sparsifier:
                 grow = self.method.grow_score(self, name, w) if n_grow else None
                 new = drop_and_grow(mask, self.method.drop_score(self, name, w), grow, n_drop, n_grow)
                 changed[name] = self.set_mask(name, new)
-        self.updates.append({"step": step, "drop_fraction": self.schedule.drop_fraction_at(step),
+        self.updates.append({"step": step, "drop_fraction": self.method.logged_drop_fraction(self, step),
                              "changed": changed})
 
     def set_mask(self, name: str, new: torch.Tensor) -> float:
