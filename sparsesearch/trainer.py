@@ -63,6 +63,9 @@ class RunResult:
         return asdict(self)
 
 
+_AT_TARGET = ("step", "train_time_s", "flops", "dense_flops")  # interpolated at the target
+
+
 def _interp(a: float, b: float, frac: float) -> float:
     return a + (b - a) * frac
 
@@ -95,6 +98,12 @@ class Trainer:
         self.sparsifier = Sparsifier(self.model, self.optimizer, spec.sparsity, seed=tr.seed,
                                      horizon=spec.sparsity.horizon_steps or spec.target.dense_steps)
         self.step = 0
+        self.train_time = self.flops = self.dense_flops = 0.0  # training seconds, cumulative FLOPs
+        self.history: list[dict] = []  # one metric dict per evaluation
+        self.pending_losses: list[float] = []  # training losses since the last evaluation
+        self.status = "running"
+        self.at_target: dict | None = None
+        self._reported_updates = 0
         self.result: RunResult | None = None
 
     def _lr_factor(self, step: int) -> float:
@@ -157,84 +166,129 @@ class Trainer:
         return loss_value, n_masked, step_densities
 
     def run(self) -> Iterator[dict]:
-        """Train, yielding a metric dict after every evaluation; sets ``self.result`` at the end."""
+        """Train, yielding a metric dict after every evaluation; sets ``self.result`` at the end.
+
+        After ``load_state_dict`` it continues where the checkpointed run stopped (no repeated evaluation)."""
         tr = self.spec.train
-        torch.manual_seed(tr.seed)  # dropout
+        if not self.history:
+            torch.manual_seed(tr.seed)  # dropout
+            row = self._record(self.evaluate(), None)
+            if self.target is not None and row["eval_loss"] <= self.target:
+                self.status, self.at_target = "reached", {k: row[k] for k in _AT_TARGET}
+            row["status"] = self.status
+            yield row
         self.model.train()
-        train_time = flops = dense_flops = 0.0
-        losses: list[float] = []
-        history: list[dict] = []
-        status, at_target = "running", None
-        n_updates = [len(self.sparsifier.updates)]  # mask updates already reported
-
-        def record(eval_loss: float, train_loss: float | None) -> dict:
-            ratio = flops / dense_flops if dense_flops > 0 else 1.0
-            updates = self.sparsifier.updates[n_updates[0]:]
-            n_updates[0] = len(self.sparsifier.updates)
-            row = {"step": self.step, "train_loss": train_loss, "eval_loss": eval_loss,
-                   "train_time_s": train_time, "flops": flops, "dense_flops": dense_flops,
-                   "flop_ratio": ratio, "net_time_s": train_time * ratio, "net_flops": flops,
-                   "avg_sparsity": self.avg_sparsity(), "lr": self.scheduler.get_last_lr()[0],
-                   "layer_density": {n: d for n, d in self.sparsifier.densities().items()
-                                     if n in self.sparsifier.masks},
-                   "mask_updates": updates}
-            history.append(row)
-            return row
-
-        row = record(self.evaluate(), None)
-        if self.target is not None and row["eval_loss"] <= self.target:
-            status, at_target = "reached", dict(row)
-        yield {**row, "status": status}
-        while status == "running":
+        while self.status == "running":
             start = time.perf_counter()
             loss_value, n_masked, step_densities = self.train_step()
-            train_time += time.perf_counter() - start
+            self.train_time += time.perf_counter() - start
             if not math.isfinite(loss_value):
-                status = "diverged"
-                row = record(float("inf"), loss_value)
-                row["status"] = status
+                self.status = "diverged"
+                row = self._record(float("inf"), loss_value)
+                row["status"] = self.status
                 yield row
                 break
             actual, dense = self.step_flops(n_masked, step_densities)
-            flops += actual.total
-            dense_flops += dense.total
-            losses.append(loss_value)
-            out_of_budget = self.step >= tr.max_steps or (tr.max_time_s is not None and train_time >= tr.max_time_s)
+            self.flops += actual.total
+            self.dense_flops += dense.total
+            self.pending_losses.append(loss_value)
+            out_of_budget = self.step >= tr.max_steps or (tr.max_time_s is not None
+                                                          and self.train_time >= tr.max_time_s)
             if self.step % tr.eval_every and not out_of_budget:
                 continue
-            prev = history[-1]
-            row = record(self.evaluate(), sum(losses) / len(losses))
-            losses.clear()
+            prev = self.history[-1]
+            row = self._record(self.evaluate(), sum(self.pending_losses) / len(self.pending_losses))
+            self.pending_losses.clear()
             if not math.isfinite(row["eval_loss"]):
-                status = "diverged"
+                self.status = "diverged"
             elif self.target is not None and row["eval_loss"] <= self.target:
-                status = "reached"
+                self.status = "reached"
                 frac = (prev["eval_loss"] - self.target) / (prev["eval_loss"] - row["eval_loss"])
-                at_target = {k: _interp(prev[k], row[k], frac)
-                             for k in ("step", "train_time_s", "flops", "dense_flops")}
+                self.at_target = {k: _interp(prev[k], row[k], frac) for k in _AT_TARGET}
             elif out_of_budget:
-                status = "budget"
-            row["status"] = status
+                self.status = "budget"
+            row["status"] = self.status
             yield row
-        self.result = self._finish(status, at_target, history)
+        self.result = self._finish(self.status, self.at_target, self.history)
+
+    def _record(self, eval_loss: float, train_loss: float | None) -> dict:
+        ratio = self.flops / self.dense_flops if self.dense_flops > 0 else 1.0
+        updates = self.sparsifier.updates[self._reported_updates:]
+        self._reported_updates = len(self.sparsifier.updates)
+        row = {"step": self.step, "train_loss": train_loss, "eval_loss": eval_loss,
+               "train_time_s": self.train_time, "flops": self.flops, "dense_flops": self.dense_flops,
+               "flop_ratio": ratio, "net_time_s": self.train_time * ratio, "net_flops": self.flops,
+               "avg_sparsity": self.avg_sparsity(), "lr": self.scheduler.get_last_lr()[0],
+               "layer_density": {n: d for n, d in self.sparsifier.densities().items()
+                                 if n in self.sparsifier.masks},
+               "mask_updates": updates}
+        self.history.append(row)
+        return row
+
+    # ----- checkpoints ----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: model, optimizer, schedule, masks and method state, data
+        position (the step: batches are a function of it), RNG, and the metrics so far."""
+        model = self.model.state_dict()
+        if self.spec.model.freeze_embedding:  # 47 MB that never changes: reloaded from the pre-trained files
+            model.pop("token_embedding.weight")
+        return {
+            "model": model, "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "sparsifier": self.sparsifier.state_dict(),
+            "step": self.step, "train_time": self.train_time, "flops": self.flops,
+            "dense_flops": self.dense_flops, "history": self.history, "pending_losses": self.pending_losses,
+            "status": self.status, "at_target": self.at_target, "reported_updates": self._reported_updates,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
+        if unexpected or set(missing) - {"token_embedding.weight"}:
+            raise ValueError(f"checkpoint does not fit this model (missing {missing}, unexpected {unexpected})")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sparsifier.load_state_dict(state["sparsifier"])
+        self.step, self.train_time = state["step"], state["train_time"]
+        self.flops, self.dense_flops = state["flops"], state["dense_flops"]
+        self.history, self.pending_losses = list(state["history"]), list(state["pending_losses"])
+        self.status, self.at_target = state["status"], state["at_target"]
+        self._reported_updates = state["reported_updates"]
+        torch.set_rng_state(state["rng_cpu"])
+        if state.get("rng_cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
 
     def _finish(self, status: str, at_target: dict | None, history: list[dict]) -> RunResult:
         last = history[-1]
         finite = [h["eval_loss"] for h in history if math.isfinite(h["eval_loss"])]
-        best = min(finite) if finite else float("inf")
-        projected = status != "reached"
-        if at_target is not None:
-            t, f, d, steps = at_target["train_time_s"], at_target["flops"], at_target["dense_flops"], at_target["step"]
-        else:
-            steps = None
-            t, f, d = self._project(history) if status == "budget" else (math.inf, math.inf, math.inf)
-        ratio = f / d if d and math.isfinite(d) and d > 0 else (last["flop_ratio"] if status != "diverged" else math.inf)
+        obj = self.objective_so_far()
         return RunResult(
             status=status, reached_target=status == "reached", target_loss=self.target,
-            final_eval_loss=last["eval_loss"], best_eval_loss=best, steps=self.step, steps_to_target=steps,
-            train_time_s=last["train_time_s"], time_to_target_s=t, flop_ratio=ratio, net_time_s=t * ratio,
-            net_flops=f, dense_flops=d, avg_sparsity=self.avg_sparsity(), projected=projected,
+            final_eval_loss=last["eval_loss"], best_eval_loss=min(finite) if finite else math.inf,
+            steps=self.step, steps_to_target=at_target["step"] if at_target else None,
+            train_time_s=last["train_time_s"], time_to_target_s=obj["time_to_target_s"],
+            flop_ratio=obj["flop_ratio"], net_time_s=obj["net_time_s"], net_flops=obj["net_flops"],
+            dense_flops=obj["dense_flops"], avg_sparsity=self.avg_sparsity(), projected=obj["projected"],
             device=str(self.device), history=history)
+
+    def objective_so_far(self) -> dict:
+        """Time-to-target, net time and net FLOPs as they stand now: interpolated once the target is reached,
+        else projected by the documented rule (infinite for diverged runs)."""
+        if self.at_target is not None:
+            t, f, d = (self.at_target[k] for k in ("train_time_s", "flops", "dense_flops"))
+            projected = False
+        elif self.status == "diverged":
+            t = f = d = math.inf
+            projected = True
+        else:
+            t, f, d = self._project(self.history)
+            projected = True
+        if d and math.isfinite(d) and d > 0:
+            ratio = f / d
+        else:  # no FLOPs yet, or no finite projection: the ratio so far (diverged: infinite)
+            ratio = math.inf if self.status == "diverged" else self.history[-1]["flop_ratio"]
+        return {"time_to_target_s": t, "flop_ratio": ratio, "net_time_s": t * ratio, "net_flops": f,
+                "dense_flops": d, "projected": projected}
 
     def _project(self, history: list[dict]) -> tuple[float, float, float]:
         """Projected (time, FLOPs, dense FLOPs) to the target for a run that stopped short of it."""

@@ -129,3 +129,27 @@ def test_cpu_device_and_bad_device(tiny_spec, tiny_data):
     if not torch.cuda.is_available():
         with pytest.raises(SpecError, match="train.device"):
             Trainer(_spec(tiny_spec, device="cuda"), tiny_data, None)
+
+
+@pytest.mark.parametrize("method", ["dense", "rigl"])
+def test_checkpoint_resume_continues_exactly(tiny_spec, tiny_data, tmp_path, method):
+    spec = _spec(tiny_spec, max_steps=50, eval_every=10)
+    spec = dataclasses.replace(spec, sparsity=dataclasses.replace(
+        spec.sparsity, method=method, level=0.0 if method == "dense" else 0.7, update_every=5))
+    full = Trainer(spec, tiny_data, 4.0)
+    whole = list(full.run())
+
+    first = Trainer(spec, tiny_data, 4.0)
+    rows = []
+    for row in first.run():
+        rows.append(row)
+        if row["step"] == 20:
+            torch.save(first.state_dict(), tmp_path / "ckpt.pt")
+            break
+    resumed = Trainer(spec, tiny_data, 4.0)
+    resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=False))
+    rows += list(resumed.run())
+    key = lambda r: (r["step"], r["eval_loss"], r["train_loss"], r["flops"], r["avg_sparsity"])  # noqa: E731
+    assert [key(r) for r in rows] == [key(r) for r in whole]
+    assert resumed.result.status == full.result.status
+    assert resumed.result.net_flops == full.result.net_flops
