@@ -43,6 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Analytic FLOPs of one training step of the spec's model, per component and "
                                    "per layer (expected number of masked positions).")
     _add_spec_args(p)
+    p = sub.add_parser("run", help="search the spec's space with Optuna + ASHA on Ray Tune",
+                       description="Search the spec's `search` section: Optuna proposes configurations, ASHA stops "
+                                   "unpromising ones at equal compute, Ray Tune runs them here or on a cluster. "
+                                   "A dense reference trial is part of every experiment. Prints the best "
+                                   "configurations and the result directory.")
+    p.add_argument("spec", help="YAML spec file with a search section")
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
+    p.add_argument("--storage", help="directory (or URI) holding experiments; shared by every node of a cluster")
+    p.add_argument("--name", help="experiment name (default: spec name and a timestamp)")
+    p.add_argument("--num-samples", type=int, help="number of trials (besides the dense reference)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate, print the resolved space and a few sampled configurations; train nothing")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key by dotted path (repeatable)")
+    p = sub.add_parser("resume", help="continue an interrupted experiment",
+                       description="Continue an interrupted experiment: finished trials are kept, unfinished ones "
+                                   "resume from their checkpoints, the search continues where it stopped.")
+    p.add_argument("experiment", help="the experiment directory (printed by `sparsesearch run`)")
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
     sub.add_parser("defaults", help="print every spec key with its default and meaning",
                    description="Print the default spec as commented YAML: every key of every section with "
                                "its default value and meaning. Start a spec from it: "
@@ -173,6 +192,55 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _run_overrides(args) -> list[str]:
+    extra = []
+    if args.num_samples is not None:
+        if args.num_samples < 1:
+            raise SpecError(f"--num-samples: must be >= 1, got {args.num_samples}")
+        extra.append(f"search.num_samples={args.num_samples}")
+    for flag, key in (("address", "tune.address"), ("storage", "tune.storage"), ("name", "tune.name")):
+        value = getattr(args, flag)
+        if value is not None:
+            extra.append(f"{key}={json.dumps(value)}")
+    return [*args.overrides, *extra]
+
+
+def cmd_run(args) -> int:
+    import yaml
+    from .spec import search_params
+    overrides = _run_overrides(args)
+    spec = load_spec(args.spec, overrides)
+    raw = yaml.safe_load(open(args.spec, encoding="utf-8")) or {}
+    from .spec import apply_override
+    for o in overrides:
+        apply_override(raw, o)
+    params = search_params(spec, raw)
+    if not params:
+        raise SpecError("search.params: nothing to search; add keys such as sparsity.level: {uniform: [0.5, 0.9]}")
+    if args.dry_run:
+        from .space import sample_configs
+        print(f"search space of {args.spec} ({spec.search.sampler}, objective {spec.search.objective}"
+              f"{' + sparsity' if spec.search.pareto else ''}, {spec.search.num_samples} trials + dense reference):")
+        for p in params:
+            cond = "" if not p.when else "  when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when)
+            print(f"  {p.key:<28} {p.kind:<10} {list(p.values)}{cond}")
+        print("sampled configurations (random, validated):")
+        for cfg in sample_configs(spec, raw, 5, seed=spec.search.seed):
+            print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in cfg.items()))
+        return 0
+    from .search import run_search, summarize
+    exp = run_search(args.spec, raw, spec)
+    print("\n".join(summarize(exp, spec.search.objective)))
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from .search import resume_search, summarize
+    exp = resume_search(args.experiment, address=args.address)
+    print("\n".join(summarize(exp, "objective")))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -181,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "defaults":
             sys.stdout.write(describe_defaults())
             return 0
-        return {"train": cmd_train, "flops": cmd_flops}[args.command](args)
+        return {"train": cmd_train, "flops": cmd_flops, "run": cmd_run, "resume": cmd_resume}[args.command](args)
     except _USER_ERRORS as e:
         print(f"sparsesearch {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 import optuna
@@ -9,9 +10,21 @@ import optuna
 from .spec import SearchParam, Spec, SpecError, search_params, spec_from_dict
 
 
+def _encode(value: Any) -> Any:
+    # Optuna's storage holds scalars only: list-valued choices (e.g. dense_groups) travel as JSON text.
+    return json.dumps(list(value)) if isinstance(value, tuple) else value
+
+
+def decode(value: Any) -> Any:
+    """A sampled value as the spec wants it (inverse of the JSON encoding of list-valued choices)."""
+    if isinstance(value, str) and value.startswith("["):
+        return tuple(json.loads(value))
+    return value
+
+
 def _suggest(trial: optuna.Trial, p: SearchParam) -> Any:
     if p.kind == "choice":
-        return trial.suggest_categorical(p.key, list(p.values))
+        return decode(trial.suggest_categorical(p.key, [_encode(v) for v in p.values]))
     lo, hi = p.values
     if p.kind == "uniform":
         return trial.suggest_float(p.key, lo, hi)
@@ -20,17 +33,20 @@ def _suggest(trial: optuna.Trial, p: SearchParam) -> Any:
     return trial.suggest_int(p.key, lo, hi, log=p.kind == "int_log")  # bounds inclusive
 
 
-def define_by_run(spec: Spec, raw: dict) -> Callable[[optuna.Trial], dict]:
-    """A define-by-run function for OptunaSearch: suggests the searched keys (no computation inside) and
-    returns the constants. A condition on a key that is not searched is decided by the spec's own value."""
-    params = search_params(spec, raw)
-    fixed = spec.to_dict()
+class DefineByRun:
+    """The define-by-run function OptunaSearch calls: suggests the searched keys (no computation inside) and
+    returns the constants. A condition on a key that is not searched is decided by the spec's own value.
+    A class, not a closure, so that the searcher can be pickled into the experiment for resuming."""
 
-    def space(trial: optuna.Trial) -> dict:
+    def __init__(self, spec: Spec, raw: dict):
+        self.params = search_params(spec, raw)
+        self.fixed = spec.to_dict()
+
+    def __call__(self, trial: optuna.Trial) -> dict:
         chosen: dict[str, Any] = {}
         constants: dict[str, Any] = {}
-        for p in params:
-            if not all(_current(k, chosen, constants, fixed) in allowed for k, allowed in p.when):
+        for p in self.params:
+            if not all(_current(k, chosen, constants, self.fixed) in allowed for k, allowed in p.when):
                 continue
             if p.kind == "const":
                 constants[p.key] = p.values[0]
@@ -38,7 +54,9 @@ def define_by_run(spec: Spec, raw: dict) -> Callable[[optuna.Trial], dict]:
                 chosen[p.key] = _suggest(trial, p)
         return constants
 
-    return space
+
+def define_by_run(spec: Spec, raw: dict) -> Callable[[optuna.Trial], dict]:
+    return DefineByRun(spec, raw)
 
 
 def _current(key: str, chosen: dict, constants: dict, fixed: dict) -> Any:
@@ -53,19 +71,24 @@ def _current(key: str, chosen: dict, constants: dict, fixed: dict) -> Any:
 def trial_overrides(config: dict) -> list[str]:
     """``--set``-style overrides for one sampled configuration (Ray passes params and constants together)."""
     import yaml
-    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k, v in sorted(config.items())]
+    out = []
+    for k, v in sorted(config.items()):
+        v = decode(v)
+        v = list(v) if isinstance(v, tuple) else v
+        out.append(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}")
+    return out
 
 
 def sample_configs(spec: Spec, raw: dict, n: int, seed: int = 0) -> list[dict]:
     """``n`` configurations drawn at random from the space (for --dry-run), each validated as a full spec."""
     space = define_by_run(spec, raw)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
     for _ in range(n):
         trial = study.ask()
         constants = space(trial)
-        config = {**trial.params, **constants}
+        config = {k: decode(v) for k, v in {**trial.params, **constants}.items()}
         try:
             spec_from_dict(raw, trial_overrides(config))
         except SpecError as e:  # the spec validator checks values one at a time; combinations can still clash

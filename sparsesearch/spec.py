@@ -389,6 +389,15 @@ def _parse_param(key: str, value: Any, path: str) -> SearchParam:
     return SearchParam(key, kind, values, conds)
 
 
+def _with_value(raw: dict, key: str, value: Any) -> dict:
+    out = _deep_copy(raw)
+    section, name = key.split(".")
+    if not isinstance(out.get(section), dict):
+        out[section] = {}
+    out[section][name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
 def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
     """The validated search parameters of a spec, in file order.
 
@@ -398,22 +407,21 @@ def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
     out: list[SearchParam] = []
     by_key: dict[str, SearchParam] = {}
     base = {k: v for k, v in raw.items() if k not in ("search", "tune")}
+    parsed = []
     for key, value in (spec.search.params or {}).items():
         path = f"search.params.{key}"
         if _field_type(key) is None:
             raise SpecError(f"{path}: not a searchable spec key (use section.key in "
                             f"{', '.join(_SEARCHABLE_SECTIONS)}, e.g. train.lr)")
-        p = _parse_param(key, value, path)
-        samples = p.values if p.kind in ("choice", "const") else p.values
-        for v in samples:
-            trial = _deep_copy(base)
-            section, name = key.split(".")
-            trial.setdefault(section, {})
-            if not isinstance(trial[section], dict):
-                trial[section] = {}
-            trial[section][name] = list(v) if isinstance(v, tuple) else v
+        parsed.append((path, _parse_param(key, value, path)))
+    for _, p in parsed:  # every trial has the constants: values are checked on top of them
+        if p.kind == "const":
+            base = _with_value(base, p.key, p.values[0])
+    for path, p in parsed:
+        key = p.key
+        for v in p.values:
             try:
-                _build(Spec, trial, "")
+                _build(Spec, _with_value(base, key, v), "")
             except SpecError as e:
                 raise SpecError(f"{path}: value {v!r} is invalid: {e}") from None
         for cond_key, allowed in p.when:

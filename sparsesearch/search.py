@@ -1,0 +1,276 @@
+"""The search driver: Optuna (define-by-run) inside Ray Tune's OptunaSearch, ASHA at equal compute, a dense
+reference trial in every experiment, resumable.
+
+Experiment directory (``tune.storage / name``): Ray Tune's own state and trial folders, ``study.db`` (the
+Optuna study, SQLite: ``optuna-dashboard sqlite:///.../study.db``) and ``sparsesearch.json`` (the spec, the
+resolved target and what ``resume`` needs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from .data import prepare_data
+from .embedding import embedding_dim, resolve_model_dir
+from .flops import ModelShape, expected_masked, step_flops
+from .space import define_by_run
+from .spec import Spec, SpecError, spec_from_dict
+from .target import resolve_target
+from .trial import REFERENCE_KEY, run_trial
+
+STATE_FILE = "sparsesearch.json"
+STUDY_FILE = "study.db"
+
+
+@dataclass
+class Experiment:
+    path: Path
+    results: Any  # the pandas DataFrame of the trials (one row per trial, last reported metrics)
+
+
+def _quiet_ray_logs() -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Trials checkpoint at every evaluation, by design (exact resume); Tune warns about that every few seconds.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)  # one warning per inf metric otherwise
+
+
+def _init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+class WithReference(Searcher):
+    """Searcher wrapper: the first suggestion is the dense reference trial; the rest come from the wrapped
+    searcher, which never hears about the reference (so the sampler's model is not distorted by it)."""
+
+    def __init__(self, inner: Searcher):
+        self.inner = inner
+        self.reference_trial: str | None = None
+        super().__init__(metric=inner.metric, mode=inner.mode)
+
+    def set_search_properties(self, metric, mode, config, **spec):
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def set_max_concurrency(self, max_concurrent):
+        return self.inner.set_max_concurrency(max_concurrent)
+
+    def suggest(self, trial_id):
+        if self.reference_trial is None:
+            self.reference_trial = trial_id
+            return {REFERENCE_KEY: True}
+        return self.inner.suggest(trial_id)
+
+    def on_trial_result(self, trial_id, result):
+        if trial_id != self.reference_trial:
+            self.inner.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        if trial_id != self.reference_trial:
+            self.inner.on_trial_complete(trial_id, result=result, error=error)
+
+    def save(self, checkpoint_path):
+        with tempfile.TemporaryDirectory() as d:
+            self.inner.save(os.path.join(d, "inner.pkl"))
+            inner = Path(d, "inner.pkl").read_bytes()
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"reference_trial": self.reference_trial, "inner": inner}, f)
+
+    def restore(self, checkpoint_path):
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.reference_trial = state["reference_trial"]
+        with tempfile.TemporaryDirectory() as d:
+            Path(d, "inner.pkl").write_bytes(state["inner"])
+            self.inner.restore(os.path.join(d, "inner.pkl"))
+
+
+def _sampler(spec: Spec):
+    s = spec.search
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed)
+
+
+def _searcher(spec: Spec, raw: dict, exp_dir: Path, name: str):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(exp_dir / STUDY_FILE).resolve()}")
+    metric: Any = ["objective", "avg_sparsity"] if spec.search.pareto else "objective"
+    mode: Any = ["min", "max"] if spec.search.pareto else "min"
+    inner = OptunaSearch(space=define_by_run(spec, raw), metric=metric, mode=mode, sampler=_sampler(spec),
+                         storage=storage, study_name=name)
+    return ConcurrencyLimiter(WithReference(inner), max_concurrent=spec.tune.max_concurrent)
+
+
+def dense_step_flops(spec: Spec, data) -> float:
+    """Matmul FLOPs of one dense training step (expected masked positions): the unit of ASHA's budget."""
+    shape = ModelShape.from_spec(spec.model, data.tokenizer.vocab_size,
+                                 embedding_dim(resolve_model_dir(spec.model.embedding)))
+    return step_flops(shape, spec.train.batch_size, expected_masked(shape, spec.train.batch_size,
+                                                                   spec.data.mask_prob)).total
+
+
+def _trainable(spec: Spec, raw: dict, data, target_loss: float, unit_flops: float):
+    fn = tune.with_parameters(run_trial, raw=raw, data=data, target_loss=target_loss,
+                              objective=spec.search.objective, budget_unit=spec.search.asha.unit,
+                              dense_step_flops=unit_flops, threads=max(1, int(spec.tune.cpus_per_trial)))
+    return tune.with_resources(fn, {"cpu": spec.tune.cpus_per_trial, "gpu": spec.tune.gpus_per_trial})
+
+
+def _scheduler(spec: Spec, unit_flops: float):
+    a = spec.search.asha
+    unit = unit_flops if a.unit == "flops" else 1.0
+    max_t = a.max_t if a.max_t is not None else spec.train.max_steps * unit
+    if a.grace_period > max_t:
+        raise SpecError(f"search.asha.grace_period: must be <= max_t ({max_t:g}), got {a.grace_period:g}")
+    return ASHAScheduler(time_attr="budget", metric="eval_loss", mode="min", max_t=max_t,
+                         grace_period=a.grace_period, reduction_factor=a.reduction_factor)
+
+
+def _progress_callback(log: Callable[[str], None]):
+    class Progress(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            cfg = trial.config
+            what = "dense reference" if cfg.get("reference") else (
+                f"{result.get('method')} level={result.get('level', 0):.3f}")
+            log(f"  {trial.trial_id}  {what:<28} step {result['step']:>5}  eval {result['eval_loss']:.4f}  "
+                f"net {result['net_time_s']:8.1f}s{' (proj.)' if result['projected'] else '        '}  "
+                f"{result['status']}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            status = (trial.last_result or {}).get("status", "?")
+            log(f"  {trial.trial_id}  finished: {'stopped early by ASHA' if status == 'running' else status}")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            log(f"  {trial.trial_id}  ERROR (will retry from its checkpoint if attempts remain)")
+
+    return Progress()
+
+
+def run_search(spec_path: str | Path, raw: dict, spec: Spec, *, log: Callable[[str], None] = print,
+               num_cpus: int | None = None) -> Experiment:
+    """Run the search of ``spec`` (see module docstring); returns the experiment and its trial table."""
+    _quiet_ray_logs()
+    name = spec.tune.name or f"{Path(spec_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = _storage_path(spec.tune.storage)
+    exp_dir = Path(storage) / name
+    if (exp_dir / STATE_FILE).exists():
+        raise SpecError(f"tune.name: experiment {exp_dir} exists; continue it with `sparsesearch resume "
+                        f"{exp_dir}` or choose another name")
+    data = prepare_data(spec.data, spec.model)
+    log(f"data    {data.stats['source']}: {data.stats['train_sequences']:,} training sequences")
+    target = resolve_target(spec, data, log=log)  # once, before any trial starts
+    log(f"target  held-out MLM loss {target.loss:.4f} ({target.source})")
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    state = {"spec_path": str(spec_path), "raw": raw, "target_loss": target.loss, "name": name,
+             "storage": storage, "created": time.time()}
+    (exp_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
+    return _fit(spec, raw, data, target.loss, exp_dir, name, storage, log, num_cpus, restore=False)
+
+
+def resume_search(exp_dir: str | Path, *, log: Callable[[str], None] = print,
+                  num_cpus: int | None = None, address: str | None = None) -> Experiment:
+    """Continue an interrupted experiment: finished trials are kept, unfinished ones resume from their
+    checkpoints, the searcher continues from its saved state."""
+    _quiet_ray_logs()
+    exp_dir = Path(exp_dir).resolve()
+    state_file = exp_dir / STATE_FILE
+    if not state_file.is_file():
+        raise SpecError(f"{exp_dir}: not a sparsesearch experiment (no {STATE_FILE})")
+    state = json.loads(state_file.read_text())
+    raw = state["raw"]
+    if address:
+        raw = {**raw, "tune": {**(raw.get("tune") or {}), "address": address}}
+    spec = spec_from_dict(raw)
+    data = prepare_data(spec.data, spec.model)
+    log(f"resuming {exp_dir} (target {state['target_loss']:.4f})")
+    return _fit(spec, raw, data, state["target_loss"], exp_dir, exp_dir.name, str(exp_dir.parent), log,
+                num_cpus, restore=True)
+
+
+def _storage_path(storage: str) -> str:
+    if "://" in storage:
+        return storage
+    return str(Path(storage).expanduser().resolve())
+
+
+def _fit(spec: Spec, raw: dict, data, target_loss: float, exp_dir: Path, name: str, storage: str, log,
+         num_cpus: int | None, *, restore: bool) -> Experiment:
+    _init_ray(spec.tune.address, num_cpus)
+    unit_flops = dense_step_flops(spec, data)
+    trainable = _trainable(spec, raw, data, target_loss, unit_flops)
+    if restore:
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=_searcher(spec, raw, exp_dir, name),
+                                        scheduler=_scheduler(spec, unit_flops),
+                                        num_samples=spec.search.num_samples + 1),  # + the dense reference
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage, verbose=0, callbacks=[_progress_callback(log)],
+                failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    log(f"search  {spec.search.num_samples} trials + dense reference, {spec.tune.max_concurrent} at a time; "
+        f"results in {exp_dir}")
+    grid = tuner.fit()
+    frame = grid.get_dataframe()
+    return Experiment(path=exp_dir, results=frame)
+
+
+def summarize(exp: Experiment, objective: str, top: int = 5) -> list[str]:
+    """The best configurations (reached the target, lowest objective) and where the results are."""
+    df = exp.results
+    lines = []
+    if df is None or df.empty:
+        return [f"no trial results in {exp.path}"]
+    params = [c for c in df.columns if c.startswith("config/") and c != "config/reference"]
+    ref = df[df.get("config/reference", False) == True]  # noqa: E712
+    reached = df[(df["reached"] == 1) & ~df.index.isin(ref.index)].sort_values("objective")
+    n_stopped = int(((df["reached"] == 0) & (df["diverged"] == 0)).sum())
+    lines.append(f"{len(df)} trials: {int((df['reached'] == 1).sum())} reached the target, "
+                 f"{int((df['diverged'] == 1).sum())} diverged, {n_stopped} stopped early or out of budget")
+    if not ref.empty:
+        r = ref.iloc[0]
+        lines.append(f"dense reference: net time {r['net_time_s']:.1f}s, net FLOPs {r['net_flops']:.3g}"
+                     + ("" if r["reached"] == 1 else " (did not reach the target)"))
+    lines.append(f"best configurations by {objective}:")
+    for _, row in reached.head(top).iterrows():
+        cfg = ", ".join(f"{c[7:]}={_fmt(row[c])}" for c in params if not _missing(row[c]))
+        lines.append(f"  {row['trial_id']}  net time {row['net_time_s']:.1f}s  net FLOPs {row['net_flops']:.3g}  "
+                     f"sparsity {row['avg_sparsity']:.3f}  {cfg}")
+    if reached.empty:
+        lines.append("  (no sparse trial reached the target)")
+    lines.append(f"results: {exp.path}  (Optuna study: {exp.path / STUDY_FILE})")
+    return lines
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
