@@ -248,8 +248,9 @@ def summarize(exp: Experiment, objective: str, top: int = 5) -> list[str]:
     if df is None or df.empty:
         return [f"no trial results in {exp.path}"]
     params = [c for c in df.columns if c.startswith("config/") and c != "config/reference"]
-    ref = df[df.get("config/reference", False) == True]  # noqa: E712
-    reached = df[(df["reached"] == 1) & ~df.index.isin(ref.index)].sort_values("objective")
+    is_ref = reference_mask(df)
+    ref = df[is_ref]
+    reached = df[(df["reached"] == 1) & ~is_ref].sort_values("objective")
     n_stopped = int(((df["reached"] == 0) & (df["diverged"] == 0)).sum())
     lines.append(f"{len(df)} trials: {int((df['reached'] == 1).sum())} reached the target, "
                  f"{int((df['diverged'] == 1).sum())} diverged, {n_stopped} stopped early or out of budget")
@@ -266,6 +267,14 @@ def summarize(exp: Experiment, objective: str, top: int = 5) -> list[str]:
         lines.append("  (no sparse trial reached the target)")
     lines.append(f"results: {exp.path}  (Optuna study: {exp.path / STUDY_FILE})")
     return lines
+
+
+def reference_mask(df):
+    """Rows of the dense reference trial in a trial table."""
+    import pandas as pd
+    if "config/reference" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["config/reference"].map(lambda v: v is True or v == 1)
 
 
 def _missing(v) -> bool:

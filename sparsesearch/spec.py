@@ -320,8 +320,8 @@ def _check_sparsity(sp: SparsitySpec, path: str) -> None:
     if sp.method not in SPARSITY_METHODS:
         raise SpecError(f"{path}.method: unknown method {sp.method!r} (choices: {', '.join(SPARSITY_METHODS)})")
     if sp.method == "dense" and (sp.level > 0 or sp.group_levels):
-        raise SpecError(f"{path}.level: method 'dense' trains every weight; choose a sparse method for "
-                        f"level {sp.level:g}")
+        raise SpecError(f"{path}.method: 'dense' trains every weight, but sparsity.level is {sp.level:g}; "
+                        f"choose a sparse method or level 0")
     for i, g in enumerate(sp.dense_groups):
         if g not in SPARSITY_GROUPS:
             raise SpecError(f"{path}.dense_groups[{i}]: unknown group {g!r} (groups: {', '.join(SPARSITY_GROUPS)})")
@@ -332,7 +332,7 @@ def _check_sparsity(sp: SparsitySpec, path: str) -> None:
             raise SpecError(f"{path}.group_levels.{g}: group is also in dense_groups")
         if not 0.0 <= level < 1.0:
             raise SpecError(f"{path}.group_levels.{g}: must be >= 0 and < 1, got {level!r}")
-    if sp.topkast_backward_level is not None and sp.topkast_backward_level > sp.level:
+    if sp.method == "topkast" and sp.topkast_backward_level is not None and sp.topkast_backward_level > sp.level:
         raise SpecError(f"{path}.topkast_backward_level: must be <= sparsity.level ({sp.level:g}): the backward "
                         f"set contains the forward set, got {sp.topkast_backward_level:g}")
     if sp.update_end <= sp.update_start:
@@ -389,24 +389,24 @@ def _parse_param(key: str, value: Any, path: str) -> SearchParam:
     return SearchParam(key, kind, values, conds)
 
 
-def _with_value(raw: dict, key: str, value: Any) -> dict:
-    out = _deep_copy(raw)
+def _check_value(path: str, key: str, value: Any) -> None:
+    """Check one searched value by the rules of its own field (type, bounds, choices). Rules that relate it to
+    other fields are left to each trial's full spec: other keys may be searched too (--dry-run shows samples)."""
     section, name = key.split(".")
-    if not isinstance(out.get(section), dict):
-        out[section] = {}
-    out[section][name] = list(value) if isinstance(value, tuple) else value
-    return out
+    try:
+        _build(Spec, {section: {name: list(value) if isinstance(value, tuple) else value}}, "")
+    except SpecError as e:
+        if str(e).startswith((f"{key}:", f"{key}[", f"{key}.")):
+            raise SpecError(f"{path}: value {value!r} is invalid: {e}") from None
 
 
 def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
     """The validated search parameters of a spec, in file order.
 
-    Every choice, every range endpoint and every constant is checked by building the spec with it, so a
-    search can never sample an invalid configuration; conditions must refer to earlier searched keys or to
-    spec keys, with values those keys can take."""
+    Every choice, every range endpoint and every constant is checked by the rules of its field; conditions
+    must refer to earlier searched keys or to spec keys, with values those keys can take."""
     out: list[SearchParam] = []
     by_key: dict[str, SearchParam] = {}
-    base = {k: v for k, v in raw.items() if k not in ("search", "tune")}
     parsed = []
     for key, value in (spec.search.params or {}).items():
         path = f"search.params.{key}"
@@ -414,16 +414,10 @@ def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
             raise SpecError(f"{path}: not a searchable spec key (use section.key in "
                             f"{', '.join(_SEARCHABLE_SECTIONS)}, e.g. train.lr)")
         parsed.append((path, _parse_param(key, value, path)))
-    for _, p in parsed:  # every trial has the constants: values are checked on top of them
-        if p.kind == "const":
-            base = _with_value(base, p.key, p.values[0])
     for path, p in parsed:
         key = p.key
         for v in p.values:
-            try:
-                _build(Spec, _with_value(base, key, v), "")
-            except SpecError as e:
-                raise SpecError(f"{path}: value {v!r} is invalid: {e}") from None
+            _check_value(path, key, v)
         for cond_key, allowed in p.when:
             where = f"{path}.when.{cond_key}"
             if cond_key == key:
@@ -510,13 +504,18 @@ def _deep_copy(x: Any) -> Any:
 def describe_defaults() -> str:
     """The default spec as commented YAML: every key, its default and what it means."""
     lines: list[str] = []
-    for sec in dataclasses.fields(Spec):
-        lines.append(f"{sec.name}:  # {sec.metadata['doc']}")
-        sub = dataclasses.fields(typing.get_type_hints(Spec)[sec.name])
-        if not sub:
-            lines.append("  {}")
-        for f in sub:
+
+    def walk(cls: type, indent: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                lines.append(f"{indent}{f.name}:  # {f.metadata['doc']}")
+                walk(hints[f.name], indent + "  ")
+                continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            default = list(default) if isinstance(default, tuple) else default
             value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
-            lines.append(f"  {f.name}: {value}  # {f.metadata['doc']}")
+            lines.append(f"{indent}{f.name}: {value}  # {f.metadata['doc']}")
+
+    walk(Spec, "")
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sparsesearch.cli import main
 from sparsesearch.spec import Spec, SpecError, describe_defaults, load_spec, spec_from_dict
@@ -44,10 +45,15 @@ def test_yaml_exponent_without_dot_is_a_number():
 def test_defaults_document_every_key():
     text = describe_defaults()
     import dataclasses
-    for section in dataclasses.fields(Spec):
-        for f in dataclasses.fields(getattr(Spec(), section.name)):
-            assert f"  {f.name}: " in text
-            assert f.metadata["doc"]
+    def keys(obj, indent):
+        for f in dataclasses.fields(obj):
+            assert f"{indent}{f.name}:" in text and f.metadata["doc"]
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                keys(value, indent + "  ")
+
+    keys(Spec(), "")
+    assert yaml.safe_load(text)["search"]["asha"]["reduction_factor"] == 3.0
 
 
 BAD_SPECS = [

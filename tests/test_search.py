@@ -1,0 +1,328 @@
+"""The search: spec validation of the search section, the define-by-run space, and the real `sparsesearch run`
+and `resume` commands on a tiny spec (Ray Tune + Optuna + ASHA)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from sparsesearch.cli import main
+from sparsesearch.space import define_by_run, sample_configs
+from sparsesearch.spec import SpecError, search_params, spec_from_dict
+from sparsesearch.trial import METRICS
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {"sparsity": {"method": "rigl", "level": 0.7}}
+
+
+def _with_search(params, **search):
+    return {**BASE, "search": {"params": params, **search}}
+
+
+BAD_SEARCH = [
+    ({"sparsity.method": {"choice": []}}, "search.params.sparsity.method.choice: must be a non-empty list"),
+    ({"sparsity.level": {"uniform": [0.9, 0.5]}}, "search.params.sparsity.level.uniform: low must be < high"),
+    ({"sparsity.level": {"uniform": [0.5]}}, "search.params.sparsity.level.uniform: must be [low, high]"),
+    ({"sparsity.level": {"uniform": [0.5, 1.2]}}, "search.params.sparsity.level: value 1.2 is invalid"),
+    ({"train.lr": {"loguniform": [0, 0.1]}}, "search.params.train.lr.loguniform: low must be > 0"),
+    ({"train.batch_size": {"int": [4.5, 8]}}, "search.params.train.batch_size.int: bounds must be integers"),
+    ({"train.lr": {"uniform": [0.1, 0.2], "choice": [1]}}, "needs exactly one distribution"),
+    ({"train.lr": {"normal": [0, 1]}}, "search.params.train.lr.normal: unknown key"),
+    ({"sparsity.method": {"choice": ["rigl", "magic"]}}, "value 'magic' is invalid: sparsity.method: unknown method"),
+    ({"sparsity.lvl": {"uniform": [0.1, 0.2]}}, "search.params.sparsity.lvl: not a searchable spec key"),
+    ({"search.seed": 3}, "search.params.search.seed: not a searchable spec key"),
+    ({"sparsity.drop_fraction": {"uniform": [0.1, 0.2], "when": {"nope.key": ["x"]}}},
+     "search.params.sparsity.drop_fraction.when.nope.key: unknown key"),
+    ({"sparsity.method": {"choice": ["rigl", "set"]},
+      "sparsity.drop_fraction": {"uniform": [0.1, 0.2], "when": {"sparsity.method": ["gmp"]}}},
+     "when.sparsity.method: 'gmp' is not a value of sparsity.method"),
+    ({"sparsity.drop_fraction": {"uniform": [0.1, 0.2], "when": {"sparsity.method": ["rigl"]}},
+      "sparsity.method": {"choice": ["rigl", "set"]}}, "sparsity.method must be listed before"),
+    ({"sparsity.level": {"uniform": [0.1, 0.2], "when": []}}, "search.params.sparsity.level.when: must be"),
+]
+
+
+@pytest.mark.parametrize("params,message", BAD_SEARCH, ids=[str(i) for i in range(len(BAD_SEARCH))])
+def test_bad_search_params_name_the_field(params, message):
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(_with_search(params))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("raw,message", [
+    (_with_search({}, sampler="cmaes"), "search.sampler: must be one of 'tpe', 'nsga2', 'random'"),
+    (_with_search({}, objective="loss"), "search.objective: must be one of"),
+    (_with_search({}, num_samples=0), "search.num_samples: must be >= 1"),
+    (_with_search({}, asha={"reduction_factor": 1}), "search.asha.reduction_factor: must be > 1"),
+    ({**BASE, "tune": {"max_concurrent": 0}}, "tune.max_concurrent: must be >= 1"),
+    ({**BASE, "tune": {"cpus": 2}}, "tune.cpus: unknown key"),
+])
+def test_bad_search_and_tune_settings(raw, message):
+    with pytest.raises(SpecError, match=None) as e:
+        spec_from_dict(raw)
+    assert message in str(e.value)
+
+
+def test_constants_apply_before_values_are_checked():
+    # The spec trains densely; the search fixes the method, so levels > 0 are valid for every trial.
+    raw = {"search": {"params": {"sparsity.method": "rigl", "sparsity.level": {"uniform": [0.5, 0.9]}}}}
+    assert [p.kind for p in search_params(spec_from_dict(raw), raw)] == ["const", "uniform"]
+
+
+def _sample(raw, n=40):
+    spec = spec_from_dict(raw)
+    space = define_by_run(spec, raw)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        constants = space(trial)
+        out.append({**trial.params, **constants})
+        study.tell(trial, 1.0)
+    return out
+
+
+def test_conditional_keys_exist_only_when_their_condition_holds():
+    raw = _with_search({
+        "sparsity.method": {"choice": ["rigl", "static"]},
+        "sparsity.drop_fraction": {"uniform": [0.1, 0.5], "when": {"sparsity.method": ["rigl"]}},
+        "sparsity.update_every": {"int": [5, 6]},
+        "train.seed": 7,
+    })
+    configs = _sample(raw)
+    assert {c["sparsity.method"] for c in configs} == {"rigl", "static"}
+    for c in configs:
+        assert ("sparsity.drop_fraction" in c) == (c["sparsity.method"] == "rigl")
+        assert c["sparsity.update_every"] in (5, 6)  # integer bounds are inclusive
+        assert c["train.seed"] == 7
+
+
+def test_condition_on_a_spec_constant_uses_the_spec_value():
+    raw = _with_search({"sparsity.drop_fraction": {"uniform": [0.1, 0.5], "when": {"sparsity.method": ["set"]}}})
+    assert all("sparsity.drop_fraction" not in c for c in _sample(raw, 5))  # the spec's method is rigl
+
+
+def test_list_valued_choices_round_trip():
+    raw = _with_search({"sparsity.dense_groups": {"choice": [[], ["embed_proj"]]}})
+    configs = sample_configs(spec_from_dict(raw), raw, 10)
+    assert {c["sparsity.dense_groups"] for c in configs} == {(), ("embed_proj",)}
+    assert not any("invalid" in c for c in configs)
+
+
+def test_dry_run_prints_space_and_samples(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(["run", "search_spaces/rigl.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "sparsity.level" in out and "loguniform" in out and out.count("sparsity.method=rigl") == 5
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "search_spaces/smoke.yaml", "--dry-run", "--num-samples", "0"], "--num-samples: must be >= 1"),
+    (["run", "search_spaces/smoke.yaml", "--dry-run", "--set", "search.sampler=cmaes"],
+     "search.sampler: must be one of"),
+    (["run", "search_spaces/smoke.yaml", "--dry-run", "--set", "search.asha.grace=3"],
+     "search.asha.grace: unknown key"),
+    (["run", "search_spaces/smoke.yaml", "--dry-run", "--set", "search.params={}"], "nothing to search"),
+    (["resume", "/no/such/experiment"], "not a sparsesearch experiment"),
+])
+def test_run_cli_errors_are_one_line_exit_2(args, message, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+# ----- end to end: real Ray Tune runs -----------------------------------------------------------------------------
+
+
+def _spec_file(tmp_path, tiny_raw, num_samples=3, **tune):
+    raw = {**tiny_raw,
+           "train": {**tiny_raw["train"], "max_steps": 60},
+           "sparsity": {"method": "rigl", "level": 0.7},
+           "search": {"num_samples": num_samples, "seed": 1,
+                      "params": {"sparsity.method": {"choice": ["rigl", "set"]},
+                                 "sparsity.level": {"uniform": [0.5, 0.9]},
+                                 "train.lr": {"loguniform": [1e-3, 1e-2]}},
+                      "asha": {"grace_period": 10, "reduction_factor": 2}},
+           "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp_path / "runs"), **tune}}
+    path = tmp_path / "tiny_search.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "sparsesearch.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=900, **kw)
+
+
+def _trial_results(exp: Path) -> dict[str, list[dict]]:
+    out = {}
+    for f in exp.glob("*/result.json"):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        if rows:
+            out[rows[0]["trial_id"]] = rows
+    return out
+
+
+def test_run_end_to_end(tmp_path, tiny_raw):
+    spec = _spec_file(tmp_path, tiny_raw)
+    proc = _cli("run", str(spec), "--name", "e2e")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "runs" / "e2e"
+    assert "best configurations by net_time" in proc.stdout and str(exp) in proc.stdout
+    assert (exp / "sparsesearch.json").is_file()
+    trials = _trial_results(exp)
+    assert len(trials) == 4  # 3 sampled + the dense reference
+    refs = [rows for rows in trials.values() if rows[0]["config"].get("reference")]
+    assert len(refs) == 1 and refs[0][-1]["method"] == "dense"
+    for rows in trials.values():
+        for row in rows:  # every report carries every metric, none NaN
+            assert set(METRICS) <= set(row)
+            assert all(row[m] == row[m] for m in METRICS if isinstance(row[m], float))
+    # The Optuna study (SQLite) holds the sampled trials, not the reference.
+    with sqlite3.connect(exp / "study.db") as db:
+        assert db.execute("select count(*) from trials").fetchone()[0] == 3
+
+
+def _wait_for(predicate, timeout):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_raw, sig):
+    spec = _spec_file(tmp_path, tiny_raw, num_samples=5, max_concurrent=1)
+    exp = tmp_path / "runs" / "interrupted"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "sparsesearch.cli", "run", str(spec), "--name", "interrupted"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        finished = lambda: sum(1 for rows in _trial_results(exp).values()  # noqa: E731
+                               if rows[-1]["done"] or rows[-1]["status"] != "running") >= 2
+        assert _wait_for(finished, 400), "two trials should finish before the interrupt"
+        if sig == signal.SIGKILL:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = {tid: rows for tid, rows in _trial_results(exp).items() if rows[-1]["status"] != "running"}
+    assert before
+    res = _cli("resume", str(exp))
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = _trial_results(exp)
+    assert len(after) == 6, "every trial (5 + reference) is there, none lost"
+    for tid, rows in before.items():  # finished trials were not run again
+        assert after[tid] == rows
+    assert all(rows[-1]["status"] != "running" or rows[-1]["budget"] > 0 for rows in after.values())
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, tiny_raw):
+    """A real two-node Ray cluster on this machine (ray.cluster_utils.Cluster); one CPU per node, so two
+    concurrent trials must land on different nodes."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from sparsesearch.search import run_search
+    path = _spec_file(tmp_path, tiny_raw, num_samples=3)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        raw = yaml.safe_load(path.read_text())
+        raw["tune"]["address"] = cluster.address
+        raw["tune"]["name"] = "cluster"
+        spec = spec_from_dict(raw)
+        exp = run_search(path, raw, spec, log=lambda msg: None)
+        nodes = set(exp.results["node"])
+        assert len(nodes) == 2, nodes
+        assert len(exp.results) == 4
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _trial_workers() -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "ray::ImplicitFunc" in line]
+
+
+def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_path, tiny_raw):
+    from sparsesearch.trainer import Trainer
+    from sparsesearch.trial import trial_spec
+    spec_path = _spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1)
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["train"]["max_steps"] = 80
+    raw["target"] = {"loss": 0.5}  # unreachable: the trial runs its whole budget, long enough to be killed
+    raw["search"]["asha"] = {"grace_period": 80}
+    spec_path.write_text(yaml.safe_dump(raw))
+    exp = tmp_path / "runs" / "killed"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "sparsesearch.cli", "run", str(spec_path), "--name", "killed"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        def sampled_trial_running():
+            rows = [r for r in _trial_results(exp).values() if not r[0]["config"].get("reference")]
+            return rows and 20 <= rows[0][-1]["step"] < 60
+
+        assert _wait_for(sampled_trial_running, 400)
+        workers = _trial_workers()
+        assert workers
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    assert "ERROR" in out  # the failure was seen and retried
+    rows = next(r for r in _trial_results(exp).values() if not r[0]["config"].get("reference"))
+    final = rows[-1]
+    config = {k: v for k, v in rows[0]["config"].items()}
+    spec = trial_spec(raw, config)
+    from sparsesearch.data import prepare_data
+    data = prepare_data(spec.data, spec.model)
+    uninterrupted = Trainer(spec, data, 0.5)
+    last = list(uninterrupted.run())[-1]
+    assert final["step"] == last["step"] == 80
+    assert final["eval_loss"] == pytest.approx(last["eval_loss"], abs=1e-9)
+    assert final["flops"] == last["flops"]
+
+
+def test_diverging_trials_are_marked_and_the_search_carries_on(tmp_path, tiny_raw):
+    spec_path = _spec_file(tmp_path, tiny_raw, num_samples=2)
+    raw = yaml.safe_load(spec_path.read_text())
+    raw["search"]["params"] = {"train.lr": {"choice": [1000.0]}, "train.grad_clip": None,
+                               "sparsity.level": {"uniform": [0.5, 0.9]}}
+    spec_path.write_text(yaml.safe_dump(raw))
+    proc = _cli("run", str(spec_path), "--name", "diverge")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 diverged" in proc.stdout
+    trials = _trial_results(tmp_path / "runs" / "diverge")
+    sampled = [rows for rows in trials.values() if not rows[0]["config"].get("reference")]
+    assert len(sampled) == 2
+    for rows in sampled:
+        last = rows[-1]
+        assert last["status"] == "diverged" and last["diverged"] == 1 and last["objective"] == float("inf")
+        assert last["step"] < 60, "stopped at once, not at the end of its budget"
+    ref = next(rows for rows in trials.values() if rows[0]["config"].get("reference"))
+    assert ref[-1]["status"] == "reached"
