@@ -229,7 +229,9 @@ def _fit(spec: Spec, raw: dict, data, target_loss: float, exp_dir: Path, name: s
             trainable,
             tune_config=tune.TuneConfig(search_alg=_searcher(spec, raw, exp_dir, name),
                                         scheduler=_scheduler(spec, unit_flops),
-                                        num_samples=spec.search.num_samples + 1),  # + the dense reference
+                                        num_samples=spec.search.num_samples + 1,  # + the dense reference
+                                        # A new worker process per trial costs seconds of imports and set-up.
+                                        reuse_actors=True),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage, verbose=0, callbacks=[_progress_callback(log)],
                 failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
