@@ -10,6 +10,7 @@ concurrent trials of one CPU each. Overhead = search wall time / sum of the tria
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as storage:
         for concurrent in (1, 2):
-            raw = yaml.safe_load(yaml.safe_dump(base))
+            raw = copy.deepcopy(base)
             for o in (f"search.num_samples={args.num_samples}", f"tune.max_concurrent={concurrent}",
                       "tune.cpus_per_trial=1", f"tune.storage={storage}", f"tune.name=c{concurrent}"):
                 apply_override(raw, o)
