@@ -212,8 +212,9 @@ def resume_search(exp_dir: str | Path, *, log: Callable[[str], None] = print,
 
 
 def _storage_path(storage: str) -> str:
-    if "://" in storage:
-        return storage
+    if "://" in storage:  # the experiment state and the SQLite study are files next to Ray's results
+        raise SpecError(f"tune.storage: {storage!r}: URIs are not supported; use a directory every node can "
+                        f"reach (e.g. on NFS)")
     return str(Path(storage).expanduser().resolve())
 
 

@@ -171,7 +171,7 @@ class SearchSpec:
 @dataclass(frozen=True)
 class TuneSpec:
     name: str | None = _f(None, "experiment name (null: the spec file's name and a timestamp)")
-    storage: str = _f("runs", "directory (or URI) of experiments; on a cluster every node must reach it")
+    storage: str = _f("runs", "directory of experiments; on a cluster, one that every node reaches (e.g. NFS)")
     address: str | None = _f(None, "Ray cluster address (null: $RAY_ADDRESS, else a local Ray instance)")
     max_concurrent: int = _f(2, "trials running at once", lo=1)
     cpus_per_trial: float = _f(1.0, "CPUs per trial (also its torch threads)", lo=0.0, lo_open=True)

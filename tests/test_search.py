@@ -134,6 +134,7 @@ def test_dry_run_prints_space_and_samples(capsys, monkeypatch):
      "search.asha.grace: unknown key"),
     (["run", "search_spaces/smoke.yaml", "--dry-run", "--set", "search.params={}"], "nothing to search"),
     (["resume", "/no/such/experiment"], "not a sparsesearch experiment"),
+    (["run", "search_spaces/smoke.yaml", "--storage", "s3://bucket/runs"], "tune.storage: 's3://bucket/runs': URIs"),
 ])
 def test_run_cli_errors_are_one_line_exit_2(args, message, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
