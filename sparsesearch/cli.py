@@ -206,14 +206,13 @@ def _run_overrides(args) -> list[str]:
 
 
 def cmd_run(args) -> int:
-    import yaml
-    from .spec import search_params
-    overrides = _run_overrides(args)
-    spec = load_spec(args.spec, overrides)
-    raw = yaml.safe_load(open(args.spec, encoding="utf-8")) or {}
-    from .spec import apply_override
-    for o in overrides:
+    from .spec import apply_override, load_raw, search_params, spec_from_dict
+    raw = load_raw(args.spec) or {}
+    if not isinstance(raw, dict):
+        spec_from_dict(raw)  # reports what the file should be
+    for o in _run_overrides(args):
         apply_override(raw, o)
+    spec = spec_from_dict(raw)
     params = search_params(spec, raw)
     if not params:
         raise SpecError("search.params: nothing to search; add keys such as sparsity.level: {uniform: [0.5, 0.9]}")

@@ -478,6 +478,11 @@ def spec_from_dict(raw: Any, overrides: typing.Sequence[str] = ()) -> Spec:
 
 def load_spec(path: str | Path, overrides: typing.Sequence[str] = ()) -> Spec:
     """Read a YAML spec file, apply overrides and validate it."""
+    return spec_from_dict(load_raw(path), overrides)
+
+
+def load_raw(path: str | Path) -> Any:
+    """The YAML content of a spec file, unvalidated (errors name the file and the line)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found")
@@ -490,7 +495,7 @@ def load_spec(path: str | Path, overrides: typing.Sequence[str] = ()) -> Spec:
         raise SpecError(f"{path}: not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
-    return spec_from_dict(raw, overrides)
+    return raw
 
 
 def _deep_copy(x: Any) -> Any:

@@ -55,14 +55,13 @@ def run_trial(config: dict, *, raw: dict, data, target_loss: float, objective: s
     for row in trainer.run():
         if row["step"] == 0 and row["status"] == "running":
             continue  # nothing trained yet: no train loss to report
-        metrics = _metrics(trainer, row, objective, budget_unit, dense_step_flops, config)
+        metrics = _metrics(trainer, row, objective, budget_unit, dense_step_flops)
         with tempfile.TemporaryDirectory() as d:
             torch.save(trainer.state_dict(), os.path.join(d, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
 
-def _metrics(trainer: Trainer, row: dict, objective: str, budget_unit: str, dense_step_flops: float,
-             config: dict) -> dict:
+def _metrics(trainer: Trainer, row: dict, objective: str, budget_unit: str, dense_step_flops: float) -> dict:
     obj = trainer.objective_so_far()
     sp = trainer.spec.sparsity
     train_loss = row["train_loss"] if row["train_loss"] is not None else row["eval_loss"]
