@@ -251,10 +251,10 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, tiny_raw):
         raw = yaml.safe_load(path.read_text())
         raw["tune"]["address"] = cluster.address
         raw["tune"]["name"] = "cluster"
-        # Every trial trains its whole (short) budget, so that two always run side by side.
+        # Every trial trains its whole budget (seconds), long enough that two always run side by side.
         raw["target"] = {"loss": 0.5}
-        raw["train"]["max_steps"] = 40
-        raw["search"]["asha"] = {"grace_period": 40}
+        raw["train"].update(max_steps=300, eval_every=50)
+        raw["search"]["asha"] = {"grace_period": 300}
         spec = spec_from_dict(raw)
         exp = run_search(path, raw, spec, log=lambda msg: None)
         assert len(exp.results) == 4
