@@ -209,7 +209,7 @@ class Trainer:
                 self.status = "budget"
             row["status"] = self.status
             yield row
-        self.result = self._finish(self.status, self.at_target, self.history)
+        self.result = self._finish()
 
     def _record(self, eval_loss: float, train_loss: float | None) -> dict:
         ratio = self.flops / self.dense_flops if self.dense_flops > 0 else 1.0
@@ -258,7 +258,8 @@ class Trainer:
         if state.get("rng_cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
 
-    def _finish(self, status: str, at_target: dict | None, history: list[dict]) -> RunResult:
+    def _finish(self) -> RunResult:
+        status, at_target, history = self.status, self.at_target, self.history
         last = history[-1]
         finite = [h["eval_loss"] for h in history if math.isfinite(h["eval_loss"])]
         obj = self.objective_so_far()
