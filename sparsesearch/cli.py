@@ -11,10 +11,11 @@ from typing import Sequence
 
 from .corpus import CorpusError
 from .embedding import EmbeddingSourceError
+from .results import ResultsError
 from .spec import SpecError, describe_defaults, load_spec
 
 EXIT_USAGE = 2
-_USER_ERRORS = (SpecError, EmbeddingSourceError, CorpusError)
+_USER_ERRORS = (SpecError, EmbeddingSourceError, CorpusError, ResultsError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +28,13 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec key by dotted path, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a readable summary")
+
+
+def _add_results_args(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("experiment", help="the experiment directory (printed by `sparsesearch run`)")
+    p.add_argument("--out", help=f"output directory (default: EXPERIMENT/{name})")
+    p.add_argument("--by", choices=("net_time", "net_flops"),
+                   help="the front's cost axis (default: net_time for export, the search's objective for report)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "resume from their checkpoints, the search continues where it stopped.")
     p.add_argument("experiment", help="the experiment directory (printed by `sparsesearch run`)")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
+    p = sub.add_parser("export", help="write the trial table, the Pareto front and its plots",
+                       description="Write trials.csv, pareto.csv, pareto.json, pareto.png and pareto.html for an "
+                                   "experiment, from its stored results (finished, running or interrupted).")
+    _add_results_args(p, "export")
+    p = sub.add_parser("report", help="write a markdown report of an experiment with its figures",
+                       description="Write report.md with its figures (and everything `export` writes): summary, "
+                                   "dense reference, best configurations, Pareto front, loss against compute, "
+                                   "parameter importances, per-method comparison, where the FLOPs go.")
+    _add_results_args(p, "report")
     sub.add_parser("defaults", help="print every spec key with its default and meaning",
                    description="Print the default spec as commented YAML: every key of every section with "
                                "its default value and meaning. Start a spec from it: "
@@ -240,6 +257,29 @@ def cmd_resume(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export
+    files = export(args.experiment, args.out, by=args.by or "net_time")
+    _print_results_summary(args.experiment)
+    print("wrote " + ", ".join(str(p) for p in files.values()))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import report
+    path = report(args.experiment, args.out, by=args.by)
+    _print_results_summary(args.experiment)
+    print(f"wrote {path} (and its figures and the export files beside it)")
+    return 0
+
+
+def _print_results_summary(experiment: str) -> None:
+    from .results import load_results
+    df = load_results(experiment)
+    counts = df["status"].value_counts()
+    print(f"{df.attrs['name']}: {len(df)} trials (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -248,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "defaults":
             sys.stdout.write(describe_defaults())
             return 0
-        return {"train": cmd_train, "flops": cmd_flops, "run": cmd_run, "resume": cmd_resume}[args.command](args)
+        return {"train": cmd_train, "flops": cmd_flops, "run": cmd_run, "resume": cmd_resume,
+                "export": cmd_export, "report": cmd_report}[args.command](args)
     except _USER_ERRORS as e:
         print(f"sparsesearch {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

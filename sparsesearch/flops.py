@@ -163,6 +163,23 @@ def step_flops(shape: ModelShape, batch_size: int, n_masked: float,
     return StepFlops(tuple(comps), _nonmatmul(shape, batch_size, logit_rows))
 
 
+def weight_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:
+    """(out_features, in_features) of every sparsifiable weight, by the names ``step_flops`` and
+    ``MLMModel.sparsifiable_weights`` use: what layer densities are computed over, without building a model."""
+    s = shape
+    out: dict[str, tuple[int, int]] = {}
+    if s.emb_dim != s.hidden:
+        out["embed_proj.weight"] = (s.hidden, s.emb_dim)
+    for i in range(s.layers):
+        p = f"encoder.layer.{i}."
+        for sub in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
+            out[f"{p}{sub}.weight"] = (s.hidden, s.hidden)
+        out[f"{p}intermediate.dense.weight"] = (s.ffn, s.hidden)
+        out[f"{p}output.dense.weight"] = (s.hidden, s.ffn)
+    out["head_transform.weight"] = (s.emb_dim, s.hidden)
+    return out
+
+
 def _nonmatmul(s: ModelShape, batch_size: int, logit_rows: float) -> dict[str, float]:
     """Rough elementwise FLOP estimates (forward x 3 for forward + backward); reported, never used in ratios."""
     tokens = batch_size * s.seq_len

@@ -8,6 +8,7 @@ resolved target and what ``resume`` needs).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -22,7 +23,7 @@ from typing import Any, Callable
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -140,13 +141,23 @@ def _trainable(spec: Spec, raw: dict, data, target_loss: float, unit_flops: floa
     return tune.with_resources(fn, {"cpu": spec.tune.cpus_per_trial, "gpu": spec.tune.gpus_per_trial})
 
 
+class ReferenceKeepingASHA(ASHAScheduler):
+    """ASHA that never stops the dense reference: every speedup is measured against it, so it must reach the
+    target. (At equal compute a dense run is behind a good sparse one, so plain ASHA may cut it at a rung.)"""
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if (getattr(trial, "config", None) or {}).get(REFERENCE_KEY):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+
 def _scheduler(spec: Spec, unit_flops: float):
     a = spec.search.asha
     unit = unit_flops if a.unit == "flops" else 1.0
     max_t = a.max_t if a.max_t is not None else spec.train.max_steps * unit
     if a.grace_period > max_t:
         raise SpecError(f"search.asha.grace_period: must be <= max_t ({max_t:g}), got {a.grace_period:g}")
-    return ASHAScheduler(time_attr="budget", metric="eval_loss", mode="min", max_t=max_t,
+    return ReferenceKeepingASHA(time_attr="budget", metric="eval_loss", mode="min", max_t=max_t,
                          grace_period=a.grace_period, reduction_factor=a.reduction_factor)
 
 
@@ -185,8 +196,11 @@ def run_search(spec_path: str | Path, raw: dict, spec: Spec, *, log: Callable[[s
     target = resolve_target(spec, data, log=log)  # once, before any trial starts
     log(f"target  held-out MLM loss {target.loss:.4f} ({target.source})")
     exp_dir.mkdir(parents=True, exist_ok=True)
+    shape = ModelShape.from_spec(spec.model, data.tokenizer.vocab_size,
+                                 embedding_dim(resolve_model_dir(spec.model.embedding)))
     state = {"spec_path": str(spec_path), "raw": raw, "target_loss": target.loss, "name": name,
-             "storage": storage, "created": time.time()}
+             "storage": storage, "created": time.time(), "model_shape": dataclasses.asdict(shape),
+             "expected_masked": expected_masked(shape, spec.train.batch_size, spec.data.mask_prob)}
     (exp_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
     return _fit(spec, raw, data, target.loss, exp_dir, name, storage, log, num_cpus, restore=False)
 

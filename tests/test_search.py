@@ -331,3 +331,27 @@ def test_diverging_trials_are_marked_and_the_search_carries_on(tmp_path, tiny_ra
         assert last["step"] < 60, "stopped at once, not at the end of its budget"
     ref = next(rows for rows in trials.values() if rows[0]["config"].get("reference"))
     assert ref[-1]["status"] == "reached"
+
+
+def test_asha_never_stops_the_dense_reference():
+    """Speedups are measured against the reference, so it must run to the target even when it is the worst
+    trial at a rung (at equal compute, dense is behind a good sparse run)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from sparsesearch.search import ReferenceKeepingASHA
+    sched = ReferenceKeepingASHA(time_attr="budget", metric="eval_loss", mode="min", max_t=100, grace_period=10,
+                                 reduction_factor=2)
+    trials = [SimpleNamespace(trial_id=f"t{i}", config={"sparsity.level": 0.5}) for i in range(4)]
+    ref = SimpleNamespace(trial_id="ref", config={"reference": True})
+    for t in trials + [ref]:
+        sched.on_trial_add(None, t)
+    for i, t in enumerate(trials):  # good sparse trials fill the first rung
+        sched.on_trial_result(None, t, {"budget": 10, "eval_loss": 5.0 + 0.01 * i})
+    worst = {"budget": 10, "eval_loss": 9.0}
+    assert sched.on_trial_result(None, ref, worst) == TrialScheduler.CONTINUE
+    # the same report from a sparse trial is stopped: the scheduler is still ASHA for everyone else
+    late = SimpleNamespace(trial_id="late", config={"sparsity.level": 0.9})
+    sched.on_trial_add(None, late)
+    assert sched.on_trial_result(None, late, worst) == TrialScheduler.STOP

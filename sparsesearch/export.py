@@ -1,0 +1,43 @@
+"""``sparsesearch export``: the trial table, the Pareto front and its plots, written from stored results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots
+from .pareto import front
+from .results import COLUMNS, experiment_dir, load_results
+
+# trials.csv: identity and status first, then the sampled parameters, then the metrics.
+_ID = ("trial", "trial_id", "reference", "status", "method")
+
+
+def trial_table(df: pd.DataFrame) -> pd.DataFrame:
+    params = [c for c in df.attrs.get("params", []) if c in df.columns]
+    metrics = [c for c in COLUMNS if c not in _ID]
+    return df[[*_ID, *params, *metrics]]
+
+
+def export(path: str | Path, out: str | Path | None = None, *, by: str = "net_time") -> dict[str, Path]:
+    """Write trials.csv, pareto.csv, pareto.json, pareto.png and pareto.html for the experiment at ``path``
+    into ``out`` (default: ``<experiment>/export``); returns the files by name."""
+    exp = experiment_dir(path)
+    df = load_results(exp)
+    out = Path(out) if out is not None else exp / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    fr = front(df, by)
+    params = [c for c in df.attrs.get("params", []) if c in df.columns]
+    files = {"trials.csv": out / "trials.csv", "pareto.csv": out / "pareto.csv", "pareto.json": out / "pareto.json",
+             "pareto.png": out / "pareto.png", "pareto.html": out / "pareto.html"}
+    trial_table(df).to_csv(files["trials.csv"], index=False)
+    trial_table(fr).to_csv(files["pareto.csv"], index=False)
+    payload = plots.front_json(fr, params, by=by, experiment=df.attrs["name"], target=df.attrs["target_loss"])
+    files["pareto.json"].write_text(json.dumps(payload, indent=1))
+    title = f"{df.attrs['name']}: sparsity vs. {'net time' if by == 'net_time' else 'net FLOPs'} to loss " \
+            f"{df.attrs['target_loss']:.3f}" if df.attrs.get("target_loss") else df.attrs["name"]
+    plots.pareto_png(df, fr, files["pareto.png"], by=by, title=title)
+    plots.pareto_html(df, fr, files["pareto.html"], by=by, title=title)
+    return files

@@ -1,0 +1,241 @@
+"""Read an experiment directory into one table of trials (parameters, status, metrics).
+
+Reads only what the search stored: each trial's ``result.json`` (one JSON row per report), ``error.txt``,
+Ray's latest ``experiment_state-*.json`` when present, and ``sparsesearch.json``. It never trains and never
+starts Ray, so it works on a finished, a running or an interrupted experiment, and on a directory copied from
+another machine (every path it follows is relative to the experiment directory).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+STATE_FILE = "sparsesearch.json"  # written by search.run_search
+STUDY_FILE = "study.db"
+REFERENCE_KEY = "reference"
+
+# Trial statuses, in the order tables list them.
+STATUSES = ("reached", "not_reached", "stopped_early", "diverged", "errored", "invalid", "unfinished")
+STATUS_HELP = {
+    "reached": "reached the target loss",
+    "not_reached": "spent its step or time budget without reaching the target",
+    "stopped_early": "stopped by ASHA before reaching the target",
+    "diverged": "non-finite loss; stopped at once",
+    "errored": "the trial raised an error (see error.txt in its folder)",
+    "invalid": "its sampled values clash; it did not train",
+    "unfinished": "still running, or the search was interrupted (resume it to finish)",
+}
+
+# Per-trial columns, from the trial's last report (see trial.METRICS), renamed where the meaning narrows.
+_LAST = {"eval_loss": "final_eval_loss", "step": "steps", "target_loss": "target_loss",
+         "time_to_target_s": "time_to_target_s", "flop_ratio": "flop_ratio", "net_time_s": "net_time_s",
+         "net_flops": "net_flops", "avg_sparsity": "avg_sparsity", "train_time_s": "train_time_s",
+         "flops": "flops", "method": "method", "level": "level", "node": "node"}
+COLUMNS = ("trial", "trial_id", "reference", "status", "method", "target_loss", "final_eval_loss",
+           "best_eval_loss", "steps", "steps_to_target", "time_to_target_s", "projected", "flop_ratio", "net_time_s", "net_flops", "avg_sparsity",
+           "speedup", "flop_speedup", "train_time_s", "flops", "reports", "node", "trial_dir")
+
+
+class ResultsError(ValueError):
+    """The path is not a readable experiment directory."""
+
+
+def experiment_dir(path: str | Path) -> Path:
+    """``path`` itself when it is an experiment, or the one experiment inside a storage directory."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise ResultsError(f"{p}: no such directory")
+    if (p / STATE_FILE).is_file():
+        return p
+    inside = sorted(d for d in p.iterdir() if (d / STATE_FILE).is_file())
+    if len(inside) == 1:
+        return inside[0]
+    if inside:
+        raise ResultsError(f"{p} holds {len(inside)} experiments; name one: "
+                           + ", ".join(d.name for d in inside))
+    raise ResultsError(f"{p}: not a sparsesearch experiment (no {STATE_FILE}, and none in its subfolders)")
+
+
+def load_state(exp: Path) -> dict:
+    try:
+        return json.loads((exp / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{exp / STATE_FILE}: unreadable ({e})") from None
+
+
+def _rows(result_file: Path) -> list[dict]:
+    """Reports of one trial; a last line cut short by a running or killed trial is skipped."""
+    rows = []
+    if not result_file.is_file():
+        return rows
+    for line in result_file.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _ray_statuses(exp: Path) -> dict[str, str]:
+    """Trial id -> Ray's status (TERMINATED, RUNNING, PENDING, ERROR, ...) from the newest state file."""
+    files = sorted(exp.glob("experiment_state-*.json"))
+    if not files:
+        return {}
+    try:
+        data = json.loads(files[-1].read_text())
+        out = {}
+        for entry in data.get("trial_data", []):
+            t = json.loads(entry[0]) if isinstance(entry, list) else {}
+            if "trial_id" in t:
+                out[t["trial_id"]] = t.get("status", "")
+        return out
+    except (OSError, json.JSONDecodeError, TypeError, IndexError):
+        return {}  # written while we read it, or another Ray version: fall back to the reports alone
+
+
+def _status(last: dict | None, ray_status: str, has_error: bool) -> str:
+    st = (last or {}).get("status")
+    if st == "reached":
+        return "reached"
+    if st == "diverged":
+        return "diverged"
+    if st == "invalid":
+        return "invalid"
+    if st == "budget":
+        return "not_reached"
+    if ray_status == "ERROR" or (has_error and ray_status not in ("RUNNING", "PENDING")):
+        return "errored"
+    if last is not None and (last.get("done") or ray_status == "TERMINATED"):
+        return "stopped_early"  # the scheduler ended it mid-run
+    return "unfinished"
+
+
+def _trial_dirs(exp: Path) -> list[Path]:
+    return sorted(d for d in exp.iterdir() if d.is_dir() and ((d / "result.json").exists()
+                                                               or (d / "params.json").exists()))
+
+
+def _config(d: Path, rows: list[dict]) -> dict:
+    if rows and isinstance(rows[-1].get("config"), dict):
+        return rows[-1]["config"]
+    try:
+        return json.loads((d / "params.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _trial_id(d: Path, rows: list[dict]) -> str:
+    if rows and rows[-1].get("trial_id"):
+        return str(rows[-1]["trial_id"])
+    parts = d.name.split("_")  # run_trial_<id>_<n>_...
+    return parts[2] if len(parts) > 2 else d.name
+
+
+def _trial_number(d: Path) -> int:
+    parts = d.name.split("_")  # run_trial_<id>_<n>_...: n counts trials in the order they were created
+    return int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0
+
+
+def steps_to_target(rows: list[dict], target: float) -> float:
+    """Step at which the eval loss first reached ``target``, interpolated linearly between the two reports
+    that bracket it (the trainer's rule); NaN when it never did."""
+    prev = None
+    for r in rows:
+        loss, step = _num(r.get("eval_loss")), _num(r.get("step"))
+        if loss <= target:
+            if prev is None or prev[1] <= loss:
+                return step
+            frac = (prev[1] - target) / (prev[1] - loss)
+            return prev[0] + frac * (step - prev[0])
+        prev = (step, loss)
+    return math.nan
+
+
+def _num(v) -> float:
+    if v is None:
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    """One row per trial of the experiment at ``path`` (an experiment directory, or a storage directory that
+    holds exactly one experiment).
+
+    Columns: ``COLUMNS`` (status is one of ``STATUSES``), then one column per sampled parameter under its
+    dotted spec key (e.g. ``sparsity.level``). ``speedup`` is the dense reference's net time over the trial's,
+    ``flop_speedup`` the same for net FLOPs; both are NaN for trials that did not reach the target.
+    Projected values (``projected`` True) are estimates for ranking, never results.
+    """
+    exp = experiment_dir(path)
+    state = load_state(exp)
+    ray_status = _ray_statuses(exp)
+    records, param_keys, configs = [], {}, {}
+    for d in _trial_dirs(exp):
+        rows = [r for r in _rows(d / "result.json") if "eval_loss" in r]
+        cfg = _config(d, rows)
+        tid = _trial_id(d, rows)
+        last = rows[-1] if rows else None
+        status = _status(last, ray_status.get(tid, ""), (d / "error.txt").exists())
+        ref = bool(cfg.get(REFERENCE_KEY))
+        configs[tid] = cfg
+        rec = {"trial": _trial_number(d), "trial_id": tid, "reference": ref, "status": status, "trial_dir": d.name,
+               "reports": len(rows), "projected": bool(last.get("projected")) if last else True}
+        for src, dst in _LAST.items():
+            v = (last or {}).get(src)
+            rec[dst] = v if src in ("method", "node") else _num(v)
+        if rec["target_loss"] != rec["target_loss"]:
+            rec["target_loss"] = _num(state.get("target_loss"))
+        rec["method"] = rec["method"] or ("dense" if ref else cfg.get("sparsity.method"))
+        rec["best_eval_loss"] = min((_num(r["eval_loss"]) for r in rows), default=math.nan)
+        rec["steps_to_target"] = steps_to_target(rows, rec["target_loss"]) if status == "reached" else math.nan
+        if status != "reached":  # only a reached target has a measured time; the rest is projection
+            rec["projected"] = status not in ("invalid",) and rec["projected"]
+        for k, v in cfg.items():
+            if k != REFERENCE_KEY:
+                param_keys[k] = None
+                rec[k] = v
+        records.append(rec)
+    df = pd.DataFrame.from_records(records, columns=[*COLUMNS, *param_keys])
+    ref_rows = df[df["reference"] & (df["status"] == "reached")]
+    reached = df["status"] == "reached"
+    if len(ref_rows):
+        r = ref_rows.iloc[0]
+        df["speedup"] = (r["net_time_s"] / df["net_time_s"]).where(reached)
+        df["flop_speedup"] = (r["net_flops"] / df["net_flops"]).where(reached)
+    df["reference"] = df["reference"].astype(bool)
+    df["projected"] = df["projected"].astype(bool)
+    df.attrs.update(experiment=str(exp), name=state.get("name", exp.name), target_loss=state.get("target_loss"),
+                    objective=_objective(state), params=list(param_keys),
+                    configs=configs)  # the sampled values as Ray passed them (a column may widen int to float)
+    return df.sort_values("trial", kind="stable").reset_index(drop=True)
+
+
+def _objective(state: dict) -> str:
+    return ((state.get("raw") or {}).get("search") or {}).get("objective", "net_time")
+
+
+def load_history(path: str | Path) -> pd.DataFrame:
+    """Every report of every trial (one row per evaluation): trial_id, reference, and the reported metrics."""
+    exp = experiment_dir(path)
+    frames = []
+    for d in _trial_dirs(exp):
+        rows = [r for r in _rows(d / "result.json") if "eval_loss" in r]
+        if not rows:
+            continue
+        cfg = _config(d, rows)
+        f = pd.DataFrame.from_records([{k: v for k, v in r.items() if k != "config"} for r in rows])
+        f["trial_id"] = _trial_id(d, rows)
+        f["reference"] = bool(cfg.get(REFERENCE_KEY))
+        frames.append(f)
+    if not frames:
+        return pd.DataFrame(columns=["trial_id", "reference", "step", "eval_loss", "flops"])
+    return pd.concat(frames, ignore_index=True)

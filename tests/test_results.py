@@ -1,0 +1,253 @@
+"""Results: reading experiment directories, the Pareto front, export and report (CLI end to end)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import sparsesearch
+from sparsesearch.pareto import front, front_mask, non_dominated
+from sparsesearch.results import COLUMNS, STATUSES, ResultsError, load_results, steps_to_target
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ----- the Pareto front -------------------------------------------------------------------------------------------
+
+
+def _brute_force(cost, gain):
+    n = len(cost)
+    return [not any(cost[j] <= cost[i] and gain[j] >= gain[i] and (cost[j] < cost[i] or gain[j] > gain[i])
+                    for j in range(n)) for i in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_front_equals_brute_force_non_dominated_set(seed):
+    rng = random.Random(seed)
+    n = rng.randint(0, 30)
+    levels = rng.choice([3, 6, 1000])  # few distinct values force ties in one or both coordinates
+    cost = [float(rng.randint(0, levels)) for _ in range(n)]
+    gain = [rng.randint(0, levels) / levels for _ in range(n)]
+    if n and rng.random() < 0.3:  # exact duplicates
+        k = rng.randrange(n)
+        cost.append(cost[k])
+        gain.append(gain[k])
+    assert non_dominated(cost, gain) == _brute_force(cost, gain)
+
+
+def test_ties_on_the_front_are_all_kept_and_equal_cost_lower_gain_is_not():
+    assert non_dominated([1.0, 1.0, 1.0, 2.0], [0.5, 0.5, 0.4, 0.9]) == [True, True, False, True]
+    # same gain at a higher cost is dominated
+    assert non_dominated([1.0, 2.0], [0.5, 0.5]) == [True, False]
+
+
+@pytest.mark.parametrize("seed", range(50))
+def test_trials_that_did_not_reach_the_target_are_never_on_the_front(seed):
+    rng = random.Random(seed)
+    n = rng.randint(1, 25)
+    statuses = [rng.choice(STATUSES) for _ in range(n)]
+    df = pd.DataFrame({"status": statuses,
+                       "net_time_s": [rng.choice([rng.uniform(1, 100), math.inf]) for _ in range(n)],
+                       "net_flops": [rng.uniform(1, 100) for _ in range(n)],
+                       "avg_sparsity": [rng.uniform(0, 1) for _ in range(n)]})
+    mask = front_mask(df)
+    assert not (mask & (df["status"] != "reached")).any()
+    ok = (df["status"] == "reached") & df["net_time_s"].map(math.isfinite)
+    sub = df[ok]
+    expected = _brute_force(sub["net_time_s"].tolist(), sub["avg_sparsity"].tolist())
+    assert mask[ok].tolist() == expected
+    assert len(front(df)) == sum(expected)
+    # an unreached trial that would dominate everything still stays off the front
+    df.loc[len(df)] = {"status": "stopped_early", "net_time_s": 0.0, "net_flops": 0.0, "avg_sparsity": 1.0}
+    assert not front_mask(df).iloc[-1]
+
+
+def test_unknown_front_objective_names_the_choices():
+    with pytest.raises(ValueError, match="net_time, net_flops"):
+        front_mask(pd.DataFrame({"status": []}), by="speed")
+
+
+def test_steps_to_target_interpolates_like_the_trainer():
+    rows = [{"step": 10, "eval_loss": 7.0}, {"step": 20, "eval_loss": 6.0}, {"step": 30, "eval_loss": 5.0}]
+    assert steps_to_target(rows, 5.5) == pytest.approx(25.0)
+    assert steps_to_target(rows, 7.5) == 10
+    assert math.isnan(steps_to_target(rows, 4.0))
+
+
+# ----- reading experiment directories (synthetic, every status) ---------------------------------------------------
+
+
+def _report(step, loss, status="running", **kw):
+    flops = 1e9 * step
+    row = {"step": step, "budget": step * 0.5, "eval_loss": loss, "train_loss": loss, "train_time_s": step * 0.1,
+           "flops": flops * 0.5, "dense_flops": flops, "flop_ratio": 0.5, "net_time_s": step * 0.05,
+           "net_flops": flops * 0.5, "time_to_target_s": step * 0.1, "objective": step * 0.05,
+           "avg_sparsity": 0.8, "target_loss": 5.0, "reached": int(status == "reached"),
+           "projected": int(status != "reached"), "diverged": int(status == "diverged"), "status": status,
+           "method": "rigl", "level": 0.8, "node": "n1", "done": False}
+    row.update(kw)
+    return row
+
+
+def _write_experiment(root: Path, trials: dict[str, tuple[dict, list[dict], dict]], name: str = "exp") -> Path:
+    """trials: id -> (config, reports, extra files); result.json rows get config/trial_id like Ray's."""
+    exp = root / name
+    exp.mkdir(parents=True)
+    (exp / "sparsesearch.json").write_text(json.dumps({"name": "exp", "target_loss": 5.0, "spec_path": "x.yaml",
+                                                        "raw": {"search": {"objective": "net_time"}}}))
+    for n, (tid, (cfg, rows, files)) in enumerate(trials.items(), 1):
+        d = exp / f"run_trial_{tid}_{n}_cfg"
+        d.mkdir()
+        (d / "params.json").write_text(json.dumps(cfg))
+        (d / "result.json").write_text("".join(json.dumps({**r, "trial_id": tid, "config": cfg}) + "\n"
+                                               for r in rows))
+        for name, text in files.items():
+            (d / name).write_text(text)
+    return exp
+
+
+def test_statuses_speedups_and_parameters_from_stored_reports(tmp_path):
+    cfg = {"sparsity.level": 0.8, "sparsity.method": "rigl"}
+    ref_done = _report(200, 4.9, "reached", net_time_s=20.0, net_flops=8e11, flop_ratio=1.0, avg_sparsity=0.0,
+                       method="dense", done=True)
+    exp = _write_experiment(tmp_path, {
+        "ref": ({"reference": True}, [_report(100, 6.0, method="dense"), ref_done], {}),
+        "ok": (cfg, [_report(100, 5.5), _report(120, 4.5, "reached", net_time_s=5.0, net_flops=2e11, done=True)], {}),
+        "bud": (cfg, [_report(100, 5.5), _report(200, 5.2, "budget", done=True)], {}),
+        "asha": (cfg, [_report(100, 5.5, done=True)], {}),
+        "div": (cfg, [_report(20, math.inf, "diverged", net_time_s=math.inf, done=True)], {}),
+        "err": (cfg, [_report(20, 6.0)], {"error.txt": "Traceback ..."}),
+        "inv": (cfg, [_report(0, math.inf, "invalid", done=True)], {}),
+        "run": (cfg, [_report(20, 6.0)], {}),
+    })
+    # A running trial's last line may be half written: it is skipped, not fatal.
+    with (exp / "run_trial_run_8_cfg" / "result.json").open("a") as f:
+        f.write('{"step": 40, "eval_lo')
+    df = load_results(exp)
+    status = dict(zip(df["trial_id"], df["status"]))
+    assert status == {"ref": "reached", "ok": "reached", "bud": "not_reached", "asha": "stopped_early",
+                      "div": "diverged", "err": "errored", "inv": "invalid", "run": "unfinished"}
+    assert list(df.columns[:len(COLUMNS)]) == list(COLUMNS)
+    ok = df.set_index("trial_id").loc["ok"]
+    assert ok["speedup"] == pytest.approx(4.0) and ok["flop_speedup"] == pytest.approx(4.0)
+    assert ok["steps_to_target"] == pytest.approx(110.0)  # interpolated between the two reports
+    assert not ok["projected"] and ok["sparsity.level"] == 0.8
+    assert df.set_index("trial_id")["speedup"].drop(["ref", "ok"]).isna().all()
+    assert df.set_index("trial_id").loc["run", "steps"] == 20
+    assert df.attrs["params"] == ["sparsity.level", "sparsity.method"]
+    assert sparsesearch.load_results(exp).equals(df)  # the public API
+
+
+def test_ray_state_file_decides_between_stopped_running_and_errored(tmp_path):
+    cfg = {"sparsity.level": 0.5}
+    exp = _write_experiment(tmp_path, {"a": (cfg, [_report(20, 6.0)], {}), "b": (cfg, [_report(20, 6.0)], {}),
+                                       "c": (cfg, [_report(20, 6.0)], {"error.txt": "x"})})
+    state = {"trial_data": [[json.dumps({"trial_id": t, "status": s}), "{}"]
+                            for t, s in (("a", "TERMINATED"), ("b", "RUNNING"), ("c", "ERROR"))]}
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+    assert dict(zip(*load_results(exp)[["trial_id", "status"]].T.values)) == \
+        {"a": "stopped_early", "b": "unfinished", "c": "errored"}
+
+
+def test_not_an_experiment_is_one_clear_error(tmp_path):
+    with pytest.raises(ResultsError, match="not a sparsesearch experiment"):
+        load_results(tmp_path)
+    _write_experiment(tmp_path / "store", {}, "one")
+    assert load_results(tmp_path / "store").attrs["name"] == "exp"  # a storage folder with one experiment
+    _write_experiment(tmp_path / "store", {}, "two")
+    with pytest.raises(ResultsError, match="holds 2 experiments; name one: one, two"):
+        load_results(tmp_path / "store")
+    proc = _cli("export", str(tmp_path / "missing"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no such directory" in proc.stderr
+
+
+# ----- end to end: a real smoke experiment ------------------------------------------------------------------------
+
+
+def _cli(*args):
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "sparsesearch.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke_experiment(tmp_path_factory, tiny_raw) -> Path:
+    tmp = tmp_path_factory.mktemp("results_e2e")
+    raw = {**tiny_raw, "train": {**tiny_raw["train"], "max_steps": 60},
+           "search": {"num_samples": 4, "seed": 3,
+                      "params": {"sparsity.method": {"choice": ["rigl", "set"]},
+                                 "sparsity.level": {"uniform": [0.5, 0.95]},
+                                 "train.lr": {"loguniform": [2e-3, 1e-2]}},
+                      "asha": {"grace_period": 10, "reduction_factor": 2}},
+           "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp / "runs")}}
+    spec = tmp / "smoke.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    proc = _cli("run", str(spec), "--name", "smoke")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "runs" / "smoke"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
+    out = tmp_path / "out"
+    proc = _cli("export", str(smoke_experiment), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 5 and trials["reference"].sum() == 1
+    for col in ("trial_id", "status", "sparsity.method", "sparsity.level", "train.lr", "target_loss",
+                "final_eval_loss", "steps", "time_to_target_s", "flop_ratio", "net_time_s", "net_flops",
+                "avg_sparsity", "speedup", "flop_speedup"):
+        assert col in trials.columns, col
+    assert set(trials["status"]) <= set(STATUSES)
+    ref = trials[trials["reference"]].iloc[0]
+    assert ref["status"] == "reached" and ref["speedup"] == pytest.approx(1.0)
+    front_csv = pd.read_csv(out / "pareto.csv")
+    assert len(front_csv) >= 1 and (front_csv["status"] == "reached").all()
+    payload = json.loads((out / "pareto.json").read_text())
+    assert set(payload) == {"experiment", "objective", "maximise", "minimise", "target_loss", "front"}
+    assert payload["objective"] == "net_time" and len(payload["front"]) == len(front_csv)
+    for p in payload["front"]:
+        assert {"trial_id", "method", "avg_sparsity", "net_time_s", "net_flops", "speedup", "params"} <= set(p)
+        assert isinstance(p["params"], dict)
+    w, h = _png_size(out / "pareto.png")
+    assert 600 <= w <= 2000 and 400 <= h <= 1500 and (out / "pareto.png").stat().st_size > 10_000
+    html = (out / "pareto.html").read_text()
+    assert "plotly" in html and "cdn.plot.ly" not in html.split("<body>")[0]  # plotly.js embedded: offline
+    assert "sparsity.level = " in html  # parameters in the hover text
+
+    rep = tmp_path / "rep"
+    proc = _cli("report", str(smoke_experiment), "--out", str(rep))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (rep / "report.md").read_text()
+    for heading in ("## Summary", "## Dense reference", "## Best configurations", "## Pareto front",
+                    "## Loss against compute", "## Parameter importances", "## Per method", "## Where the FLOPs go"):
+        assert heading in text, heading
+    for image in ("pareto.png", "curves.png"):
+        assert f"]({image})" in text and _png_size(rep / image)[0] >= 600
+    assert "importances.png" in text or "Not computed:" in text
+
+
+def test_results_of_a_copied_experiment_are_the_same(smoke_experiment, tmp_path):
+    copy = tmp_path / "elsewhere" / "copied"
+    shutil.copytree(smoke_experiment, copy)
+    a, b = load_results(smoke_experiment), load_results(copy)
+    pd.testing.assert_frame_equal(a, b)
+    proc = _cli("report", str(copy))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (copy / "report" / "report.md").is_file()
