@@ -56,8 +56,20 @@ def _grid() -> dict[str, tuple[str, list[str]]]:
     for method in ("static", "set", "snfs", "gmp", "topkast"):
         s[f"algorithm_{method}"] = ("algorithm", [f"sparsity.method={method}", "sparsity.level=0.8",
                                                   "sparsity.distribution=erk"])
+    # Our methods (analysis/METHODS.md) against RigL with the same knobs, and against the best RigL
+    # configuration the rigl.yaml search found (trial 10 of analysis/results/search_rigl), with its knobs.
+    for method in ("flop_rigl", "grow"):
+        s[f"ours_{method}_0.8"] = ("ours", [f"sparsity.method={method}", "sparsity.level=0.8",
+                                            "sparsity.distribution=erk"])
+    for method in ("rigl", "flop_rigl", "grow"):
+        s[f"best_{method}"] = ("ours", [f"sparsity.method={method}", *BEST_RIGL_KNOBS])
     return s
 
+
+# Trial 10 of the rigl.yaml search (net time 33.5 s vs dense 73.4 s there).
+BEST_RIGL_KNOBS = ["sparsity.level=0.7639", "sparsity.distribution=erk", "sparsity.dense_groups=[embed_proj]",
+                   "sparsity.drop_fraction=0.3808", "sparsity.drop_schedule=cosine", "sparsity.update_every=18",
+                   "sparsity.update_end=0.7144", "train.lr=0.002512"]
 
 STUDY = _grid()
 

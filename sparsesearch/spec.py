@@ -98,7 +98,7 @@ class TargetSpec:
 
 # Kept in step with sparsesearch.sparsity.methods.METHODS (a test checks); listed here so that reading a spec
 # does not import torch.
-SPARSITY_METHODS = ("dense", "static", "set", "rigl", "snfs", "gmp", "topkast")
+SPARSITY_METHODS = ("dense", "static", "set", "rigl", "snfs", "gmp", "topkast", "flop_rigl", "grow")
 SPARSITY_GROUPS = ("embed_proj", "attn_qkv", "attn_out", "ffn_in", "ffn_out", "head_transform")
 
 
@@ -127,6 +127,9 @@ class SparsitySpec:
     topkast_backward_level: float | None = _f(None, "topkast: sparsity of the backward set (null: twice the "
                                                     "forward density, e.g. 0.6 for level 0.8)", lo=0.0, hi=1.0,
                                               hi_open=True)
+    initial_level: float | None = _f(None, "grow: sparsity at the start, grown on a late cubic ramp to `level` "
+                                           "by update_end (null: half the final density, e.g. 0.9 for level "
+                                           "0.8)", lo=0.0, hi=1.0, hi_open=True)
     regularizer: Literal["none", "l1", "l2"] = _f("none", "penalty on active sparsifiable weights")
     regularizer_strength: float = _f(0.0, "coefficient of the regularizer (added to the gradient)", lo=0.0)
 
@@ -335,6 +338,9 @@ def _check_sparsity(sp: SparsitySpec, path: str) -> None:
     if sp.method == "topkast" and sp.topkast_backward_level is not None and sp.topkast_backward_level > sp.level:
         raise SpecError(f"{path}.topkast_backward_level: must be <= sparsity.level ({sp.level:g}): the backward "
                         f"set contains the forward set, got {sp.topkast_backward_level:g}")
+    if sp.method == "grow" and sp.initial_level is not None and sp.initial_level < sp.level:
+        raise SpecError(f"{path}.initial_level: must be >= sparsity.level ({sp.level:g}): grow only adds weights, "
+                        f"got {sp.initial_level:g}")
     if sp.update_end <= sp.update_start:
         raise SpecError(f"{path}.update_end: must be > update_start ({sp.update_start:g}), got {sp.update_end:g}")
 

@@ -25,7 +25,7 @@ import torch
 
 from .data import Batches, TokenizedData
 from .embedding import load_token_embedding, resolve_model_dir
-from .flops import ModelShape, StepFlops, step_flops
+from .flops import ModelShape, StepFlops, expected_masked, step_flops, weight_shapes
 from .model import MLMModel, build_model
 from .sparsity import Sparsifier
 from .spec import Spec, SpecError
@@ -96,7 +96,8 @@ class Trainer:
             lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.sparsifier = Sparsifier(self.model, self.optimizer, spec.sparsity, seed=tr.seed,
-                                     horizon=spec.sparsity.horizon_steps or spec.target.dense_steps)
+                                     horizon=spec.sparsity.horizon_steps or spec.target.dense_steps,
+                                     weight_cost=self._weight_cost())
         self.step = 0
         self.train_time = self.flops = self.dense_flops = 0.0  # training seconds, cumulative FLOPs
         self.history: list[dict] = []  # one metric dict per evaluation
@@ -105,6 +106,13 @@ class Trainer:
         self.at_target: dict | None = None
         self._reported_updates = 0
         self.result: RunResult | None = None
+
+    def _weight_cost(self) -> dict[str, float]:
+        """Dense training FLOPs per step of one weight of each sparsifiable matrix (expected masked count)."""
+        n = expected_masked(self.shape, self.spec.train.batch_size, self.spec.data.mask_prob)
+        shapes = weight_shapes(self.shape)
+        return {c.name: c.total / (shapes[c.name][0] * shapes[c.name][1])
+                for c in step_flops(self.shape, self.spec.train.batch_size, n).components if c.name in shapes}
 
     def _lr_factor(self, step: int) -> float:
         tr = self.spec.train

@@ -90,11 +90,14 @@ def test_active_counts_are_exact_and_conserved(tiny_raw, method):
                 final = 1.0 - sp.target_density[n]
                 keep = m.numel() - round(final * s * m.numel()) if s < 1 else expected[n]
                 assert abs(counts[n] - keep) <= 1, (n, step)  # rounding of s*final vs final*s
-        elif method == "snfs":  # redistribution moves weights between layers; the total is exact
+        elif METHODS[method].redistributes:  # weights move between layers; the total is exact
             assert sum(counts.values()) == total
+        elif method == "grow":  # from half the final density up to it on the ramp, never past it
+            start = {n: round(sp.mask_density[n] * sp.method.start_ratio * m.numel()) for n, m in sp.masks.items()}
+            assert all(start[n] <= counts[n] <= expected[n] for n in counts), step
         else:
             assert counts == expected
-    if method == "gmp":
+    if method in ("gmp", "grow"):
         assert {n: int(m.sum()) for n, m in sp.masks.items()} == expected
     assert tr.avg_sparsity() == pytest.approx(0.7, abs=1e-3)
 
@@ -314,7 +317,7 @@ def test_cumulative_flops_equal_the_methods_analytic_formula(tiny_raw, method):
         measured += tr.step_flops(n, charged)[0].total
         sparse = step_flops(tr.shape, bs, n, dens).total
         extra = 0.0
-        if method == "snfs" or (method == "rigl" and update_after):
+        if method == "snfs" or (METHODS[method].dense_weight_grad_on_update and update_after):
             extra = sum((1 - dens[k]) * dense_wgrad[k] for k in sp.masks)
         elif method == "topkast":  # weight gradients over the backward set
             extra = sum((sp.masks[k].sum().item() / sp.masks[k].numel() - dens[k]) * dense_wgrad[k]
@@ -417,3 +420,52 @@ def test_topkast_regularizer_reaches_the_backward_set(tiny_raw):
     between = sp.masks[name] & ~sp.method.forward[name]
     assert between.any()
     assert torch.allclose(w.grad[between], 0.5 * theta[between])
+
+
+# ----- our methods ------------------------------------------------------------------------------------------------
+
+
+def test_flop_rigl_regrows_where_gradient_per_flop_is_largest(tiny_raw):
+    tr = _trainer(tiny_raw, "flop_rigl", update_every=1)
+    sp = tr.sparsifier
+    cheap = "head_transform.weight"
+    sp.weight_cost = {n: (1e-9 if n == cheap else 1.0) for n in sp.weight_cost}  # growth there is ~free
+    before = {n: int(m.sum()) for n, m in sp.masks.items()}
+    counts = {}
+    original = sp.method.counts
+    sp.method.counts = lambda s, step: counts.setdefault(step, original(s, step))
+    tr.train_step()
+    after = {n: int(m.sum()) for n, m in sp.masks.items()}
+    (n_by_layer,) = counts.values()
+    total_drop = sum(d for d, _ in n_by_layer.values())
+    assert total_drop > 0 and sum(after.values()) == sum(before.values())
+    free = sp.masks[cheap].numel() - before[cheap] + n_by_layer[cheap][0]
+    assert n_by_layer[cheap][1] == min(total_drop, free)  # the cheap layer takes all it can
+    assert after[cheap] > before[cheap]
+
+
+def test_trainer_prices_weights_by_their_training_flops(tiny_raw):
+    raw = {**tiny_raw, "sparsity": {"method": "flop_rigl", "level": 0.5}}
+    tr = Trainer(spec_from_dict(raw), _data(tiny_raw), None)
+    cost = tr.sparsifier.weight_cost
+    tokens = tr.spec.train.batch_size * tr.spec.model.seq_len
+    ffn = next(n for n in cost if n.endswith("intermediate.dense.weight"))
+    assert cost[ffn] == pytest.approx(6 * tokens)  # forward, input gradient, weight gradient: 2 FLOPs each
+    assert cost["head_transform.weight"] < cost[ffn] / 3  # only masked positions reach the head
+
+
+def test_grow_starts_at_half_the_final_density_and_ramps_late(tiny_raw):
+    tr = _trainer(tiny_raw, "grow", level=0.8)
+    sp = tr.sparsifier
+    start = {n: int(m.sum()) for n, m in sp.masks.items()}
+    final = {n: round(sp.mask_density[n] * m.numel()) for n, m in sp.masks.items()}
+    assert all(abs(start[n] - final[n] / 2) <= 1 for n in start)
+    assert sp.method.ramp(sp, 8) == pytest.approx(0.125)  # (8/16)^3: most density arrives late
+    assert sp.method.ramp(sp, sp.schedule.end - 1) == 1.0  # the last update completes the ramp
+    tr2 = _trainer(tiny_raw, "grow", level=0.8, initial_level=0.95)
+    assert tr2.sparsifier.method.start_ratio == pytest.approx(0.25)
+
+
+def test_grow_initial_level_below_level_is_refused():
+    with pytest.raises(SpecError, match=r"sparsity.initial_level: must be >= sparsity.level \(0.8\)"):
+        spec_from_dict({"sparsity": {"method": "grow", "level": 0.8, "initial_level": 0.5}})

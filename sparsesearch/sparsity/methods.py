@@ -22,6 +22,7 @@ class Method:
     updates_masks = True
     dense_weight_grad_every_step = False  # e.g. snfs' dense momentum
     dense_weight_grad_on_update = False  # e.g. rigl's growth by dense gradient
+    redistributes = False  # per-layer counts may change (the total is conserved), e.g. snfs
 
     def __init__(self, spec):
         self.spec = spec
@@ -142,6 +143,7 @@ class SNFS(Method):
 
     name = "snfs"
     dense_weight_grad_every_step = True
+    redistributes = True
 
     def observe_gradients(self, sp, update):
         beta = self.spec.momentum
@@ -318,7 +320,97 @@ def _top_fraction(score: torch.Tensor, density: float) -> torch.Tensor:
     return mask.view(score.shape)
 
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Dense, Static, SET, RigL, SNFS, GMP, TopKAST)}
+class FlopRigL(RigL):
+    r"""FLOP-priced RigL (ours): drop the smallest-magnitude weights of each layer as RigL does, but regrow
+    the same total *globally*, where the dense gradient magnitude per training FLOP is largest:
+
+        grow score of an inactive weight w in layer l = |dL/dw| / c_l,
+
+    with c_l the FLOPs one active weight of layer l costs per training step (forward, input gradient and
+    weight gradient; e.g. the MLM head transform runs on the ~15% masked positions only, the frozen-embedding
+    projection needs no input gradient). Why the gradient per FLOP: under Adam a newly grown weight moves by
+    about the learning rate per step whatever its gradient's scale, so |g| estimates the first-order loss
+    decrease it buys, comparable across layers, and dividing by c_l gives the decrease per FLOP spent. Layer
+    densities therefore drift from the initial distribution towards cheap, useful weights; the total number
+    of active weights (the sparsity level) is exact and the FLOPs are charged at the densities that result.
+    Closest published: RigL (per-layer counts fixed), SNFS (redistribution by momentum, not by cost),
+    FLOP-regularised pruning (MorphNet, Gordon et al. 2018), which prices structure, not dynamic growth."""
+
+    name = "flop_rigl"
+    redistributes = True
+
+    def counts(self, sp, step):
+        frac = sp.schedule.drop_fraction_at(step)
+        names = list(sp.masks)
+        drops = {n: round(frac * int(sp.masks[n].sum())) for n in names}
+        total = sum(drops.values())
+        if total == 0:
+            return {n: (0, 0) for n in names}
+        scores = []
+        for n in names:
+            mask = sp.masks[n].reshape(-1)
+            candidates = ~mask
+            if drops[n]:  # the weights the shared update will drop (same scores, same selection) can regrow
+                s = self.drop_score(sp, n, sp.weights[n]).reshape(-1).float().masked_fill(~mask, math.inf)
+                candidates = candidates.clone()
+                candidates[torch.topk(s, drops[n], largest=False, sorted=False).indices] = True
+            g = sp.scores[n].reshape(-1).float() / sp.weight_cost[n]
+            scores.append(g.masked_fill(~candidates, -math.inf))
+        sizes = [sp.masks[n].numel() for n in names]
+        chosen = torch.topk(torch.cat(scores), total, sorted=False).indices
+        bounds = torch.tensor(sizes, device=chosen.device).cumsum(0)
+        per_layer = torch.bincount(torch.bucketize(chosen, bounds, right=True), minlength=len(names))
+        return {n: (drops[n], int(per_layer[i])) for i, n in enumerate(names)}
+
+
+class Grow(RigL):
+    r"""Sparse-to-less-sparse RigL (ours): start at ``initial_level`` (default: half the final density) and
+    grow each layer's density to its final value on a late cubic ramp over [update_start, update_end],
+
+        d_l(t) = d_l^0 + (d_l^f - d_l^0) * r^3,   r = (t - t_start) / (t_end - t_start),
+
+    with RigL's drop-and-grow on top (magnitude drop, gradient growth: the extra weights are the largest
+    dense gradients). The bet: early training, where the loss falls fast whatever the capacity, is where
+    sparsity is cheapest; capacity is added as the loss nears the target, where it is needed. The last update
+    before update_end completes the ramp, so the final density is exact. Closest published: GMP and GraNet
+    (Liu et al. 2021) ramp the other way (dense to sparse); NeST (Dai et al. 2019) grows then prunes
+    whole-network; RigL and SET keep the density constant."""
+
+    name = "grow"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        final = 1.0 - spec.level
+        initial = 1.0 - spec.initial_level if spec.initial_level is not None else final / 2.0
+        self.start_ratio = initial / final if final > 0 else 1.0
+
+    def initial_mask(self, sp, weight, density):
+        from .sparsifier import random_mask
+        return random_mask(weight.shape, density * self.start_ratio, sp.generator)
+
+    def ramp(self, sp, step: int) -> float:
+        sch = sp.schedule
+        if step + sch.every >= sch.end:  # no update after this one: finish the ramp
+            return 1.0
+        r = min(1.0, max(0.0, (step - sch.start) / max(1, sch.end - sch.start)))
+        return r ** 3
+
+    def counts(self, sp, step):
+        frac = sp.schedule.drop_fraction_at(step)
+        r = self.ramp(sp, step)
+        out = {}
+        for name, mask in sp.masks.items():
+            numel, active = mask.numel(), int(mask.sum())
+            final = round(sp.mask_density[name] * numel)
+            start = round(sp.mask_density[name] * self.start_ratio * numel)
+            keep = max(active, min(final, start + round(r * (final - start))))
+            n_drop = min(round(frac * active), numel - keep)
+            out[name] = (n_drop, n_drop + keep - active)
+        return out
+
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Dense, Static, SET, RigL, SNFS, GMP, TopKAST, FlopRigL,
+                                                          Grow)}
 
 
 def get_method(name: str) -> type[Method]:

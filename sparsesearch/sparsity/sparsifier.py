@@ -58,12 +58,16 @@ def random_mask(shape: torch.Size, density: float, generator: torch.Generator) -
 class Sparsifier:
     """Masks over a model's sparsifiable weights, kept exact through training by one method's updates."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, spec, *, horizon: int, seed: int):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, spec, *, horizon: int, seed: int,
+                 weight_cost: dict[str, float] | None = None):
+        """``weight_cost``: training FLOPs per step of one active weight, by name (methods that price growth
+        by compute use it; default 1 for every weight)."""
         self.spec = spec
         self.method = get_method(spec.method)(spec)
         self.optimizer = optimizer
         self.weights: dict[str, nn.Parameter] = model.sparsifiable_weights()
         shapes = {n: tuple(w.shape) for n, w in self.weights.items()}
+        self.weight_cost = {n: float((weight_cost or {}).get(n, 1.0)) for n in self.weights}
         if self.method.name == "dense":
             self.target_density = {n: 1.0 for n in shapes}
         else:
