@@ -11,6 +11,7 @@ steps is the bookkeeping overhead of masking, not a speed-up.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--level", type=float, default=0.8)
     p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--json", type=Path, help="also write the medians and ratios to this JSON file")
     args = p.parse_args()
     base = load_spec(args.spec, args.overrides)
     data = prepare_data(base.data, base.model)
@@ -58,7 +60,7 @@ def main() -> None:
           f"{trainers['dense'].device}")
     print(f"{'method':<8}{'regular ms':>12}{'vs dense':>10}{'update ms':>12}{'vs dense':>10}{'updates':>9}"
           f"{'amortised':>11}{'vs dense':>10}")
-    overheads = []
+    overheads, record = [], {}
     for m in names:
         reg = statistics.median(regular[m])
         upd = statistics.median(update[m]) if update[m] else float("nan")
@@ -68,10 +70,14 @@ def main() -> None:
         avg_ratio = avg / ref
         if m != "dense":
             overheads.append(avg_ratio - 1)
+        record[m] = {"regular_ms": reg * 1e3, "update_ms": None if not n_upd else upd * 1e3, "updates": n_upd,
+                     "amortised_ms": avg * 1e3, "amortised_vs_dense": avg_ratio}
         print(f"{m:<8}{reg * 1e3:>12.1f}{reg / ref:>10.3f}{upd * 1e3:>12.1f}{upd / ref:>10.3f}{len(update[m]):>9}"
               f"{avg * 1e3:>11.1f}{avg_ratio:>10.3f}")
     print(f"\nmean amortised overhead over dense across sparse methods: {statistics.mean(overheads):+.1%} "
           f"(medians; regular and update steps weighted by their counts)")
+    if args.json:
+        args.json.write_text(json.dumps({"level": args.level, "steps": args.steps, "methods": record}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,256 @@
+"""Regenerate every table and figure of analysis/STUDY.md from the stored results in analysis/results/.
+
+    python analysis/make_study.py
+
+Reads only ``analysis/results/`` (``runs.jsonl`` from run_study.py, ``search_*/`` from run_searches.py); never
+trains. Writes the figures to ``analysis/figures/`` and replaces each table of STUDY.md between its
+``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers (the prose around them is left alone).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from sparsesearch import plots  # noqa: E402
+from sparsesearch.pareto import front  # noqa: E402
+
+RESULTS = HERE / "results"
+FIGURES = HERE / "figures"
+STUDY = HERE / "STUDY.md"
+BASE_CONFIG = "rigl_erk_0.8"  # the configuration the one-at-a-time ablations vary
+
+
+def load_runs(path: Path = RESULTS / "runs.jsonl") -> pd.DataFrame:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    df = pd.DataFrame(rows)
+    # the same configuration and seed may have been run twice (e.g. a restarted study): keep the last
+    df = df.drop_duplicates(["config", "seed"], keep="last").reset_index(drop=True)
+    dense = df[df["config"] == "dense"].set_index("seed")
+    df["speedup"] = [dense["net_time_s"].get(s, math.nan) / t if st == "reached" else math.nan
+                     for s, t, st in zip(df["seed"], df["net_time_s"], df["status"])]
+    df["flop_speedup"] = [dense["net_flops"].get(s, math.nan) / f if st == "reached" else math.nan
+                          for s, f, st in zip(df["seed"], df["net_flops"], df["status"])]
+    df["step_speedup"] = [dense["steps_to_target"].get(s, math.nan) / n if st == "reached" else math.nan
+                          for s, n, st in zip(df["seed"], df["steps_to_target"], df["status"])]
+    df["ms_per_step"] = 1000 * df["train_time_s"] / df["steps"]
+    return df
+
+
+def _ms(x: pd.Series, fmt: str = ".2f") -> str:
+    x = x.dropna()
+    if x.empty:
+        return "–"
+    if len(x) == 1:
+        return f"{x.iloc[0]:{fmt}}"
+    return f"{x.mean():{fmt}} ± {x.std(ddof=1):{fmt}}"
+
+
+def summary(df: pd.DataFrame, configs: list[str]) -> pd.DataFrame:
+    out = []
+    for c in configs:
+        g = df[df["config"] == c]
+        if g.empty:
+            continue
+        ok = g[g["status"] == "reached"]
+        out.append({"config": c, "seeds": len(g), "reached": len(ok), "sparsity": g["avg_sparsity"].mean(),
+                    "steps": _ms(ok["steps_to_target"], ".0f"), "time": _ms(ok["time_to_target_s"], ".1f"),
+                    "ms_step": _ms(g["ms_per_step"], ".0f"), "flop_ratio": _ms(ok["flop_ratio"], ".3f"),
+                    "net_time": _ms(ok["net_time_s"], ".1f"), "speedup": _ms(ok["speedup"]),
+                    "flop_speedup": _ms(ok["flop_speedup"]), "min_flop_speedup": ok["flop_speedup"].min(),
+                    "min_speedup": ok["speedup"].min(),
+                    "mean_flop_speedup": ok["flop_speedup"].mean(), "mean_speedup": ok["speedup"].mean()})
+    return pd.DataFrame(out)
+
+
+def md_table(s: pd.DataFrame) -> str:
+    head = ["configuration", "seeds reached", "sparsity", "steps to target", "wall time to target (s)",
+            "ms/step", "FLOP ratio", "net time (s)", "speedup (net time)", "speedup (net FLOPs)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in s.iterrows():
+        lines.append(f"| `{r['config']}` | {r['reached']}/{r['seeds']} | {r['sparsity']:.2f} | {r['steps']} | "
+                     f"{r['time']} | {r['ms_step']} | {r['flop_ratio']} | {r['net_time']} | {r['speedup']} | "
+                     f"{r['flop_speedup']} |")
+    return "\n".join(lines)
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def fig_levels(df: pd.DataFrame, path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), dpi=120, sharey=True)
+    for ax, col, title in ((axes[0], "speedup", "net time (wall clock x FLOP ratio)"),
+                           (axes[1], "flop_speedup", "net FLOPs (deterministic)")):
+        for dist, color in (("uniform", "#1f77b4"), ("erk", "#ff7f0e")):
+            levels, means, sds = [], [], []
+            for lv in (0.5, 0.7, 0.8, 0.9):
+                g = df[(df["config"] == f"rigl_{dist}_{lv}") & (df["status"] == "reached")][col].dropna()
+                if len(g):
+                    levels.append(100 * lv)
+                    means.append(g.mean())
+                    sds.append(g.std(ddof=1) if len(g) > 1 else 0.0)
+                    ax.scatter([100 * lv] * len(g), g, color=color, s=10, alpha=0.5)
+            ax.errorbar(levels, means, yerr=sds, marker="o", capsize=4, color=color, label=f"RigL, {dist}")
+        ax.axhline(1.0, color="#d62728", ls="--", lw=1)
+        ax.axhline(2.0, color="#d62728", ls=":", lw=1)
+        ax.annotate("dense", (50, 1.0), xytext=(0, 3), textcoords="offset points", color="#d62728", fontsize=8)
+        ax.annotate("2x (the goal)", (50, 2.0), xytext=(0, 3), textcoords="offset points", color="#d62728",
+                    fontsize=8)
+        ax.set_title(f"speedup over dense in {title}", fontsize=10)
+        ax.set_xlabel("sparsity of the sparsifiable weights (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("dense / RigL, same seed (mean ± sd, dots: seeds)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fig_compare(s: pd.DataFrame, path: Path, title: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 0.42 * len(s) + 1.6), dpi=120)
+    y = list(range(len(s)))[::-1]
+    for col, color, off, label in (("flop_speedup", "#1f77b4", 0.18, "net FLOPs"),
+                                   ("speedup", "#ff7f0e", -0.18, "net time")):
+        means = [r[f"mean_{col}"] for _, r in s.iterrows()]
+        ax.barh([v + off for v in y], means, height=0.34, color=color, label=f"speedup in {label} (mean)")
+        mins = [r[f"min_{col}"] for _, r in s.iterrows()]
+        ax.scatter(mins, [v + off for v in y], color="black", s=12, zorder=3,
+                   label="worst seed" if col == "speedup" else None)
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{c} ({r}/{n})" for c, r, n in zip(s["config"], s["reached"], s["seeds"])], fontsize=8)
+    ax.axvline(1.0, color="#d62728", ls="--", lw=1)
+    ax.axvline(2.0, color="#d62728", ls=":", lw=1)
+    ax.set_xlabel("speedup over dense at the same target loss (dense / configuration, same seed)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def fig_curves(df: pd.DataFrame, configs: list[str], path: Path, target: float) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    for i, c in enumerate(configs):
+        for j, (_, r) in enumerate(df[df["config"] == c].iterrows()):
+            h = pd.DataFrame(r["history"])
+            ax.plot(h["flops"] * 1e-12, h["eval_loss"], color="#d62728" if c == "dense" else cmap(i),
+                    lw=1.2, alpha=0.8, ls="--" if c == "dense" else "-", label=c if j == 0 else None)
+    ax.axhline(target, color="black", lw=0.8, ls=":")
+    ax.annotate(f"target {target:.3f}", (0, target), xytext=(2, 3), textcoords="offset points", fontsize=8)
+    ax.set_ylim(target - 0.15, target + 1.2)
+    ax.set_xlabel("cumulative training FLOPs actually needed (TFLOP)")
+    ax.set_ylabel("held-out MLM loss")
+    ax.set_title("Loss against compute, every seed", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def search_section(name: str) -> tuple[str, Path | None]:
+    d = RESULTS / f"search_{name}"
+    if not (d / "trials.csv").is_file():
+        return f"(no stored results for the {name} search)", None
+    t = pd.read_csv(d / "trials.csv")
+    t["reference"] = t["reference"].astype(bool)
+    params = [c for c in t.columns if "." in c]
+    t.attrs["params"] = params
+    fr = front(t)
+    fig = FIGURES / f"search_{name}_pareto.png"
+    plots.pareto_png(t, fr, fig, title=f"{name} search: sparsity vs. net time to the target")
+    counts = t["status"].value_counts()
+    ref = t[t["reference"]].iloc[0]
+    lines = [f"{len(t)} trials (" + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items())
+             + f"); dense reference {ref['net_time_s']:.1f} s net time, {ref['net_flops']:.3g} net FLOPs.", "",
+             "| trial | method | sparsity | net time (s) | speedup | net FLOPs | FLOP speedup | parameters |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, r in fr.iterrows():
+        p = ", ".join(f"{k.split('.')[-1]}={plots._fmt(r[k])}" for k in params
+                      if not plots._missing(r[k]) and k != "sparsity.method")
+        lines.append(f"| {r['trial']} | {r['method']} | {r['avg_sparsity']:.3f} | {r['net_time_s']:.1f} | "
+                     f"{r['speedup']:.2f}x | {r['net_flops']:.3g} | {r['flop_speedup']:.2f}x | {p} |")
+    best = t[(t["status"] == "reached") & ~t["reference"]].sort_values("net_flops").head(1)
+    if len(best):
+        b = best.iloc[0]
+        lines += ["", f"Fewest net FLOPs: trial {b['trial']} ({b['method']}, sparsity {b['avg_sparsity']:.3f}): "
+                      f"{b['flop_speedup']:.2f}x fewer than dense."]
+    per = []
+    for m, g in t.groupby("method"):
+        ok = g[g["status"] == "reached"]
+        per.append(f"{m}: {len(ok)}/{len(g)} reached" + (f", best {ok['flop_speedup'].max():.2f}x FLOPs, "
+                                                          f"{ok['speedup'].max():.2f}x net time" if len(ok) else ""))
+    lines += ["", "Per method: " + "; ".join(per) + "."]
+    imp_file = d / "importances.json"
+    if imp_file.is_file():
+        imp = json.loads(imp_file.read_text())
+        if imp["importances"]:
+            lines += ["", "Parameter importances (fANOVA on the Optuna study; " + imp["note"].split(" (")[0] + "): "
+                      + ", ".join(f"`{k}` {v:.2f}" for k, v in imp["importances"].items()) + "."]
+    return "\n".join(lines), fig
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n)(?:.*?\n)?(<!-- END {re.escape(name)} -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"STUDY.md has no block {name!r} (<!-- BEGIN {name} --> ... <!-- END {name} -->)")
+    return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
+
+
+GROUPS = {
+    "table_levels": ["dense"] + [f"rigl_{d}_{lv}" for d in ("uniform", "erk") for lv in (0.5, 0.7, 0.8, 0.9)],
+    "table_ablations": [BASE_CONFIG, "layers_embed_proj_dense", "layers_attention_dense", "layers_ffn_0.9",
+                        "schedule_constant_drop", "schedule_every_50", "schedule_end_0.4", "regularizer_l2",
+                        "regularizer_l1", "algorithm_static", "algorithm_set", "algorithm_snfs", "algorithm_gmp",
+                        "algorithm_topkast"],
+    "table_ours": [BASE_CONFIG, "ours_flop_rigl_0.8", "ours_grow_0.8", "best_rigl", "best_flop_rigl", "best_grow"],
+}
+
+
+def main() -> int:
+    FIGURES.mkdir(exist_ok=True)
+    df = load_runs()
+    target = float(df["target_loss"].iloc[0])
+    text = STUDY.read_text()
+    tables = {}
+    for name, configs in GROUPS.items():
+        s = summary(df, configs)
+        tables[name] = s
+        text = replace_block(text, name, md_table(s))
+    fig_levels(df, FIGURES / "rigl_levels.png")
+    fig_compare(tables["table_ablations"], FIGURES / "ablations.png",
+                f"One change at a time from {BASE_CONFIG} (seeds reached in brackets)")
+    fig_compare(tables["table_ours"], FIGURES / "ours.png", "Our methods against RigL")
+    fig_curves(df, ["dense", BASE_CONFIG, "best_rigl", "ours_flop_rigl_0.8", "ours_grow_0.8"],
+               FIGURES / "loss_vs_flops.png", target)
+    for name in ("rigl", "methods"):
+        body, _ = search_section(name)
+        text = replace_block(text, f"search_{name}", body)
+    env = df.iloc[0]
+    text = replace_block(text, "setup", (
+        f"{df['seed'].nunique()} seeds ({', '.join(map(str, sorted(df['seed'].unique())))}), {len(df)} runs; "
+        f"target loss {target:.4f}; torch {env['torch']}, {env['threads']} CPU threads, host `{env['host']}`."))
+    STUDY.write_text(text)
+    print(f"wrote {STUDY} and {len(list(FIGURES.glob('*.png')))} figures in {FIGURES}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
