@@ -47,12 +47,9 @@ def _grid() -> dict[str, tuple[str, list[str]]]:
                                                                 f"sparsity.distribution={dist}"])
     s["layers_embed_proj_dense"] = ("layers", BASE + ["sparsity.dense_groups=[embed_proj]"])
     s["layers_attention_dense"] = ("layers", BASE + ["sparsity.dense_groups=[attn_qkv, attn_out]"])
-    s["layers_ffn_0.9"] = ("layers", BASE + ["sparsity.group_levels={ffn_in: 0.9, ffn_out: 0.9}"])
     s["schedule_constant_drop"] = ("schedule", BASE + ["sparsity.drop_schedule=constant"])
     s["schedule_every_50"] = ("schedule", BASE + ["sparsity.update_every=50"])
-    s["schedule_end_0.4"] = ("schedule", BASE + ["sparsity.update_end=0.4"])
     s["regularizer_l2"] = ("regularizer", BASE + ["sparsity.regularizer=l2", "sparsity.regularizer_strength=1e-4"])
-    s["regularizer_l1"] = ("regularizer", BASE + ["sparsity.regularizer=l1", "sparsity.regularizer_strength=1e-5"])
     for method in ("static", "set", "snfs", "gmp", "topkast"):
         s[f"algorithm_{method}"] = ("algorithm", [f"sparsity.method={method}", "sparsity.level=0.8",
                                                   "sparsity.distribution=erk"])
