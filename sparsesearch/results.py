@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-STATE_FILE = "sparsesearch.json"  # written by search.run_search
-STUDY_FILE = "study.db"
-REFERENCE_KEY = "reference"
+STATE_FILE = "sparsesearch.json"  # the spec and the target, written by search.run_search
+STUDY_FILE = "study.db"  # the Optuna study (SQLite)
+REFERENCE_KEY = "reference"  # config key of the dense reference trial
 
 # Trial statuses, in the order tables list them.
 STATUSES = ("reached", "not_reached", "stopped_early", "diverged", "errored", "invalid", "unfinished")

@@ -31,12 +31,11 @@ from .data import prepare_data
 from .embedding import embedding_dim, resolve_model_dir
 from .flops import ModelShape, expected_masked, step_flops
 from .space import define_by_run
+from .results import STATE_FILE, STUDY_FILE
 from .spec import Spec, SpecError, spec_from_dict
 from .target import resolve_target
 from .trial import REFERENCE_KEY, run_trial
 
-STATE_FILE = "sparsesearch.json"
-STUDY_FILE = "study.db"
 
 
 @dataclass
@@ -283,6 +282,7 @@ def summarize(exp: Experiment, objective: str, top: int = 5) -> list[str]:
     if reached.empty:
         lines.append("  (no sparse trial reached the target)")
     lines.append(f"results: {exp.path}  (Optuna study: {exp.path / STUDY_FILE})")
+    lines.append(f"report:  sparsesearch report {exp.path}   (Pareto front, plots, importances)")
     return lines
 
 

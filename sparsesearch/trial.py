@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from ray import tune
 
+from .results import REFERENCE_KEY
 from .space import trial_overrides
 from .spec import SpecError, spec_from_dict
 from .trainer import Trainer
 
-REFERENCE_KEY = "reference"  # config key of the dense reference trial
 CHECKPOINT_FILE = "trainer.pt"
 METRICS = ("step", "budget", "eval_loss", "train_loss", "train_time_s", "flops", "dense_flops", "flop_ratio",
            "net_time_s", "net_flops", "time_to_target_s", "objective", "avg_sparsity", "target_loss",

@@ -227,6 +227,12 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
             os.killpg(proc.pid, signal.SIGKILL)
     before = {tid: rows for tid, rows in _trial_results(exp).items() if rows[-1]["status"] != "running"}
     assert before
+    # The results of an interrupted experiment can be read and exported before it is resumed.
+    from sparsesearch.export import export
+    from sparsesearch.results import STATUSES, load_results
+    df = load_results(exp)
+    assert len(df) >= len(before) and set(df["status"]) <= set(STATUSES)
+    assert export(exp, tmp_path / "export")["pareto.png"].stat().st_size > 10_000
     res = _cli("resume", str(exp))
     assert res.returncode == 0, res.stderr[-3000:]
     after = _trial_results(exp)
