@@ -183,6 +183,35 @@ def fig_curves(df: pd.DataFrame, configs: list[str], path: Path, target: float) 
     plt.close(fig)
 
 
+def fig_density(path_json: Path, path: Path) -> None:
+    """Per-layer densities over a flop_rigl run (the diagnostic run stored by hand, see its 'command')."""
+    plt = _plt()
+    d = json.loads(path_json.read_text())
+    steps = [h["step"] for h in d["history"]]
+    names = list(d["history"][0]["layer_density"])
+    groups = {"embed_proj": "#9467bd", "query": "#1f77b4", "key": "#17becf", "value": "#2ca02c",
+              "attention.output": "#bcbd22", "intermediate": "#ff7f0e", "output.dense": "#d62728",
+              "head_transform": "#8c564b"}
+    fig, ax = plt.subplots(figsize=(8, 4.6), dpi=120)
+    seen = set()
+    for n in names:
+        key = next(k for k in groups if k in n)
+        label = {"attention.output": "attn_out", "intermediate": "ffn_in", "output.dense": "ffn_out",
+                 "query": "attn q", "key": "attn k", "value": "attn v"}.get(key, key)
+        ax.plot(steps, [h["layer_density"][n] for h in d["history"]], color=groups[key],
+                ls="-" if ".layer.1." not in n else "--", label=None if label in seen else label)
+        seen.add(label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("density of the layer (1 = dense)")
+    ax.set_title("flop_rigl at 80% sparsity: where the weights go (solid: block 0 and head, dashed: block 1)",
+                 fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def search_section(name: str, results: Path, figures: Path) -> tuple[str, Path | None]:
     d = results / f"search_{name}"
     if not (d / "trials.csv").is_file():
@@ -234,9 +263,8 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 GROUPS = {
     "table_levels": ["dense"] + [f"rigl_{d}_{lv}" for d in ("uniform", "erk") for lv in (0.5, 0.7, 0.8, 0.9)],
-    "table_ablations": [BASE_CONFIG, "layers_embed_proj_dense", "layers_attention_dense",
-                        "schedule_constant_drop", "schedule_every_50", "regularizer_l2",
-                        "algorithm_static", "algorithm_set", "algorithm_snfs", "algorithm_gmp",
+    "table_ablations": [BASE_CONFIG, "layers_embed_proj_dense", "schedule_every_50", "regularizer_l2",
+                        "algorithm_set", "algorithm_snfs", "algorithm_gmp",
                         "algorithm_topkast"],
     "table_ours": [BASE_CONFIG, "ours_flop_rigl_0.8", "ours_grow_0.8", "best_rigl", "best_flop_rigl", "best_grow"],
 }
@@ -265,6 +293,9 @@ def main(argv=None) -> int:
     fig_compare(tables["table_ours"], figures / "ours.png", "Our methods against RigL")
     fig_curves(df, ["dense", BASE_CONFIG, "best_rigl", "ours_flop_rigl_0.8", "ours_grow_0.8"],
                figures / "loss_vs_flops.png", target)
+    density_file = args.results / "flop_rigl_layer_density.json"
+    if density_file.is_file():
+        fig_density(density_file, figures / "flop_rigl_density.png")
     for name in ("rigl", "methods"):
         body, _ = search_section(name, args.results, figures)
         text = replace_block(text, f"search_{name}", body)

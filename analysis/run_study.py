@@ -46,11 +46,9 @@ def _grid() -> dict[str, tuple[str, list[str]]]:
             s[f"rigl_{dist}_{level}"] = ("rigl_level", RIGL + [f"sparsity.level={level}",
                                                                 f"sparsity.distribution={dist}"])
     s["layers_embed_proj_dense"] = ("layers", BASE + ["sparsity.dense_groups=[embed_proj]"])
-    s["layers_attention_dense"] = ("layers", BASE + ["sparsity.dense_groups=[attn_qkv, attn_out]"])
-    s["schedule_constant_drop"] = ("schedule", BASE + ["sparsity.drop_schedule=constant"])
     s["schedule_every_50"] = ("schedule", BASE + ["sparsity.update_every=50"])
     s["regularizer_l2"] = ("regularizer", BASE + ["sparsity.regularizer=l2", "sparsity.regularizer_strength=1e-4"])
-    for method in ("static", "set", "snfs", "gmp", "topkast"):
+    for method in ("set", "snfs", "gmp", "topkast"):
         s[f"algorithm_{method}"] = ("algorithm", [f"sparsity.method={method}", "sparsity.level=0.8",
                                                   "sparsity.distribution=erk"])
     # Our methods (analysis/METHODS.md) against RigL with the same knobs, and against the best RigL
