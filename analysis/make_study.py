@@ -138,7 +138,7 @@ def fig_levels(df: pd.DataFrame, path: Path) -> None:
 
 def fig_compare(s: pd.DataFrame, path: Path, title: str) -> None:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(s) + 1.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(s) + 2.4), dpi=120)
     y = list(range(len(s)))[::-1]
     bars = (("flop_speedup", "#1f77b4", 0.27, "net FLOPs"),
             ("est_speedup", "#2ca02c", 0.0, "net time at side-by-side step cost"),
@@ -155,7 +155,7 @@ def fig_compare(s: pd.DataFrame, path: Path, title: str) -> None:
     ax.set_xlabel("speedup over dense at the same target loss (dense / configuration, same seed)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
