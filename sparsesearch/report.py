@@ -93,7 +93,8 @@ def _flops_section(state: dict, best: pd.Series | None, config: dict) -> list[st
     if sparse:
         lines[0] += (" The best trial's column uses the layer densities its sparsity settings give (no "
                      "method overhead such as RigL's dense gradient on update steps; the trial's FLOP ratio "
-                     "in the tables above includes it).")
+                     "in the tables above includes it; methods that move density between layers, such as "
+                     "snfs and flop_rigl, end with other per-layer densities).")
     lines += [""] + _table(cols, rows) + [""]
     lines.append(f"{fixed / dense.total:.1%} of a dense step cannot be made sparse here (the tied "
                  f"{'trainable' if shape.embedding_trainable else 'frozen'} {shape.vocab:,}-token decoder, "
@@ -183,7 +184,7 @@ def report(path: str | Path, out: str | Path | None = None, *, by: str | None = 
     if ref is not None and ref["trial_id"] not in ids:
         ids = [ref["trial_id"], *ids]
     if ids and not history.empty:
-        labels = {r["trial_id"]: (f"dense reference" if r["reference"] else
+        labels = {r["trial_id"]: ("dense reference" if r["reference"] else
                                   f"trial {r['trial']}: {r['method']} {r['avg_sparsity']:.2f}")
                   for _, r in df.iterrows()}
         plots.curves_png(history, ids, labels, target, out / "curves.png")
