@@ -162,6 +162,8 @@ def cmd_flops(args) -> int:
 
 
 def cmd_train(args) -> int:
+    import torch
+
     from .data import prepare_data
     from .target import resolve_target
     from .trainer import Trainer
@@ -177,7 +179,8 @@ def cmd_train(args) -> int:
     say(f"target  held-out MLM loss {target.loss:.4f}{where}")
     trainer = Trainer(spec, data, target.loss)
     say(f"model   {spec.model.num_layers} layers, hidden {spec.model.hidden_size}, method "
-        f"{spec.sparsity.method}, device {trainer.device}")
+        f"{spec.sparsity.method}, device {trainer.device}, precision {trainer.precision.name}, "
+        f"{torch.get_num_threads()} CPU threads")
     for row in trainer.run():
         train_loss = "   -   " if row["train_loss"] is None else f"{row['train_loss']:.4f}"
         say(f"  step {row['step']:>5}  eval {row['eval_loss']:.4f}  train {train_loss}  "

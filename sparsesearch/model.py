@@ -8,9 +8,13 @@
       -> gather masked positions (model.logits = masked)               [n, H]
       -> head_transform: Linear(H -> E), GELU, LayerNorm(E)            [n, E]
       -> decoder: logits = x @ token_embedding^T + bias (tied)         [n, V]
+      -> cross-entropy, summed in row chunks (``masked_lm_loss``)
 
 Only the masked positions reach the head by default: with a 30k vocabulary the decoder would otherwise dominate
 the FLOPs of a model this small. Every sparsifiable weight is an ``nn.Linear`` weight (see ``sparsifiable_weights``).
+
+Under mixed precision (``torch.autocast``) a frozen token embedding is cast to the matmul dtype once and kept,
+not at every forward pass (it is 30522 x 384 and used twice per pass: lookup and decoder).
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ class MLMModel(nn.Module):
                               num_attention_heads=cfg.num_heads, intermediate_size=cfg.ffn_size,
                               hidden_act="gelu", hidden_dropout_prob=cfg.dropout,
                               attention_probs_dropout_prob=cfg.dropout, max_position_embeddings=cfg.seq_len)
-        bert_cfg._attn_implementation = cfg.attention
+        bert_cfg._attn_implementation = "sdpa" if cfg.attention == "sdpa" else "eager"
         self.encoder = BertEncoder(bert_cfg)
+        self._table_cache: tuple[tuple, torch.Tensor] | None = None
         self.head_transform = nn.Linear(h, emb_dim)
         self.head_norm = nn.LayerNorm(emb_dim, eps=1e-12)
         self.decoder_bias = nn.Parameter(torch.zeros(vocab))
@@ -59,7 +64,8 @@ class MLMModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean MLM cross-entropy over the positions where ``labels != -100``, and the number of such positions."""
-        x = self.token_embedding(input_ids)  # [B, S, E]
+        table = self._token_table(input_ids.device)
+        x = F.embedding(input_ids, table)  # [B, S, E]
         if self.embed_proj is not None:
             x = self.embed_proj(x)  # [B, S, H]
         x = x + self.position_embedding.weight[: input_ids.shape[1]]
@@ -71,18 +77,84 @@ class MLMModel(nn.Module):
         else:
             x, targets = x.reshape(-1, x.shape[-1]), labels.reshape(-1)  # [B*S, H]
         x = self.head_norm(F.gelu(self.head_transform(x)))  # [n, E]
-        logits = F.linear(x, self.token_embedding.weight, self.decoder_bias)  # [n, V]
+        logits = F.linear(x, table, self.decoder_bias)  # [n, V]
         n = (targets != -100).sum()
-        loss = F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum") / n.clamp_min(1)
-        return loss, n
+        return masked_lm_loss(logits, targets) / n.clamp_min(1), n
+
+    def resolve_attention(self, device: torch.device) -> str:
+        """Pick the attention kernel for ``device`` when ``model.attention`` is auto: torch SDPA on CUDA (fused
+        kernels), plain matmuls elsewhere (on CPU, SDPA's bf16 kernel is ~4x slower than two bf16 matmuls and
+        a softmax at these shapes; in fp32 they tie). Returns the kernel used."""
+        kind = self.cfg.attention
+        if kind == "auto":
+            kind = "sdpa" if device.type == "cuda" else "eager"
+        self.encoder.config._attn_implementation = kind
+        return kind
+
+    def _token_table(self, device: torch.device) -> torch.Tensor:
+        """The token embedding in the dtype the matmuls use: cached when frozen under autocast."""
+        weight = self.token_embedding.weight
+        if weight.requires_grad or not torch.is_autocast_enabled(device.type):
+            return weight
+        dtype = torch.get_autocast_dtype(device.type)
+        # The version counter moves on any in-place change (load_state_dict, .to()), so the cache cannot go stale.
+        key = (dtype, weight.device, weight.data_ptr(), weight._version)
+        if self._table_cache is None or self._table_cache[0] != key:
+            self._table_cache = (key, weight.detach().to(dtype))
+        return self._table_cache[1]
 
     def sparsifiable_weights(self) -> dict[str, nn.Parameter]:
         """Weights a sparsity method may mask, by fully qualified name (every Linear weight)."""
         return {f"{name}.weight": mod.weight for name, mod in self.named_modules() if isinstance(mod, nn.Linear)}
 
 
-def build_model(cfg: ModelSpec, token_embedding: torch.Tensor, seed: int) -> MLMModel:
-    """The model with its random parts initialised from ``seed`` (the same seed gives the same model)."""
+class _CrossEntropySum(torch.autograd.Function):
+    """Summed cross-entropy of logits [n, V] against targets (-100: ignored), with a lean backward.
+
+    ``F.cross_entropy(logits.float())`` makes full fp32 copies of [n, V] in forward and backward (plus a
+    zero-filled gradient): on a CPU with a 30k vocabulary that cost as much as a third of the decoder matmuls.
+    Forward: log-softmax in fp32, in chunks of rows that stay in cache (the loss is exact to fp32). Backward:
+    softmax(z) - onehot(t) in the logits' own dtype, in place, which is the dtype autograd would give the
+    gradient anyway (softmax accumulates in fp32 internally)."""
+
+    ROWS = 32
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        valid = targets != -100
+        safe = targets.clamp_min(0)[:, None]
+        total = torch.zeros((), dtype=torch.float32, device=logits.device)
+        for i in range(0, logits.shape[0], _CrossEntropySum.ROWS):
+            rows = slice(i, i + _CrossEntropySum.ROWS)
+            logp = F.log_softmax(logits[rows], dim=-1, dtype=torch.float32).gather(1, safe[rows]).squeeze(1)
+            total -= torch.where(valid[rows], logp, 0.0).sum()
+        ctx.save_for_backward(logits, safe, valid)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total: torch.Tensor):  # type: ignore[override]
+        logits, safe, valid = ctx.saved_tensors
+        grad = F.softmax(logits, dim=-1)  # d(-log p_t)/dz = softmax(z) - onehot(t)
+        # A flat index_put_: scatter_ and scatter_add_ round-trip a whole bf16 tensor through fp32 on CPU.
+        at = torch.arange(grad.shape[0], device=grad.device) * grad.shape[1] + safe.squeeze(1)
+        flat = grad.view(-1)
+        flat.index_put_((at,), flat[at] - 1)
+        return grad.mul_((grad_total * valid)[:, None].to(grad.dtype)), None
+
+
+def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed MLM cross-entropy over the rows whose target is not -100 (same value as ``F.cross_entropy`` with
+    ``reduction="sum"`` on fp32 logits)."""
+    return _CrossEntropySum.apply(logits, targets)
+
+
+def build_model(cfg: ModelSpec, token_embedding: torch.Tensor, seed: int,
+                device: torch.device | None = None) -> MLMModel:
+    """The model with its random parts initialised from ``seed`` (the same seed gives the same model), on
+    ``device`` (default CPU) with the attention kernel chosen for it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MLMModel(cfg, token_embedding)
+        model = MLMModel(cfg, token_embedding)
+    device = device or torch.device("cpu")
+    model.resolve_attention(device)
+    return model.to(device)

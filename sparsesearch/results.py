@@ -34,10 +34,10 @@ STATUS_HELP = {
 _LAST = {"eval_loss": "final_eval_loss", "step": "steps", "target_loss": "target_loss",
          "time_to_target_s": "time_to_target_s", "flop_ratio": "flop_ratio", "net_time_s": "net_time_s",
          "net_flops": "net_flops", "avg_sparsity": "avg_sparsity", "train_time_s": "train_time_s",
-         "flops": "flops", "method": "method", "level": "level", "node": "node"}
+         "flops": "flops", "method": "method", "level": "level", "node": "node", "precision": "precision"}
 COLUMNS = ("trial", "trial_id", "reference", "status", "method", "target_loss", "final_eval_loss",
            "best_eval_loss", "steps", "steps_to_target", "time_to_target_s", "projected", "flop_ratio", "net_time_s", "net_flops", "avg_sparsity",
-           "speedup", "flop_speedup", "train_time_s", "flops", "reports", "node", "trial_dir")
+           "speedup", "flop_speedup", "train_time_s", "flops", "reports", "node", "precision", "trial_dir")
 
 
 class ResultsError(ValueError):

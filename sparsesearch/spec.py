@@ -46,7 +46,9 @@ class ModelSpec:
     seq_len: int = _f(64, "tokens per training sequence, [CLS] and [SEP] included", lo=8, hi=4096)
     dropout: float = _f(0.0, "dropout on hidden states and attention probabilities", lo=0.0, hi=1.0, hi_open=True)
     logits: Literal["masked", "all"] = _f("masked", "compute MLM logits only at masked positions, or at all")
-    attention: Literal["sdpa", "eager"] = _f("sdpa", "attention kernel: torch SDPA or plain matmuls")
+    attention: Literal["auto", "sdpa", "eager"] = _f(
+        "auto", "attention kernel: torch SDPA, plain matmuls (eager), or auto: SDPA on CUDA, eager on CPU (faster "
+                "there in bf16, equal in fp32)")
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,12 @@ class TrainSpec:
                                               "most the whole held-out side)", lo=1)
     seed: int = _f(0, "seed for initialisation, data order and masks", lo=0)
     device: str = _f("auto", "'auto' (GPU when one is visible, else CPU), 'cpu', 'cuda' or 'cuda:N'")
-    num_threads: int | None = _f(None, "torch CPU threads (null: torch's default)", lo=1)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
+        "auto", "matmul precision: fp32, or mixed precision with fp32 master weights and optimizer state: bf16, "
+                "fp16 (CUDA only, with a gradient scaler); auto: bf16 where the hardware runs it fast (CPU with "
+                "AVX-512 BF16 or AMX, CUDA with bf16), else fp32")
+    num_threads: int | None = _f(None, "torch CPU threads (null: torch's default; in a search: the trial's CPUs)",
+                                 lo=1)
 
 
 @dataclass(frozen=True)
@@ -317,6 +324,8 @@ def _check_cross_field(obj: Any, path: str) -> None:
         if obj.device != "auto" and not (obj.device == "cpu" or obj.device == "cuda"
                                          or (obj.device.startswith("cuda:") and obj.device[5:].isdigit())):
             raise SpecError(f"{path}.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {obj.device!r}")
+        if obj.precision == "fp16" and obj.device == "cpu":
+            raise SpecError(f"{path}.precision: fp16 needs a CUDA device (train.device is 'cpu'); use bf16 or auto")
 
 
 def _check_sparsity(sp: SparsitySpec, path: str) -> None:

@@ -2,8 +2,9 @@
 
 The reference run trains the spec's model, data and train settings densely for ``target.dense_steps`` steps (no
 time budget) and takes the held-out loss at its last step. It is cached by everything that can change that
-number (model, data, masking, optimisation settings, seed, dense_steps), so every trial of a search chases the
-same target and the reference runs once.
+number (model, data, masking, optimisation settings, seed, dense_steps, and the *resolved* precision: an
+``auto`` precision that means bf16 on one machine and fp32 on another gives two cache entries), so every trial
+of a search chases the same target and the reference runs once.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from .data import TokenizedData, cache_root
 from .spec import Spec, SpecError
 
 # Settings that do not change the loss after dense_steps steps (budget, eval cadence, where it runs).
-_IRRELEVANT_TRAIN_KEYS = ("max_steps", "max_time_s", "eval_every", "device", "num_threads")
-TARGET_FORMAT_VERSION = 1
+_IRRELEVANT_TRAIN_KEYS = ("max_steps", "max_time_s", "eval_every", "device", "num_threads", "precision")
+TARGET_FORMAT_VERSION = 2  # 2: keyed by the resolved precision
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,18 @@ def reference_spec(spec: Spec) -> Spec:
         sparsity=dataclasses.replace(spec.sparsity, method="dense"))
 
 
+def run_precision(spec: Spec) -> str:
+    """The precision a run of ``spec`` uses on this machine (``train.precision`` resolved for its device)."""
+    from .precision import resolve_precision  # torch-heavy
+    from .trainer import pick_device
+    return resolve_precision(spec.train.precision, pick_device(spec.train.device))
+
+
 def target_key(spec: Spec, data: TokenizedData) -> str:
     train = {k: v for k, v in dataclasses.asdict(spec.train).items() if k not in _IRRELEVANT_TRAIN_KEYS}
     ident = {"version": TARGET_FORMAT_VERSION, "model": dataclasses.asdict(spec.model), "data": data.fingerprint,
-             "mask_prob": spec.data.mask_prob, "train": train, "dense_steps": spec.target.dense_steps}
+             "mask_prob": spec.data.mask_prob, "train": train, "dense_steps": spec.target.dense_steps,
+             "precision": run_precision(spec)}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -65,7 +74,8 @@ def resolve_target(spec: Spec, data: TokenizedData, *, log=None) -> Target:
     if result.status == "diverged":
         raise SpecError("target.loss: the dense reference run diverged; lower train.lr or set target.loss")
     record = {"loss": result.final_eval_loss, "dense_steps": spec.target.dense_steps,
-              "train_time_s": result.train_time_s, "device": result.device, "created": time.time(),
+              "train_time_s": result.train_time_s, "device": result.device, "precision": result.precision,
+              "created": time.time(),
               "spec": ref.to_dict(), "history": [{k: h[k] for k in ("step", "eval_loss", "train_time_s")}
                                                  for h in result.history]}
     path.parent.mkdir(parents=True, exist_ok=True)

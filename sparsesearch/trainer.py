@@ -27,6 +27,7 @@ from .data import Batches, TokenizedData
 from .embedding import load_token_embedding, resolve_model_dir
 from .flops import ModelShape, StepFlops, expected_masked, step_flops, weight_shapes
 from .model import MLMModel, build_model
+from .precision import Precision
 from .sparsity import Sparsifier
 from .spec import Spec, SpecError
 
@@ -57,6 +58,7 @@ class RunResult:
     avg_sparsity: float
     projected: bool
     device: str
+    precision: str  # resolved: fp32 | bf16 | fp16
     history: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -80,20 +82,23 @@ class Trainer:
         if tr.num_threads:
             torch.set_num_threads(tr.num_threads)
         self.device = pick_device(tr.device)
+        self.precision = Precision.of(tr.precision, self.device)
         if token_embedding is None:
             token_embedding = load_token_embedding(resolve_model_dir(spec.model.embedding))
         if token_embedding.shape[0] != data.tokenizer.vocab_size:
             raise SpecError(f"model.embedding: embedding has {token_embedding.shape[0]} rows but the tokenizer "
                              f"has {data.tokenizer.vocab_size} tokens")
-        self.model: MLMModel = build_model(spec.model, token_embedding, tr.seed).to(self.device)
+        self.model: MLMModel = build_model(spec.model, token_embedding, tr.seed, self.device)
         self.shape = ModelShape.from_spec(spec.model, *token_embedding.shape)
         self.batches = Batches(data, batch_size=tr.batch_size, mask_prob=spec.data.mask_prob, seed=tr.seed,
                                eval_sequences=tr.eval_sequences)
         decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
+        # One fused kernel for all parameters instead of a dozen small ops per parameter (same arithmetic).
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": tr.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2))
+            lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2), fused=True)
+        self.scaler = self.precision.grad_scaler()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.sparsifier = Sparsifier(self.model, self.optimizer, spec.sparsity, seed=tr.seed,
                                      horizon=spec.sparsity.horizon_steps or spec.target.dense_steps,
@@ -141,13 +146,15 @@ class Trainer:
     def evaluate(self) -> float:
         """Token-weighted mean MLM loss on the fixed held-out set."""
         self.model.eval()
-        total, count = 0.0, 0
-        for inputs, labels in self.batches.eval_chunks():
-            loss, n = self.model(inputs.to(self.device), labels.to(self.device))
-            total += float(loss) * int(n)
-            count += int(n)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        count = 0
+        with self.precision.autocast():
+            for inputs, labels in self.batches.eval_chunks():
+                loss, n = self.model(inputs.to(self.device), labels.to(self.device))
+                total += loss.double() * n  # summed on the device: one synchronisation per evaluation
+                count += int(n)
         self.model.train()
-        return total / max(count, 1)
+        return float(total) / max(count, 1)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -157,16 +164,23 @@ class Trainer:
         """One optimizer step (masks kept exact around it). Returns the training loss, the number of masked
         positions and the per-weight densities the step cost; a non-finite loss takes no step."""
         inputs, labels = self.batches.train_batch(self.step)
-        loss, n = self.model(inputs.to(self.device), labels.to(self.device))
+        with self.precision.autocast():
+            loss, n = self.model(inputs.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         loss_value, n_masked = float(loss.detach()), int(n)
         step_densities = self.sparsifier.flop_densities(self.step)  # before this step's mask update
         if math.isfinite(loss_value):
+            if self.scaler is not None:  # methods and clipping see true gradients
+                self.scaler.unscale_(self.optimizer)
             self.sparsifier.before_optimizer_step(self.step)
             if self.spec.train.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.train.grad_clip)
-            self.optimizer.step()
+            if self.scaler is None:
+                self.optimizer.step()
+            else:  # skips the step when the scaled gradients overflowed, and adapts the scale
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             self.scheduler.step()
             self.sparsifier.after_optimizer_step(self.step)
             self.step += 1
@@ -246,6 +260,7 @@ class Trainer:
             "step": self.step, "train_time": self.train_time, "flops": self.flops,
             "dense_flops": self.dense_flops, "history": self.history, "pending_losses": self.pending_losses,
             "status": self.status, "at_target": self.at_target, "reported_updates": self._reported_updates,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
@@ -262,6 +277,8 @@ class Trainer:
         self.history, self.pending_losses = list(state["history"]), list(state["pending_losses"])
         self.status, self.at_target = state["status"], state["at_target"]
         self._reported_updates = state["reported_updates"]
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_cpu"])
         if state.get("rng_cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
@@ -278,7 +295,7 @@ class Trainer:
             train_time_s=last["train_time_s"], time_to_target_s=obj["time_to_target_s"],
             flop_ratio=obj["flop_ratio"], net_time_s=obj["net_time_s"], net_flops=obj["net_flops"],
             dense_flops=obj["dense_flops"], avg_sparsity=self.avg_sparsity(), projected=obj["projected"],
-            device=str(self.device), history=history)
+            device=str(self.device), precision=self.precision.name, history=history)
 
     def objective_so_far(self) -> dict:
         """Time-to-target, net time and net FLOPs as they stand now: interpolated once the target is reached,

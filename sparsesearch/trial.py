@@ -22,7 +22,7 @@ from .trainer import Trainer
 CHECKPOINT_FILE = "trainer.pt"
 METRICS = ("step", "budget", "eval_loss", "train_loss", "train_time_s", "flops", "dense_flops", "flop_ratio",
            "net_time_s", "net_flops", "time_to_target_s", "objective", "avg_sparsity", "target_loss",
-           "reached", "projected", "diverged", "status", "method", "level", "node")
+           "reached", "projected", "diverged", "status", "method", "level", "node", "precision")
 
 
 def trial_spec(raw: dict, config: dict):
@@ -76,7 +76,7 @@ def _metrics(trainer: Trainer, row: dict, objective: str, budget_unit: str, dens
         "avg_sparsity": row["avg_sparsity"], "target_loss": trainer.target,
         "reached": int(row["status"] == "reached"), "projected": int(obj["projected"]),
         "diverged": int(row["status"] == "diverged"), "status": row["status"],
-        "method": sp.method, "level": sp.level, "node": _node(),
+        "method": sp.method, "level": sp.level, "node": _node(), "precision": trainer.precision.name,
     }
 
 
@@ -92,4 +92,4 @@ def _invalid_metrics(message: str, target_loss: float, config: dict) -> dict:
             "net_flops": math.inf, "time_to_target_s": math.inf, "objective": math.inf, "avg_sparsity": 0.0,
             "target_loss": target_loss, "reached": 0, "projected": 1, "diverged": 0,
             "status": f"invalid: {message}", "method": str(config.get("sparsity.method", "")),
-            "level": float(config.get("sparsity.level", 0.0) or 0.0), "node": _node()}
+            "level": float(config.get("sparsity.level", 0.0) or 0.0), "node": _node(), "precision": ""}
