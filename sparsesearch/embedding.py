@@ -98,6 +98,13 @@ def tokenizer_info(model_dir: str) -> TokenizerInfo:
                          fingerprint=_file_digest(files))
 
 
+@lru_cache(maxsize=2)
+def shared_token_embedding(model_dir: str) -> torch.Tensor:
+    """``load_token_embedding`` read once per process (a search worker trains many trials): callers must not
+    modify it in place (the model copies it when the embedding is trained)."""
+    return load_token_embedding(model_dir)
+
+
 def load_token_embedding(model_dir: str | Path) -> torch.Tensor:
     """The pre-trained word-embedding matrix [vocab, dim] of a BERT-family checkpoint, as float32."""
     model_dir = Path(model_dir)

@@ -34,7 +34,9 @@ class MLMModel(nn.Module):
         vocab, emb_dim = token_embedding.shape
         h = cfg.hidden_size
         self.cfg = cfg
-        self.token_embedding = nn.Embedding.from_pretrained(token_embedding.clone(), freeze=cfg.freeze_embedding)
+        # A frozen table is never written, so it may be shared (with other trials of the same worker process).
+        table = token_embedding if cfg.freeze_embedding else token_embedding.clone()
+        self.token_embedding = nn.Embedding.from_pretrained(table, freeze=cfg.freeze_embedding)
         self.embed_proj = nn.Linear(emb_dim, h) if emb_dim != h else None
         self.position_embedding = nn.Embedding(cfg.seq_len, h)
         self.embed_norm = nn.LayerNorm(h, eps=1e-12)

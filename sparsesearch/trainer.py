@@ -24,7 +24,7 @@ from typing import Iterator
 import torch
 
 from .data import Batches, TokenizedData
-from .embedding import load_token_embedding, resolve_model_dir
+from .embedding import resolve_model_dir, shared_token_embedding
 from .flops import ModelShape, StepFlops, expected_masked, step_flops, weight_shapes
 from .model import MLMModel, build_model
 from .precision import Precision
@@ -84,7 +84,7 @@ class Trainer:
         self.device = pick_device(tr.device)
         self.precision = Precision.of(tr.precision, self.device)
         if token_embedding is None:
-            token_embedding = load_token_embedding(resolve_model_dir(spec.model.embedding))
+            token_embedding = shared_token_embedding(str(resolve_model_dir(spec.model.embedding)))
         if token_embedding.shape[0] != data.tokenizer.vocab_size:
             raise SpecError(f"model.embedding: embedding has {token_embedding.shape[0]} rows but the tokenizer "
                              f"has {data.tokenizer.vocab_size} tokens")
@@ -105,6 +105,7 @@ class Trainer:
                                      weight_cost=self._weight_cost())
         self.step = 0
         self.train_time = self.flops = self.dense_flops = 0.0  # training seconds, cumulative FLOPs
+        self.eval_time = 0.0  # evaluation seconds (excluded from train_time)
         self.history: list[dict] = []  # one metric dict per evaluation
         self.pending_losses: list[float] = []  # training losses since the last evaluation
         self.status = "running"
@@ -142,9 +143,16 @@ class Trainer:
         dens = self.sparsifier.flop_densities(self.step) if densities is None else densities
         return step_flops(self.shape, bs, n_masked, dens), step_flops(self.shape, bs, n_masked)
 
-    @torch.no_grad()
     def evaluate(self) -> float:
         """Token-weighted mean MLM loss on the fixed held-out set."""
+        start = time.perf_counter()
+        try:
+            return self._evaluate()
+        finally:
+            self.eval_time += time.perf_counter() - start
+
+    @torch.no_grad()  # not inference_mode: the model's cached bf16 table is also used in training
+    def _evaluate(self) -> float:
         self.model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = 0
@@ -258,7 +266,8 @@ class Trainer:
             "model": model, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "sparsifier": self.sparsifier.state_dict(),
             "step": self.step, "train_time": self.train_time, "flops": self.flops,
-            "dense_flops": self.dense_flops, "history": self.history, "pending_losses": self.pending_losses,
+            "dense_flops": self.dense_flops, "eval_time": self.eval_time, "history": self.history,
+            "pending_losses": self.pending_losses,
             "status": self.status, "at_target": self.at_target, "reported_updates": self._reported_updates,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng_cpu": torch.get_rng_state(),
@@ -274,6 +283,7 @@ class Trainer:
         self.sparsifier.load_state_dict(state["sparsifier"])
         self.step, self.train_time = state["step"], state["train_time"]
         self.flops, self.dense_flops = state["flops"], state["dense_flops"]
+        self.eval_time = state.get("eval_time", 0.0)
         self.history, self.pending_losses = list(state["history"]), list(state["pending_losses"])
         self.status, self.at_target = state["status"], state["at_target"]
         self._reported_updates = state["reported_updates"]

@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 from ray import tune
 
+from .process import peak_rss_mb, rss_mb, set_threads, trim_heap
 from .results import REFERENCE_KEY
 from .space import trial_overrides
 from .spec import SpecError, spec_from_dict
@@ -22,7 +24,9 @@ from .trainer import Trainer
 CHECKPOINT_FILE = "trainer.pt"
 METRICS = ("step", "budget", "eval_loss", "train_loss", "train_time_s", "flops", "dense_flops", "flop_ratio",
            "net_time_s", "net_flops", "time_to_target_s", "objective", "avg_sparsity", "target_loss",
-           "reached", "projected", "diverged", "status", "method", "level", "node", "precision")
+           "reached", "projected", "diverged", "status", "method", "level", "node", "precision",
+           # where a trial's wall time and memory go besides training (see benchmarks/orchestration_overhead.py)
+           "startup_s", "eval_time_s", "report_s", "rss_mb", "peak_rss_mb")
 
 
 def trial_spec(raw: dict, config: dict):
@@ -40,7 +44,9 @@ def _finite(x: float) -> float:
 def run_trial(config: dict, *, raw: dict, data, target_loss: float, objective: str, budget_unit: str,
               dense_step_flops: float, threads: int) -> None:
     """Train one configuration to the target, reporting to Ray Tune after every evaluation."""
-    torch.set_num_threads(max(1, threads))
+    started = time.perf_counter()
+    trim_heap()  # what the worker's previous trial left
+    set_threads(threads)
     try:
         spec = trial_spec(raw, config)
     except SpecError as e:  # a combination of individually valid values that clashes: report, do not crash
@@ -52,13 +58,18 @@ def run_trial(config: dict, *, raw: dict, data, target_loss: float, objective: s
         with checkpoint.as_directory() as d:
             trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, map_location=trainer.device,
                                                weights_only=False))
+    cost = {"startup_s": time.perf_counter() - started, "report_s": 0.0}
     for row in trainer.run():
         if row["step"] == 0 and row["status"] == "running":
             continue  # nothing trained yet: no train loss to report
+        t0 = time.perf_counter()
+        trim_heap()
         metrics = _metrics(trainer, row, objective, budget_unit, dense_step_flops)
+        metrics.update(cost, eval_time_s=trainer.eval_time, rss_mb=rss_mb(), peak_rss_mb=peak_rss_mb())
         with tempfile.TemporaryDirectory() as d:
             torch.save(trainer.state_dict(), os.path.join(d, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        cost["report_s"] += time.perf_counter() - t0  # this report's own cost shows in the next one
 
 
 def _metrics(trainer: Trainer, row: dict, objective: str, budget_unit: str, dense_step_flops: float) -> dict:
@@ -92,4 +103,5 @@ def _invalid_metrics(message: str, target_loss: float, config: dict) -> dict:
             "net_flops": math.inf, "time_to_target_s": math.inf, "objective": math.inf, "avg_sparsity": 0.0,
             "target_loss": target_loss, "reached": 0, "projected": 1, "diverged": 0,
             "status": f"invalid: {message}", "method": str(config.get("sparsity.method", "")),
-            "level": float(config.get("sparsity.level", 0.0) or 0.0), "node": _node(), "precision": ""}
+            "level": float(config.get("sparsity.level", 0.0) or 0.0), "node": _node(), "precision": "",
+            "startup_s": 0.0, "eval_time_s": 0.0, "report_s": 0.0, "rss_mb": rss_mb(), "peak_rss_mb": peak_rss_mb()}
