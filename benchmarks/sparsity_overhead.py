@@ -57,7 +57,7 @@ def main() -> None:
     spec = base
     print(f"model: hidden {spec.model.hidden_size}, {spec.model.num_layers} layers, batch {spec.train.batch_size} x "
           f"{spec.model.seq_len}; level {args.level}; {args.steps} steps per method; device "
-          f"{trainers['dense'].device}")
+          f"{trainers['dense'].device}, precision {trainers['dense'].precision.name}")
     print(f"{'method':<8}{'regular ms':>12}{'vs dense':>10}{'update ms':>12}{'vs dense':>10}{'updates':>9}"
           f"{'amortised':>11}{'vs dense':>10}")
     overheads, record = [], {}
@@ -77,7 +77,9 @@ def main() -> None:
     print(f"\nmean amortised overhead over dense across sparse methods: {statistics.mean(overheads):+.1%} "
           f"(medians; regular and update steps weighted by their counts)")
     if args.json:
-        args.json.write_text(json.dumps({"level": args.level, "steps": args.steps, "methods": record}, indent=1))
+        args.json.write_text(json.dumps({"level": args.level, "steps": args.steps,
+                                         "precision": trainers["dense"].precision.name, "methods": record},
+                                        indent=1))
 
 
 if __name__ == "__main__":

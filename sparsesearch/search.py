@@ -133,11 +133,21 @@ def dense_step_flops(spec: Spec, data) -> float:
                                                                    spec.data.mask_prob)).total
 
 
-def _trainable(spec: Spec, raw: dict, data, target_loss: float, unit_flops: float):
+def gpus_per_trial(spec: Spec, cluster_gpus: float) -> float:
+    """GPUs each trial asks for: the spec's number, or by default a share of the cluster's GPUs (none when
+    ``train.device`` is cpu): GPUs / max_concurrent, at most one per trial."""
+    if spec.tune.gpus_per_trial is not None:
+        return spec.tune.gpus_per_trial
+    if cluster_gpus <= 0 or spec.train.device == "cpu":
+        return 0.0
+    return min(1.0, cluster_gpus / spec.tune.max_concurrent)
+
+
+def _trainable(spec: Spec, raw: dict, data, target_loss: float, unit_flops: float, gpus: float):
     fn = tune.with_parameters(run_trial, raw=raw, data=data, target_loss=target_loss,
                               objective=spec.search.objective, budget_unit=spec.search.asha.unit,
                               dense_step_flops=unit_flops, threads=max(1, int(spec.tune.cpus_per_trial)))
-    return tune.with_resources(fn, {"cpu": spec.tune.cpus_per_trial, "gpu": spec.tune.gpus_per_trial})
+    return tune.with_resources(fn, {"cpu": spec.tune.cpus_per_trial, "gpu": gpus})
 
 
 class ReferenceKeepingASHA(ASHAScheduler):
@@ -235,7 +245,11 @@ def _fit(spec: Spec, raw: dict, data, target_loss: float, exp_dir: Path, name: s
          num_cpus: int | None, *, restore: bool) -> Experiment:
     _init_ray(spec.tune.address, num_cpus)
     unit_flops = dense_step_flops(spec, data)
-    trainable = _trainable(spec, raw, data, target_loss, unit_flops)
+    gpus = gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)))
+    if spec.tune.gpus_per_trial is None and gpus > 0:
+        log(f"gpus    tune.gpus_per_trial not set and the cluster has GPUs: each trial gets {gpus:g} GPU "
+            f"(set tune.gpus_per_trial to change it, or train.device: cpu to train on CPUs)")
+    trainable = _trainable(spec, raw, data, target_loss, unit_flops, gpus)
     if restore:
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
     else:

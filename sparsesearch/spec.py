@@ -185,7 +185,9 @@ class TuneSpec:
     address: str | None = _f(None, "Ray cluster address (null: $RAY_ADDRESS, else a local Ray instance)")
     max_concurrent: int = _f(2, "trials running at once", lo=1)
     cpus_per_trial: float = _f(1.0, "CPUs per trial (also its torch threads)", lo=0.0, lo_open=True)
-    gpus_per_trial: float = _f(0.0, "GPUs per trial", lo=0.0)
+    gpus_per_trial: float | None = _f(None, "GPUs per trial (null: when the cluster has GPUs and train.device is "
+                                            "not cpu, a share of them: GPUs / max_concurrent, at most 1; else 0)",
+                                      lo=0.0)
     max_failures: int = _f(2, "retries of a failed trial from its last checkpoint", lo=0)
 
 

@@ -191,6 +191,10 @@ def test_run_end_to_end(tmp_path, tiny_raw):
         for row in rows:  # every report carries every metric, none NaN
             assert set(METRICS) <= set(row)
             assert all(row[m] == row[m] for m in METRICS if isinstance(row[m], float))
+        last = rows[-1]  # where each trial's time and memory went, and how it computed
+        assert last["precision"] in ("fp32", "bf16")
+        assert last["startup_s"] > 0 and last["eval_time_s"] > 0 and last["report_s"] >= 0
+        assert 50 < last["rss_mb"] <= last["peak_rss_mb"]
     # The Optuna study (SQLite) holds the sampled trials, not the reference.
     with sqlite3.connect(exp / "study.db") as db:
         assert db.execute("select count(*) from trials").fetchone()[0] == 3
@@ -281,9 +285,9 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
     from sparsesearch.trial import trial_spec
     spec_path = _spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1)
     raw = yaml.safe_load(spec_path.read_text())
-    raw["train"]["max_steps"] = 80
+    raw["train"]["max_steps"] = 600
     raw["target"] = {"loss": 0.5}  # unreachable: the trial runs its whole budget, long enough to be killed
-    raw["search"]["asha"] = {"grace_period": 80}
+    raw["search"]["asha"] = {"grace_period": 600}
     spec_path.write_text(yaml.safe_dump(raw))
     exp = tmp_path / "runs" / "killed"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -293,7 +297,7 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
     try:
         def sampled_trial_running():
             rows = [r for r in _trial_results(exp).values() if not r[0]["config"].get("reference")]
-            return rows and 20 <= rows[0][-1]["step"] < 60
+            return rows and 20 <= rows[0][-1]["step"] < 400
 
         assert _wait_for(sampled_trial_running, 400)
         workers = _trial_workers()
@@ -314,7 +318,7 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
     data = prepare_data(spec.data, spec.model)
     uninterrupted = Trainer(spec, data, 0.5)
     last = list(uninterrupted.run())[-1]
-    assert final["step"] == last["step"] == 80
+    assert final["step"] == last["step"] == 600
     assert final["eval_loss"] == pytest.approx(last["eval_loss"], abs=1e-9)
     assert final["flops"] == last["flops"]
 
@@ -361,3 +365,19 @@ def test_asha_never_stops_the_dense_reference():
     late = SimpleNamespace(trial_id="late", config={"sparsity.level": 0.9})
     sched.on_trial_add(None, late)
     assert sched.on_trial_result(None, late, worst) == TrialScheduler.STOP
+
+
+@pytest.mark.parametrize("gpus_set,device,cluster_gpus,concurrent,expected", [
+    (None, "auto", 0.0, 2, 0.0),    # no GPU anywhere: CPU trials
+    (None, "auto", 1.0, 2, 0.5),    # one GPU shared by two concurrent trials
+    (None, "auto", 4.0, 2, 1.0),    # at most one GPU per trial
+    (None, "cpu", 4.0, 2, 0.0),     # the spec asks for CPU training
+    (0.25, "auto", 4.0, 2, 0.25),   # an explicit setting wins
+    (0.0, "auto", 4.0, 2, 0.0),
+])
+def test_trials_get_a_gpu_share_by_default(gpus_set, device, cluster_gpus, concurrent, expected):
+    from sparsesearch.search import gpus_per_trial
+    spec = spec_from_dict({"train": {"device": device},
+                           "tune": {"gpus_per_trial": gpus_set, "max_concurrent": concurrent}})
+    assert gpus_per_trial(spec, cluster_gpus) == expected
+
