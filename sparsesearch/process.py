@@ -46,7 +46,23 @@ def rss_mb() -> float:
     return 0.0
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak-memory window for this process (Linux: VmHWM reset through /proc/self/clear_refs), so
+    that a reused worker's peak is its current trial's, not its whole life's. Returns whether it applied."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MB (a reused worker's peak covers its earlier trials)."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident memory of this process since the last ``reset_peak_rss`` (or its start), MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # lifetime peak where /proc is missing
     return kb / 1024 if sys.platform.startswith("linux") else kb / 2**20

@@ -140,7 +140,8 @@ def report(path: str | Path, out: str | Path | None = None, *, by: str | None = 
           f"- {len(df)} trials: " + ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in STATUSES
                                               if counts.get(s, 0)) + ".",
           f"- Compute spent: {_f(df['train_time_s'].sum(), '.0f')} s of training, "
-          f"{_f(df['flops'].sum(), '.3g')} FLOPs; nodes used: {df['node'].dropna().nunique()}.", ""]
+          f"{_f(df['flops'].sum(), '.3g')} FLOPs; nodes used: {df['node'].dropna().nunique()}; precision: "
+          f"{_precisions(df)}.", ""]
     L += _table(["status", "trials", "meaning"],
                 [[s, str(counts.get(s, 0)), STATUS_HELP[s]] for s in STATUSES if counts.get(s, 0)]) + [""]
     if counts.get("unfinished", 0):
@@ -228,3 +229,11 @@ def report(path: str | Path, out: str | Path | None = None, *, by: str | None = 
     path_md = out / "report.md"
     path_md.write_text("\n".join(L))
     return path_md
+
+
+def _precisions(df) -> str:
+    """The precisions trials ran at (older experiments did not record it)."""
+    if "precision" not in df.columns:
+        return "not recorded"
+    found = sorted({str(p) for p in df["precision"].dropna() if str(p)})
+    return ", ".join(found) if found else "not recorded"

@@ -191,7 +191,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
                "reports": len(rows), "projected": bool(last.get("projected")) if last else True}
         for src, dst in _LAST.items():
             v = (last or {}).get(src)
-            rec[dst] = v if src in ("method", "node") else _num(v)
+            rec[dst] = v if src in ("method", "node", "precision") else _num(v)
         if rec["target_loss"] != rec["target_loss"]:
             rec["target_loss"] = _num(state.get("target_loss"))
         rec["method"] = rec["method"] or ("dense" if ref else cfg.get("sparsity.method"))

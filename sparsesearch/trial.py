@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from ray import tune
 
-from .process import peak_rss_mb, rss_mb, set_threads, trim_heap
+from .process import peak_rss_mb, reset_peak_rss, rss_mb, set_threads, trim_heap
 from .results import REFERENCE_KEY
 from .space import trial_overrides
 from .spec import SpecError, spec_from_dict
@@ -46,6 +46,7 @@ def run_trial(config: dict, *, raw: dict, data, target_loss: float, objective: s
     """Train one configuration to the target, reporting to Ray Tune after every evaluation."""
     started = time.perf_counter()
     trim_heap()  # what the worker's previous trial left
+    reset_peak_rss()  # peak_rss_mb is this trial's, also in a reused worker
     set_threads(threads)
     try:
         spec = trial_spec(raw, config)

@@ -95,7 +95,7 @@ def _report(step, loss, status="running", **kw):
            "net_flops": flops * 0.5, "time_to_target_s": step * 0.1, "objective": step * 0.05,
            "avg_sparsity": 0.8, "target_loss": 5.0, "reached": int(status == "reached"),
            "projected": int(status != "reached"), "diverged": int(status == "diverged"), "status": status,
-           "method": "rigl", "level": 0.8, "node": "n1", "done": False}
+           "method": "rigl", "level": 0.8, "node": "n1", "precision": "bf16", "done": False}
     row.update(kw)
     return row
 
@@ -143,6 +143,7 @@ def test_statuses_speedups_and_parameters_from_stored_reports(tmp_path):
     assert ok["speedup"] == pytest.approx(4.0) and ok["flop_speedup"] == pytest.approx(4.0)
     assert ok["steps_to_target"] == pytest.approx(110.0)  # interpolated between the two reports
     assert not ok["projected"] and ok["sparsity.level"] == 0.8
+    assert ok["precision"] == "bf16"  # recorded as text, like method and node
     assert df.set_index("trial_id")["speedup"].drop(["ref", "ok"]).isna().all()
     assert df.set_index("trial_id").loc["run", "steps"] == 20
     assert df.attrs["params"] == ["sparsity.level", "sparsity.method"]

@@ -248,7 +248,6 @@ class TopKAST(Method):
         self.factor = (1.0 - backward_level) / forward_density if forward_density > 0 else 1.0
         self.theta: dict[str, torch.Tensor] = {}
         self.forward: dict[str, torch.Tensor] = {}
-        self._outside: dict[str, torch.Tensor] = {}  # ~forward, kept to avoid inverting every step
         self.forward_density: dict[str, float] = {}
 
     def mask_density(self, density):
@@ -269,15 +268,14 @@ class TopKAST(Method):
         for name, mask in sp.masks.items():
             score = self.theta[name].abs().masked_fill(~mask, -1.0)
             self.forward[name] = _top_fraction(score, self.forward_density[name])
-            self._outside[name] = ~self.forward[name]
         self.after_update(sp)
 
     def before_optimizer_step(self, sp):
         # Let the optimizer update theta on all of B: the weight holds theta on B for this step (on A it
         # already does).
         with torch.no_grad():
-            for name in sp.masks:
-                sp.weights[name].copy_(self.theta[name]).masked_fill_(sp._inactive[name], 0.0)
+            for name, mask in sp.masks.items():  # one pass, not copy + masked_fill
+                torch.where(mask, self.theta[name], self.theta[name].new_zeros(()), out=sp.weights[name])
 
     def after_optimizer_step(self, sp):
         with torch.no_grad():
@@ -294,8 +292,8 @@ class TopKAST(Method):
 
     def after_update(self, sp):
         with torch.no_grad():
-            for name in self.forward:
-                sp.weights[name].copy_(self.theta[name]).masked_fill_(self._outside[name], 0.0)
+            for name, forward in self.forward.items():
+                torch.where(forward, self.theta[name], self.theta[name].new_zeros(()), out=sp.weights[name])
 
     def forward_masks(self, sp):
         return self.forward or sp.masks
@@ -309,7 +307,6 @@ class TopKAST(Method):
             self.theta[n] = t.to(sp.weights[n].device)
         for n, m in state.get("forward", {}).items():
             self.forward[n] = m.to(sp.weights[n].device)
-            self._outside[n] = ~self.forward[n]
 
 
 def _top_fraction(score: torch.Tensor, density: float) -> torch.Tensor:
