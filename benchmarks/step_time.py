@@ -161,8 +161,9 @@ def main() -> None:
     if len(rows) > 1:
         first = rows[precisions[0]]
         for pr in precisions[1:]:
-            print(f"{rows[pr]['precision']} vs {first['precision']}: step {first['ms_per_step'] / rows[pr]['ms_per_step']:.2f}x "
-                  f"faster; its matmuls alone {first['matmul_replay_ms'] / rows[pr]['matmul_replay_ms']:.2f}x")
+            r = rows[pr]
+            print(f"{r['precision']} vs {first['precision']}: step {first['ms_per_step'] / r['ms_per_step']:.2f}x "
+                  f"faster; its matmuls alone {first['matmul_replay_ms'] / r['matmul_replay_ms']:.2f}x")
     comps = list(dict.fromkeys(c for r in rows.values() for c in r["components_ms"]))
     print("\nmatmuls replayed alone, per component (ms per step)")
     print(f"{'component':<20}" + "".join(f"{rows[pr]['precision']:>10}" for pr in precisions))

@@ -173,7 +173,7 @@ class Trainer:
         positions and the per-weight densities the step cost; a non-finite loss takes no step."""
         inputs, labels = self.batches.train_batch(self.step)
         with self.precision.autocast():
-            loss, n = self.model(inputs.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
+            loss, n = self.model(inputs.to(self.device), labels.to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         loss_value, n_masked = float(loss.detach()), int(n)
