@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+
 def trim_heap() -> bool:
     """Return free heap memory to the system (glibc ``malloc_trim``; a no-op elsewhere); cheap enough to call
     at every evaluation, not at every step."""
@@ -35,15 +36,20 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(max(1, int(n)))
 
 
-def rss_mb() -> float:
-    """Resident memory of this process now, MB (0 where /proc is missing)."""
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (e.g. VmRSS, VmHWM) in MB; None where /proc is missing."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return None
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, MB (0 where /proc is missing)."""
+    return _status_mb("VmRSS") or 0.0
 
 
 def reset_peak_rss() -> bool:
@@ -58,11 +64,8 @@ def reset_peak_rss() -> bool:
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process since the last ``reset_peak_rss`` (or its start), MB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # lifetime peak where /proc is missing
     return kb / 1024 if sys.platform.startswith("linux") else kb / 2**20
