@@ -6,6 +6,7 @@ trial RUNNING forever): unreached trials report their projected objective, diver
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import tempfile
@@ -45,7 +46,8 @@ def run_trial(config: dict, *, raw: dict, data, target_loss: float, objective: s
               dense_step_flops: float, threads: int) -> None:
     """Train one configuration to the target, reporting to Ray Tune after every evaluation."""
     started = time.perf_counter()
-    trim_heap()  # what the worker's previous trial left
+    gc.collect()  # the worker's previous trial (a reused actor): its trainer is a cycle of references
+    trim_heap()  # ... and the heap memory it freed
     reset_peak_rss()  # peak_rss_mb is this trial's, also in a reused worker
     set_threads(threads)
     try:
