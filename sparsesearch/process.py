@@ -1,10 +1,11 @@
-"""Process-level settings for training: CPU threads, and handing freed heap memory back to the system.
+"""Process-level settings for training: CPU threads, handing freed heap memory back, and memory readings.
 
-A search worker trains many trials in one long-lived process. Each step allocates and frees buffers of tens of
-MB (the [masked tokens x vocabulary] logits and their gradient); glibc's malloc keeps freed heap memory, so a
-worker's resident memory creeps up trial after trial. ``trim_heap`` (``malloc_trim``) returns it between
-evaluations. Forcing such buffers into their own mappings instead (a fixed mmap threshold) halves its memory
-growth but made every step ~1.8x slower here (page faults on every fresh mapping), so it is not done.
+A search worker trains many trials in one long-lived process. A finished trial's trainer is a cycle of
+references that lives until Python's collector runs, and glibc's malloc keeps the heap memory freed by every
+step's large buffers (the [masked tokens x vocabulary] logits and their gradient), so without help a worker's
+resident memory creeps up trial after trial. A trial collects garbage and trims the heap (``trim_heap``:
+``malloc_trim``) before it starts, and trims again at every evaluation. Forcing large buffers into their own mappings (a fixed mmap threshold) was
+measured too: less memory, but every step ~1.8x slower (page faults on every fresh mapping), so it is not done.
 """
 
 from __future__ import annotations
