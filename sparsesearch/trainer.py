@@ -155,14 +155,14 @@ class Trainer:
     def _evaluate(self) -> float:
         self.model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
-        count = 0
+        count = torch.zeros((), dtype=torch.int64, device=self.device)
         with self.precision.autocast():
             for inputs, labels in self.batches.eval_chunks():
                 loss, n = self.model(inputs.to(self.device), labels.to(self.device))
                 total += loss.double() * n  # summed on the device: one synchronisation per evaluation
-                count += int(n)
+                count += n
         self.model.train()
-        return float(total) / max(count, 1)
+        return float(total) / max(int(count), 1)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
