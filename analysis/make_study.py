@@ -20,8 +20,8 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from sparsesearch import plots  # noqa: E402
-from sparsesearch.pareto import front  # noqa: E402
+from sparsesearch.results import plots  # noqa: E402
+from sparsesearch.results.pareto import front  # noqa: E402
 
 RESULTS = HERE / "results"
 FIGURES = HERE / "figures"

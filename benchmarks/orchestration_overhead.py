@@ -23,11 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from sparsesearch.data import prepare_data
-from sparsesearch.results import load_results
-from sparsesearch.search import run_search
+from sparsesearch.data.batches import prepare_data
+from sparsesearch.results.table import load_results
+from sparsesearch.search.driver import run_search
 from sparsesearch.spec import apply_override, load_raw, spec_from_dict
-from sparsesearch.target import resolve_target
+from sparsesearch.train.target import resolve_target
 
 
 def _last_reports(exp: Path) -> list[dict]:
@@ -59,7 +59,7 @@ def main() -> None:
         spec = spec_from_dict(raw)
         resolve_target(spec, prepare_data(spec.data, spec.model))  # cached from here on: not part of the timing
         cpu0, t0 = _cpu_s(), time.perf_counter()
-        exp = run_search(args.spec, raw, spec, log=lambda m: None).path
+        exp = run_search(args.spec, raw, spec, log=lambda m: None)
         wall, driver_cpu = time.perf_counter() - t0, _cpu_s() - cpu0
         reports = _last_reports(exp)
         table = load_results(exp)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from torch.profiler import ProfilerActivity, profile
 
-from sparsesearch.data import prepare_data
+from sparsesearch.data.batches import prepare_data
 from sparsesearch.spec import load_spec
-from sparsesearch.trainer import Trainer
+from sparsesearch.train.trainer import Trainer
 
 
 def main() -> None:

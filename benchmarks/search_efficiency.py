@@ -17,7 +17,10 @@ from pathlib import Path
 
 import yaml
 
-from sparsesearch.search import reference_mask, run_search
+from sparsesearch.definitions import REACHED
+from sparsesearch.results.pareto import OBJECTIVES
+from sparsesearch.results.table import load_history, load_results
+from sparsesearch.search.driver import run_search
 from sparsesearch.spec import apply_override, spec_from_dict
 
 
@@ -25,18 +28,20 @@ def _run(spec_path: str, raw: dict, overrides: list[str], storage: str, name: st
     raw = copy.deepcopy(raw)
     for o in [*overrides, f"tune.storage={storage}", f"tune.name={name}"]:
         apply_override(raw, o)
-    return run_search(spec_path, raw, spec_from_dict(raw), log=lambda m: None).results
+    exp = run_search(spec_path, raw, spec_from_dict(raw), log=lambda m: None)
+    df = load_results(exp)
+    finished = load_history(exp).groupby("trial_id")["timestamp"].max()
+    return df.assign(finished=df["trial_id"].map(finished))
 
 
-def _curve(df) -> list[tuple[float, float]]:
+def _curve(df, objective: str) -> list[tuple[float, float]]:
     """(cumulative compute, best objective so far) in the order trials finished; the reference excluded."""
-    df = df[~reference_mask(df)]
-    df = df.sort_values("timestamp")
+    df = df[~df["reference"]].sort_values("finished")
     spent, best, out = 0.0, math.inf, []
     for _, row in df.iterrows():
         spent += row["flops"]
-        if row["reached"] == 1:
-            best = min(best, row["objective"])
+        if row["status"] == REACHED:
+            best = min(best, row[OBJECTIVES[objective]])
         out.append((spent, best))
     return out
 
@@ -66,7 +71,7 @@ def main() -> None:
         max_t = raw.get("train", {}).get("max_steps", 2000)
         rand = _run(args.spec, raw, [*common, "search.sampler=random", f"search.asha.grace_period={max_t}",
                                      f"search.asha.max_t={max_t}"], storage, "random-full")
-    curves = {"ASHA + TPE": _curve(asha), "random, no early stop": _curve(rand)}
+    curves = {"ASHA + TPE": _curve(asha, args.objective), "random, no early stop": _curve(rand, args.objective)}
     total = min(c[-1][0] for c in curves.values())
     print(f"spec {args.spec}; {args.num_samples} trials each, seed {args.seed}; objective {args.objective} "
           f"(best of the trials that reached the target); compute = net FLOPs spent")

@@ -16,11 +16,11 @@ import statistics
 import time
 from pathlib import Path
 
-from sparsesearch.data import prepare_data
-from sparsesearch.embedding import load_token_embedding, resolve_model_dir
-from sparsesearch.sparsity import METHODS
+from sparsesearch.data.batches import prepare_data
+from sparsesearch.model.embedding import load_token_embedding, resolve_model_dir
+from sparsesearch.sparsity.registry import METHODS
 from sparsesearch.spec import load_spec
-from sparsesearch.trainer import Trainer
+from sparsesearch.train.trainer import Trainer
 
 
 def main() -> None:

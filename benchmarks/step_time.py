@@ -24,11 +24,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.module_tracker import ModuleTracker
 
-from sparsesearch.data import prepare_data
-from sparsesearch.embedding import load_token_embedding, resolve_model_dir
-from sparsesearch.flops import weight_group
+from sparsesearch.data.batches import prepare_data
+from sparsesearch.model.embedding import load_token_embedding, resolve_model_dir
+from sparsesearch.model.shape import weight_group
 from sparsesearch.spec import load_spec
-from sparsesearch.trainer import Trainer
+from sparsesearch.train.trainer import Trainer
 
 _MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
             torch.ops.aten.baddbmm.default}

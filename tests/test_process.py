@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from sparsesearch.process import peak_rss_mb, reset_peak_rss, rss_mb, trim_heap
+from sparsesearch.search.process import peak_rss_mb, reset_peak_rss, rss_mb, trim_heap
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -16,10 +16,11 @@ import optuna
 import pytest
 import yaml
 
+from sparsesearch.checks import check_spec
 from sparsesearch.cli import main
-from sparsesearch.space import define_by_run, sample_configs
+from sparsesearch.search.space import define_by_run, sample_configs
 from sparsesearch.spec import SpecError, search_params, spec_from_dict
-from sparsesearch.trial import METRICS
+from sparsesearch.experiment import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"sparsity": {"method": "rigl", "level": 0.7}}
@@ -54,8 +55,9 @@ BAD_SEARCH = [
 
 @pytest.mark.parametrize("params,message", BAD_SEARCH, ids=[str(i) for i in range(len(BAD_SEARCH))])
 def test_bad_search_params_name_the_field(params, message):
+    raw = _with_search(params)
     with pytest.raises(SpecError) as e:
-        spec_from_dict(_with_search(params))
+        check_spec(spec_from_dict(raw), raw)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -232,8 +234,9 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     before = {tid: rows for tid, rows in _trial_results(exp).items() if rows[-1]["status"] != "running"}
     assert before
     # The results of an interrupted experiment can be read and exported before it is resumed.
-    from sparsesearch.export import export
-    from sparsesearch.results import STATUSES, load_results
+    from sparsesearch.results.export import export
+    from sparsesearch.definitions import STATUSES
+    from sparsesearch.results.table import load_results
     df = load_results(exp)
     assert len(df) >= len(before) and set(df["status"]) <= set(STATUSES)
     assert export(exp, tmp_path / "export")["pareto.png"].stat().st_size > 10_000
@@ -252,7 +255,8 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, tiny_raw):
     import ray
     from ray.cluster_utils import Cluster
 
-    from sparsesearch.search import run_search
+    from sparsesearch.results.table import load_results
+    from sparsesearch.search.driver import run_search
     path = _spec_file(tmp_path, tiny_raw, num_samples=3)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
@@ -266,10 +270,10 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, tiny_raw):
         raw["train"].update(max_steps=300, eval_every=50)
         raw["search"]["asha"] = {"grace_period": 300}
         spec = spec_from_dict(raw)
-        exp = run_search(path, raw, spec, log=lambda msg: None)
-        assert len(exp.results) == 4
-        nodes = set(exp.results["node"])
-        assert len(nodes) == 2, exp.results[["trial_id", "node", "status"]].to_string()
+        df = load_results(run_search(path, raw, spec, log=lambda msg: None))
+        assert len(df) == 4
+        nodes = set(df["node"])
+        assert len(nodes) == 2, df[["trial_id", "node", "status"]].to_string()
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -281,8 +285,8 @@ def _trial_workers() -> list[int]:
 
 
 def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_path, tiny_raw):
-    from sparsesearch.trainer import Trainer
-    from sparsesearch.trial import trial_spec
+    from sparsesearch.train.trainer import Trainer
+    from sparsesearch.experiment import trial_spec
     spec_path = _spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1)
     raw = yaml.safe_load(spec_path.read_text())
     raw["train"]["max_steps"] = 600
@@ -314,7 +318,7 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
     final = rows[-1]
     config = {k: v for k, v in rows[0]["config"].items()}
     spec = trial_spec(raw, config)
-    from sparsesearch.data import prepare_data
+    from sparsesearch.data.batches import prepare_data
     data = prepare_data(spec.data, spec.model)
     uninterrupted = Trainer(spec, data, 0.5)
     last = list(uninterrupted.run())[-1]
@@ -350,7 +354,7 @@ def test_asha_never_stops_the_dense_reference():
 
     from ray.tune.schedulers import TrialScheduler
 
-    from sparsesearch.search import ReferenceKeepingASHA
+    from sparsesearch.search.driver import ReferenceKeepingASHA
     sched = ReferenceKeepingASHA(time_attr="budget", metric="eval_loss", mode="min", max_t=100, grace_period=10,
                                  reduction_factor=2)
     trials = [SimpleNamespace(trial_id=f"t{i}", config={"sparsity.level": 0.5}) for i in range(4)]
@@ -376,7 +380,7 @@ def test_asha_never_stops_the_dense_reference():
     (0.0, "auto", 4.0, 2, 0.0),
 ])
 def test_trials_get_a_gpu_share_by_default(gpus_set, device, cluster_gpus, concurrent, expected):
-    from sparsesearch.search import gpus_per_trial
+    from sparsesearch.search.driver import gpus_per_trial
     spec = spec_from_dict({"train": {"device": device},
                            "tune": {"gpus_per_trial": gpus_set, "max_concurrent": concurrent}})
     assert gpus_per_trial(spec, cluster_gpus) == expected

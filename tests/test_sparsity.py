@@ -1,20 +1,69 @@
-"""Sparsity: a contract suite over every registered method, layer densities, schedules and FLOP charges."""
+"""Sparsity: a contract suite over every registered method (and one defined only here), layer densities,
+schedules and FLOP charges."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from types import MappingProxyType
 
 import pytest
 import torch
 
-from sparsesearch.flops import step_flops, weight_group
-from sparsesearch.sparsity import METHODS, drop_and_grow, get_method, gmp_sparsity, layer_densities
-from sparsesearch.sparsity.schedules import UpdateSchedule
-from sparsesearch.spec import SPARSITY_METHODS, SpecError, spec_from_dict
-from sparsesearch.trainer import Trainer
+from sparsesearch.data.batches import prepare_data
+from sparsesearch.model.flops import step_flops
+from sparsesearch.model.shape import weight_group
+from sparsesearch.sparsity.distributions import layer_densities
+from sparsesearch.sparsity.masks import drop_and_grow
+from sparsesearch.sparsity.method import Method, SparsityView, state_of, state_to
+from sparsesearch.sparsity.registry import METHODS, get_method
+from sparsesearch.sparsity.schedules import UpdateSchedule, gmp_sparsity
+from sparsesearch.spec import SpecError, spec_from_dict
+from sparsesearch.train.trainer import Trainer
 
-SPARSE = [m for m in METHODS if m != "dense"]
+
+class EmaGrad(Method):
+    """A method defined in this file alone, to show that one class and one registry entry make a method: drop
+    the smallest magnitudes, regrow where an exponential average of |gradient| (kept every step, saved with the
+    checkpoint) is largest."""
+
+    name = "ema_grad"
+
+    def __init__(self, sparsity):
+        super().__init__(sparsity)
+        self.ema: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def check_spec(cls, sparsity, path):
+        if sparsity.distribution == "er":
+            raise SpecError(f"{path}.distribution: ema_grad needs an exact level (uniform or erk)")
+
+    def needs_dense_gradient(self, update):
+        return True
+
+    def observe_gradients(self, view, update):
+        for n in view.masks:
+            g = view.grad(n).abs()
+            self.ema[n] = g if n not in self.ema else self.ema[n].mul_(0.5).add_(g, alpha=0.5)
+
+    def grow_score(self, view, name):
+        return self.ema[name]
+
+    def state_dict(self):
+        return {"ema": state_of(self.ema)}
+
+    def load_state_dict(self, state, view):
+        self.ema = state_to(state["ema"], view)
+
+
+CONTRACT = [*METHODS, EmaGrad.name]  # every registered method, and the one above
+SPARSE = [m for m in CONTRACT if m != "dense"]
+UPDATING = [m for m in SPARSE if m != "static"]
+
+
+@pytest.fixture(autouse=True)
+def _register_test_method(monkeypatch):
+    monkeypatch.setitem(METHODS, EmaGrad.name, EmaGrad)
 
 
 def _trainer(tiny_raw, method, level=0.7, **sparsity):
@@ -29,7 +78,6 @@ _DATA = {}
 
 
 def _data(tiny_raw):
-    from sparsesearch.data import prepare_data
     key = str(tiny_raw["model"])
     if key not in _DATA:
         spec = spec_from_dict(tiny_raw)
@@ -41,19 +89,39 @@ def _state_tensors(tr, w):
     return [v for v in tr.optimizer.state.get(w, {}).values() if torch.is_tensor(v) and v.shape == w.shape]
 
 
+def _active(sp):
+    return {n: int(m.sum()) for n, m in sp.masks.items()}
+
+
+def _spy_counts(sp) -> list[tuple[int, dict, dict]]:
+    """Record every update's (step, counts asked for, active counts before)."""
+    seen, original = [], sp.method.counts
+
+    def spy(view, step):
+        out = original(view, step)
+        seen.append((step, out, {n: view.active(n) for n in view.masks}))
+        return out
+
+    sp.method.counts = spy
+    return seen
+
+
 # ----- contract: every method ---------------------------------------------------------------------------------
 
 
-def test_spec_lists_exactly_the_registered_methods():
-    assert tuple(METHODS) == SPARSITY_METHODS
-
-
 def test_unknown_method_raises_listing_choices():
-    with pytest.raises(ValueError, match=r"unknown method 'lottery' \(choices: dense, static, set, rigl"):
+    with pytest.raises(SpecError, match=r"unknown method 'lottery' \(choices: dense, static, set, rigl"):
         get_method("lottery")
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+def test_a_method_brings_its_own_spec_rules(tiny_raw):
+    from sparsesearch.checks import check_spec
+    raw = {**tiny_raw, "sparsity": {"method": "ema_grad", "level": 0.7, "distribution": "er"}}
+    with pytest.raises(SpecError, match="sparsity.distribution: ema_grad needs an exact level"):
+        check_spec(spec_from_dict(raw))
+
+
+@pytest.mark.parametrize("method", CONTRACT)
 def test_masked_weights_and_optimizer_state_stay_exactly_zero(tiny_raw, method):
     tr = _trainer(tiny_raw, method)
     for _ in range(12):  # several mask updates, AdamW with weight decay 0.1
@@ -70,40 +138,32 @@ def test_masked_weights_and_optimizer_state_stay_exactly_zero(tiny_raw, method):
 
 
 @pytest.mark.parametrize("method", SPARSE)
-def test_active_counts_are_exact_and_conserved(tiny_raw, method):
+def test_active_counts_are_exactly_what_the_method_asked_for(tiny_raw, method):
     tr = _trainer(tiny_raw, method)
     sp = tr.sparsifier
-    expected = {n: round(sp.mask_density[n] * m.numel()) for n, m in sp.masks.items()}
-    forward = {n: round(sp.target_density[n] * m.numel()) for n, m in sp.masks.items()}
-    total = sum(expected.values())
-    for step in range(16):
+    seen = _spy_counts(sp)
+    for _ in range(16):  # the whole horizon: every update, the last one included
+        before, n_seen = _active(sp), len(seen)
         tr.train_step()
-        counts = {n: int(m.sum()) for n, m in sp.masks.items()}
-        if method == "topkast":  # the forward set inside the mask (the backward set) is exact too
-            fwd = sp.method.forward_masks(sp)
-            assert {n: int(m.sum()) for n, m in fwd.items()} == forward
-            assert all(not (fwd[n] & ~sp.masks[n]).any() for n in fwd)
-        if method == "gmp":
-            s = gmp_sparsity(sp.updates[-1]["step"] if sp.updates else 0, final=1.0, start=sp.schedule.start,
-                             end=sp.schedule.end)
-            for n, m in sp.masks.items():
-                final = 1.0 - sp.target_density[n]
-                keep = m.numel() - round(final * s * m.numel()) if s < 1 else expected[n]
-                assert abs(counts[n] - keep) <= 1, (n, step)  # rounding of s*final vs final*s
-        elif METHODS[method].redistributes:  # weights move between layers; the total is exact
-            assert sum(counts.values()) == total
-        elif method == "grow":  # from half the final density up to it on the ramp, never past it
-            start = {n: round(sp.mask_density[n] * sp.method.start_ratio * m.numel()) for n, m in sp.masks.items()}
-            assert all(start[n] <= counts[n] <= expected[n] for n in counts), step
+        if len(seen) > n_seen:
+            _, counts, _ = seen[-1]
+            assert _active(sp) == {n: before[n] - counts[n][0] + counts[n][1] for n in before}
         else:
-            assert counts == expected
-    if method in ("gmp", "grow"):
-        assert {n: int(m.sum()) for n, m in sp.masks.items()} == expected
+            assert _active(sp) == before
+        forward = sp.method.forward_masks(sp.view)
+        if forward is not None:  # a forward set inside the mask is exact too, and inside it
+            assert {n: int(m.sum()) for n, m in forward.items()} == {
+                n: round(sp.target_density[n] * m.numel()) for n, m in sp.masks.items()}
+            assert all(not (forward[n] & ~sp.masks[n]).any() for n in forward)
+    final = {n: round(sp.mask_density[n] * m.numel()) for n, m in sp.masks.items()}
+    assert sum(_active(sp).values()) == sum(final.values())  # the level is exact at the end
     assert tr.avg_sparsity() == pytest.approx(0.7, abs=1e-3)
+    if method not in ("snfs", "flop_rigl"):  # these move weights between layers on purpose
+        assert _active(sp) == final
 
 
 # gmp never grows; Top-KAST's re-entering weights resume their stored (stale) values by design.
-@pytest.mark.parametrize("method", [m for m in SPARSE if METHODS[m].updates_masks and m not in ("gmp", "topkast")])
+@pytest.mark.parametrize("method", [m for m in UPDATING if m not in ("gmp", "topkast")])
 def test_grown_weights_start_at_zero_with_zero_state(tiny_raw, method):
     tr = _trainer(tiny_raw, method)
     sp = tr.sparsifier
@@ -163,7 +223,7 @@ def test_checkpoint_of_another_model_is_refused(tiny_raw):
         a.sparsifier.load_state_dict(state)
 
 
-@pytest.mark.parametrize("method", [m for m in SPARSE if METHODS[m].updates_masks])
+@pytest.mark.parametrize("method", UPDATING)
 def test_non_finite_gradients_skip_the_update(tiny_raw, method):
     tr = _trainer(tiny_raw, method)
     sp = tr.sparsifier
@@ -178,6 +238,39 @@ def test_non_finite_gradients_skip_the_update(tiny_raw, method):
     for n, m in sp.masks.items():
         assert torch.equal(m, before[n])
         assert torch.count_nonzero(sp.weights[n][~m]) == 0, "masked weights stay exactly zero even then"
+
+
+def test_a_method_sees_a_read_only_view(tiny_raw):
+    view = _trainer(tiny_raw, "rigl").sparsifier.view
+    assert isinstance(view, SparsityView)
+    name = next(iter(view.masks))
+    with pytest.raises(TypeError):
+        view.masks[name] = torch.ones_like(view.masks[name])  # only the sparsifier changes masks
+    assert not view.weight(name).requires_grad
+
+
+def test_gmp_prunes_on_its_cubic_ramp(tiny_raw):
+    tr = _trainer(tiny_raw, "gmp")
+    sp = tr.sparsifier
+    for step in range(16):
+        tr.train_step()
+        s = gmp_sparsity(sp.updates[-1]["step"] if sp.updates else 0, final=1.0, start=sp.schedule.start,
+                         end=sp.schedule.end)
+        for n, m in sp.masks.items():
+            final = 1.0 - sp.target_density[n]
+            keep = m.numel() - round(final * s * m.numel()) if s < 1 else round(sp.mask_density[n] * m.numel())
+            assert abs(int(m.sum()) - keep) <= 1, (n, step)  # rounding of s*final vs final*s
+
+
+def test_grow_stays_between_its_start_and_final_density(tiny_raw):
+    tr = _trainer(tiny_raw, "grow")
+    sp = tr.sparsifier
+    start = {n: round(sp.mask_density[n] * sp.method.start_ratio * m.numel()) for n, m in sp.masks.items()}
+    final = {n: round(sp.mask_density[n] * m.numel()) for n, m in sp.masks.items()}
+    for step in range(16):
+        tr.train_step()
+        assert all(start[n] <= c <= final[n] for n, c in _active(sp).items()), step
+    assert _active(sp) == final
 
 
 # ----- the shared update ------------------------------------------------------------------------------------
@@ -271,19 +364,12 @@ def test_gmp_cubic_ramp():
 def test_each_update_drops_the_scheduled_fraction(tiny_raw, method):
     tr = _trainer(tiny_raw, method, drop_schedule="cosine")
     sp = tr.sparsifier
-    seen = []
-    original = sp.method.counts
-
-    def spy(s, step):
-        out = original(s, step)
-        seen.append((step, {n: out[n][0] for n in out}, {n: int(m.sum()) for n, m in s.masks.items()}))
-        return out
-
-    sp.method.counts = spy
+    seen = _spy_counts(sp)
     for _ in range(12):
         tr.train_step()
     assert [s for s, _, _ in seen] == [2, 4, 6, 8, 10, 12]
-    for step, drops, active in seen:
+    for step, counts, active in seen:
+        drops = {n: counts[n][0] for n in counts}
         frac = sp.schedule.drop_fraction_at(step)
         assert frac == pytest.approx(0.15 * (1 + math.cos(math.pi * step / 16)))
         for n in drops:  # per-layer methods regrow in place, so they cannot drop more than there is room for
@@ -301,7 +387,7 @@ def _weight_grad_flops(tr, names):
     return {n: comps[n].backward_weight for n in names}
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", CONTRACT)
 def test_cumulative_flops_equal_the_methods_analytic_formula(tiny_raw, method):
     tr = _trainer(tiny_raw, method)
     sp = tr.sparsifier
@@ -312,17 +398,13 @@ def test_cumulative_flops_equal_the_methods_analytic_formula(tiny_raw, method):
     measured = 0.0
     for step in range(steps):
         dens = sp.densities()  # the masks in force during this step
-        update_after = sp.is_update_step(step)
+        backward = {k: m.sum().item() / m.numel() for k, m in sp.masks.items()}  # weight gradients cover the mask
+        dense_gradient = sp.method.needs_dense_gradient(sp.is_update_step(step))
         _, n, charged = tr.train_step()
         measured += tr.step_flops(n, charged)[0].total
         sparse = step_flops(tr.shape, bs, n, dens).total
-        extra = 0.0
-        if method == "snfs" or (METHODS[method].dense_weight_grad_on_update and update_after):
-            extra = sum((1 - dens[k]) * dense_wgrad[k] for k in sp.masks)
-        elif method == "topkast":  # weight gradients over the backward set
-            extra = sum((sp.masks[k].sum().item() / sp.masks[k].numel() - dens[k]) * dense_wgrad[k]
-                        for k in sp.masks)
-        expected += sparse + extra
+        wgrad = {k: 1.0 if dense_gradient else backward[k] for k in sp.masks}
+        expected += sparse + sum((wgrad[k] - dens[k]) * dense_wgrad[k] for k in sp.masks)
     assert measured == pytest.approx(expected, rel=1e-12)
     dense_total = steps * step_flops(tr.shape, bs, 0).total  # logits at all positions: n does not matter
     if method == "dense":
@@ -373,8 +455,8 @@ def test_snfs_layer_that_filled_up_can_still_shed_weights(tiny_raw):
         if not extra:
             break
     sp.masks[full][:] = True
-    sp.momentum = {n: torch.rand(m.shape) for n, m in sp.masks.items()}
-    counts = sp.method.counts(sp, 2)
+    sp.method.momentum = {n: torch.rand(m.shape) for n, m in sp.masks.items()}
+    counts = sp.method.counts(sp.view, 2)
     assert counts[full][0] > 0, "a dense layer sheds its share of weights"
     assert sum(d for d, _ in counts.values()) == sum(g for _, g in counts.values())
     assert sum(int(m.sum()) for m in sp.masks.values()) == total_before
@@ -388,7 +470,7 @@ def test_snfs_momentum_ignores_non_finite_gradients(tiny_raw):
     hook = sp.weights[name].register_hook(lambda g: torch.full_like(g, math.nan))
     tr.train_step()
     hook.remove()
-    assert all(torch.isfinite(m).all() for m in sp.momentum.values())
+    assert all(torch.isfinite(m).all() for m in sp.method.momentum.values())
 
 
 def test_gmp_catches_up_when_its_last_prune_was_skipped(tiny_raw):
@@ -405,7 +487,7 @@ def test_gmp_catches_up_when_its_last_prune_was_skipped(tiny_raw):
         tr.train_step()
     assert {n: int(m.sum()) for n, m in sp.masks.items()} == {
         n: round(sp.target_density[n] * m.numel()) for n, m in sp.masks.items()}
-    assert all(u.get("drop_fraction") is None for u in sp.updates if "changed" in u)
+    assert all(u["grown"] == 0 and u["dropped"] > 0 for u in sp.updates if "changed" in u)
 
 
 def test_topkast_regularizer_reaches_the_backward_set(tiny_raw):
@@ -429,7 +511,8 @@ def test_flop_rigl_regrows_where_gradient_per_flop_is_largest(tiny_raw):
     tr = _trainer(tiny_raw, "flop_rigl", update_every=1)
     sp = tr.sparsifier
     cheap = "head_transform.weight"
-    sp.weight_cost = {n: (1e-9 if n == cheap else 1.0) for n in sp.weight_cost}  # growth there is ~free
+    # growth there is ~free
+    sp.view.weight_cost = MappingProxyType({n: (1e-9 if n == cheap else 1.0) for n in sp.view.weight_cost})
     before = {n: int(m.sum()) for n, m in sp.masks.items()}
     counts = {}
     original = sp.method.counts
@@ -447,7 +530,7 @@ def test_flop_rigl_regrows_where_gradient_per_flop_is_largest(tiny_raw):
 def test_trainer_prices_weights_by_their_training_flops(tiny_raw):
     raw = {**tiny_raw, "sparsity": {"method": "flop_rigl", "level": 0.5}}
     tr = Trainer(spec_from_dict(raw), _data(tiny_raw), None)
-    cost = tr.sparsifier.weight_cost
+    cost = tr.sparsifier.view.weight_cost
     tokens = tr.spec.train.batch_size * tr.spec.model.seq_len
     ffn = next(n for n in cost if n.endswith("intermediate.dense.weight"))
     assert cost[ffn] == pytest.approx(6 * tokens)  # forward, input gradient, weight gradient: 2 FLOPs each
@@ -460,12 +543,13 @@ def test_grow_starts_at_half_the_final_density_and_ramps_late(tiny_raw):
     start = {n: int(m.sum()) for n, m in sp.masks.items()}
     final = {n: round(sp.mask_density[n] * m.numel()) for n, m in sp.masks.items()}
     assert all(abs(start[n] - final[n] / 2) <= 1 for n in start)
-    assert sp.method.ramp(sp, 8) == pytest.approx(0.125)  # (8/16)^3: most density arrives late
-    assert sp.method.ramp(sp, sp.schedule.end - 1) == 1.0  # the last update completes the ramp
+    assert sp.method.ramp(sp.view, 8) == pytest.approx(0.125)  # (8/16)^3: most density arrives late
+    assert sp.method.ramp(sp.view, sp.schedule.end - 1) == 1.0  # the last update completes the ramp
     tr2 = _trainer(tiny_raw, "grow", level=0.8, initial_level=0.95)
     assert tr2.sparsifier.method.start_ratio == pytest.approx(0.25)
 
 
 def test_grow_initial_level_below_level_is_refused():
+    from sparsesearch.checks import check_spec
     with pytest.raises(SpecError, match=r"sparsity.initial_level: must be >= sparsity.level \(0.8\)"):
-        spec_from_dict({"sparsity": {"method": "grow", "level": 0.8, "initial_level": 0.5}})
+        check_spec(spec_from_dict({"sparsity": {"method": "grow", "level": 0.8, "initial_level": 0.5}}))

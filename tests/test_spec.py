@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from sparsesearch.cli import main
+from sparsesearch.checks import check_spec
 from sparsesearch.spec import Spec, SpecError, describe_defaults, load_spec, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ BAD_SPECS = [
                                                           enumerate(BAD_SPECS)])
 def test_bad_spec_names_field_and_rule(raw, message):
     with pytest.raises(SpecError) as e:
-        spec_from_dict(raw)
+        check_spec(spec_from_dict(raw), raw)
     assert message in str(e.value)
     assert "\n" not in str(e.value)
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-import sparsesearch.trainer as trainer_mod
-from sparsesearch.target import reference_spec, resolve_target, target_path
+import sparsesearch.train.trainer as trainer_mod
+from sparsesearch.train.target import reference_spec, resolve_target, target_path
 
 
 def test_numeric_target_is_used_as_given(tiny_spec, tiny_data):

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sparsesearch.trainer import Trainer, train
+from sparsesearch.train.trainer import Trainer, train
 
 
 def _spec(tiny_spec, **train_kw):
@@ -33,7 +33,7 @@ def test_loss_falls_and_metrics_are_complete(tiny_spec, tiny_data):
     assert all(keys <= set(r) for r in rows)
     assert rows[0]["train_loss"] is None and rows[0]["flops"] == 0 and rows[0]["status"] == "running"
     assert rows[-1]["eval_loss"] < rows[0]["eval_loss"] - 0.5
-    assert rows[-1]["status"] == "budget" and trainer.result.status == "budget"
+    assert rows[-1]["status"] == "not_reached" and trainer.result.status == "not_reached"
     assert all(r["flop_ratio"] == 1.0 and r["avg_sparsity"] == 0.0 for r in rows)
     assert rows[-1]["flops"] == rows[-1]["dense_flops"] > 0
 
@@ -77,7 +77,7 @@ def test_unreached_target_is_projected_and_flagged(tiny_spec, tiny_data):
     tr = _ScriptedTrainer(spec, tiny_data, 4.2, losses=losses)
     list(tr.run())
     r = tr.result
-    assert r.status == "budget" and not r.reached_target and r.projected and r.steps == 80
+    assert r.status == "not_reached" and not r.reached_target and r.projected and r.steps == 80
     # Last quarter of the 8 intervals: 5.6 -> 5.2 over 2 intervals; 1.0 to go = 2.5 such windows.
     h = r.history
     window = h[-1]["train_time_s"] - h[-3]["train_time_s"]
@@ -88,12 +88,12 @@ def test_unreached_target_is_projected_and_flagged(tiny_spec, tiny_data):
 def test_stalled_run_projects_infinity(tiny_spec, tiny_data):
     tr = _ScriptedTrainer(_spec(tiny_spec, max_steps=20, eval_every=10), tiny_data, 1.0, losses=[9.0, 8.0, 8.5])
     list(tr.run())
-    assert tr.result.status == "budget" and math.isinf(tr.result.net_time_s)
+    assert tr.result.status == "not_reached" and math.isinf(tr.result.net_time_s)
 
 
 def test_time_budget_stops_the_run(tiny_spec, tiny_data):
     r = train(_spec(tiny_spec, max_steps=10_000, max_time_s=0.3), tiny_data, 0.01)
-    assert r.status == "budget" and r.steps < 10_000 and r.train_time_s >= 0.3
+    assert r.status == "not_reached" and r.steps < 10_000 and r.train_time_s >= 0.3
 
 
 def test_non_finite_loss_stops_at_once_as_diverged(tiny_spec, tiny_data):

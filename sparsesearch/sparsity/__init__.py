@@ -1,9 +1,6 @@
-"""Sparse training: masks and their one shared update (sparsifier), methods, layer densities, schedules."""
+"""Sparse training: masks (``masks``), the method seam (``method``), the methods (``methods``) and their registry
+(``registry``), the sparsifier that applies them (``sparsifier``), layer densities and schedules.
 
-from .distributions import layer_densities
-from .methods import METHODS, Method, get_method
-from .schedules import UpdateSchedule, gmp_sparsity
-from .sparsifier import Sparsifier, drop_and_grow, random_mask
-
-__all__ = ["METHODS", "Method", "Sparsifier", "UpdateSchedule", "drop_and_grow", "get_method", "gmp_sparsity",
-           "layer_densities", "random_mask"]
+Import from the modules: ``distributions`` and ``schedules`` are pure Python, and the results reader uses
+them without torch.
+"""

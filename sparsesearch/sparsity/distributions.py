@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..flops import weight_group
+from ..model.shape import weight_group
 from ..spec import SpecError
 
 

@@ -1,4 +1,4 @@
-"""The shared sparse-training mechanism: masks, their exact application, and one drop-and-grow update.
+"""The sparsifier: masks over a model's sparsifiable weights, kept exact through training, changed only here.
 
 Lifecycle, driven by the trainer around every optimizer step (torch.ao.pruning-like: prepare, step, state):
 
@@ -7,164 +7,133 @@ Lifecycle, driven by the trainer around every optimizer step (torch.ao.pruning-l
     clip gradients; optimizer.step()
     sparsifier.after_optimizer_step(step)    # masks re-applied; scheduled drop-and-grow update
 
-Invariants (DESIGN.md section 5): masked weights are exactly zero after every optimizer step, and so is their
-optimizer state (gradients are masked before the step, and the state of dropped weights is zeroed when they are
-dropped, so AdamW with weight decay never revives them); regrown weights start at zero with zero state; per-layer
-active counts are exact; an update is skipped when gradients are non-finite; masks travel in ``state_dict``.
+Invariants (docs/ARCHITECTURE.md, "Sparse training"): masked weights are exactly zero after every optimizer
+step, and so is their optimizer state (gradients are masked before the step, and the state of dropped weights is
+zeroed when they are dropped, so AdamW with weight decay never revives them); regrown weights start at zero with
+zero state; per-layer active counts are exactly what the method's counts asked for; an update is skipped when
+gradients are non-finite; masks and the method's state travel in ``state_dict``.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..flops import Density
-from .distributions import layer_densities
-from .methods import get_method
+from ..model.flops import Density
+from ..spec import SparsitySpec
+from .masks import drop_and_grow
+from .method import SparsityView
+from .registry import get_method
 from .schedules import UpdateSchedule
 
 
-def drop_and_grow(mask: torch.Tensor, drop_score: torch.Tensor, grow_score: torch.Tensor | None,
-                  n_drop: int, n_grow: int) -> torch.Tensor:
-    """New mask: the ``n_drop`` active entries with the lowest drop score removed, then the ``n_grow`` entries
-    with the highest grow score among those now inactive (just-dropped ones included, as in RigL) added."""
-    flat = mask.reshape(-1)
-    new = flat.clone()
-    active = int(flat.sum())
-    if not 0 <= n_drop <= active:
-        raise ValueError(f"cannot drop {n_drop} of {active} active weights")
-    if n_drop:
-        score = drop_score.reshape(-1).float().masked_fill(~flat, math.inf)
-        new[torch.topk(score, n_drop, largest=False, sorted=False).indices] = False
-    if n_grow:
-        if n_grow > int((~new).sum()):
-            raise ValueError(f"cannot grow {n_grow} into {int((~new).sum())} inactive weights")
-        score = grow_score.reshape(-1).float().masked_fill(new, -math.inf)
-        new[torch.topk(score, n_grow, sorted=False).indices] = True
-    return new.view_as(mask)
-
-
-def random_mask(shape: torch.Size, density: float, generator: torch.Generator) -> torch.Tensor:
-    """A mask with exactly round(density * numel) active entries, uniformly placed."""
-    n = math.prod(shape)
-    k = round(density * n)
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[torch.randperm(n, generator=generator)[:k]] = True
-    return mask.view(shape)
-
-
 class Sparsifier:
-    """Masks over a model's sparsifiable weights, kept exact through training by one method's updates."""
+    """Masks over a model's sparsifiable weights, changed by one method's decisions."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, spec, *, horizon: int, seed: int,
-                 weight_cost: dict[str, float] | None = None):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, sparsity: SparsitySpec, *,
+                 horizon: int, seed: int, weight_cost: dict[str, float] | None = None):
         """``weight_cost``: training FLOPs per step of one active weight, by name (methods that price growth
         by compute use it; default 1 for every weight)."""
-        self.spec = spec
-        self.method = get_method(spec.method)(spec)
+        self.sparsity = sparsity
+        self.method = get_method(sparsity.method)(sparsity)
         self.optimizer = optimizer
         self.weights: dict[str, nn.Parameter] = model.sparsifiable_weights()
-        shapes = {n: tuple(w.shape) for n, w in self.weights.items()}
-        self.weight_cost = {n: float((weight_cost or {}).get(n, 1.0)) for n in self.weights}
-        if self.method.name == "dense":
-            self.target_density = {n: 1.0 for n in shapes}
-        else:
-            self.target_density = layer_densities(shapes, spec.level, spec.distribution,
-                                                  dense_groups=spec.dense_groups, group_levels=spec.group_levels)
-        self.schedule = UpdateSchedule.from_spec(spec, horizon)
+        self.target_density = self.method.layer_densities({n: tuple(w.shape) for n, w in self.weights.items()})
+        self.schedule = UpdateSchedule.from_spec(sparsity, horizon)
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + 17)
         # Only weights that will ever be sparse carry a mask; the rest are plain dense weights. ``mask_density``
         # is the density each mask holds exactly once the method's ramp (if any) is done.
         self.mask_density = {n: self.method.mask_density(d) for n, d in self.target_density.items() if d < 1.0}
         self.masks: dict[str, torch.Tensor] = {}
+        self.view = SparsityView(
+            self.masks, self.weights, target_density=self.target_density, mask_density=self.mask_density,
+            weight_cost={n: float((weight_cost or {}).get(n, 1.0)) for n in self.weights},
+            schedule=self.schedule, generator=self.generator)
         for name, d in self.mask_density.items():
-            w = self.weights[name]
-            self.masks[name] = self.method.initial_mask(self, w, d).to(w.device)
+            self.masks[name] = self.method.initial_mask(self.view, name, d).to(self.weights[name].device)
         self._inactive = {n: ~m for n, m in self.masks.items()}
-        self.method.prepare(self)
-        self.momentum: dict[str, torch.Tensor] = {}
-        self.scores: dict[str, torch.Tensor] = {}
-        self.updates: list[dict] = []  # one entry per mask update: step, drop fraction, fraction changed
+        self.method.start(self.view)
+        self.updates: list[dict[str, Any]] = []  # one entry per mask update (or skipped update)
         self._pending_update = False
         self.apply_masks()
+        self._load_forward()
         self._refresh_densities()
 
     # ----- lifecycle ------------------------------------------------------------------------------------------
     def is_update_step(self, step: int) -> bool:
-        """Whether the mask changes after optimizer step ``step`` (0-based)."""
-        if not self.method.updates_masks or not self.masks:
-            return False
-        done = step + 1
-        if not self.method.sparse_from_start:  # gmp prunes at the end of its ramp, and after it until done
-            return self.schedule.is_update(done) or (done >= self.schedule.end and self.method.pending(self))
-        return self.schedule.is_update(done)
+        """Whether the masks change after optimizer step ``step`` (0-based)."""
+        return bool(self.masks) and self.method.wants_update(self.view, step + 1)
 
     def before_optimizer_step(self, step: int) -> None:
+        """Show the method the dense gradients, load its stored values, add the regularizer, mask gradients."""
         if not self.masks:
             return
         update = self.is_update_step(step)
-        finite = self._gradients_finite() if update or self.method.dense_weight_grad_every_step else True
+        dense_grad = self.method.needs_dense_gradient(update)
+        finite = self._gradients_finite() if update or dense_grad else True
         self._pending_update = update and finite
         if update and not finite:
             self.updates.append({"step": step + 1, "skipped": "non-finite gradients"})
-        if finite and (update or self.method.dense_weight_grad_every_step):
-            self.method.observe_gradients(self, self._pending_update)
-        self.method.before_optimizer_step(self)  # before the regularizer: Top-KAST fills in B \ A here
-        strength = self.spec.regularizer_strength
+        if finite and (update or dense_grad):
+            self.method.observe_gradients(self.view, self._pending_update)
+        stored = self.method.stored_values(self.view)
         with torch.no_grad():
             for name, mask in self.masks.items():
                 w = self.weights[name]
+                if stored is not None:  # one pass, not copy + masked_fill
+                    torch.where(mask, stored[name], stored[name].new_zeros(()), out=w)
                 if w.grad is None:
                     continue
-                if self.spec.regularizer == "l1" and strength:
-                    w.grad.add_(torch.sign(w), alpha=strength)
-                elif self.spec.regularizer == "l2" and strength:
-                    w.grad.add_(w, alpha=strength)
+                self._regularize(w)
                 w.grad.masked_fill_(self._inactive[name], 0.0)
-        if self.spec.regularizer != "none" and strength:
-            self._regularize_unmasked_dense(strength)
-
-    def _regularize_unmasked_dense(self, strength: float) -> None:
-        # Weights kept dense by the distribution are sparsifiable weights too: the regularizer applies to them.
-        with torch.no_grad():
             for name, w in self.weights.items():
-                if name in self.masks or w.grad is None:
-                    continue
-                w.grad.add_(torch.sign(w) if self.spec.regularizer == "l1" else w, alpha=strength)
+                # Weights kept dense by the distribution are sparsifiable weights too: the regularizer applies.
+                if name not in self.masks and w.grad is not None:
+                    self._regularize(w)
+
+    def _regularize(self, w: nn.Parameter) -> None:
+        kind, strength = self.sparsity.regularizer, self.sparsity.regularizer_strength
+        if kind == "l1" and strength:
+            w.grad.add_(torch.sign(w), alpha=strength)
+        elif kind == "l2" and strength:
+            w.grad.add_(w, alpha=strength)
 
     def after_optimizer_step(self, step: int) -> None:
+        """Re-apply the masks, then run a scheduled update."""
         if not self.masks:
             return
         self.apply_masks(state=False)
-        self.method.after_optimizer_step(self)
+        self.method.after_optimizer_step(self.view)
         if self._pending_update:
-            self.method.update(self, step + 1)
+            self._update(step + 1)
             self._refresh_densities()
             self._pending_update = False
-        self.method.after_update(self)
-        self.scores = {}
+        self._load_forward()
 
     # ----- the one update -------------------------------------------------------------------------------------
-    def drop_and_grow_update(self, step: int) -> None:
-        """The shared update: per layer, drop and grow the method's counts by its scores."""
-        counts = self.method.counts(self, step)
-        changed = {}
+    def _update(self, step: int) -> None:
+        """Per layer, drop and grow the method's counts by its scores; log what changed."""
+        counts = self.method.counts(self.view, step)
+        changed: dict[str, float] = {}
+        active = dropped = grown = 0
         with torch.no_grad():
             for name, mask in self.masks.items():
                 n_drop, n_grow = counts[name]
+                active += int(mask.sum())
+                dropped, grown = dropped + n_drop, grown + n_grow
                 if n_drop == 0 and n_grow == 0:
                     changed[name] = 0.0
                     continue
-                w = self.weights[name]
-                grow = self.method.grow_score(self, name, w) if n_grow else None
-                new = drop_and_grow(mask, self.method.drop_score(self, name, w), grow, n_drop, n_grow)
-                changed[name] = self.set_mask(name, new)
-        self.updates.append({"step": step, "drop_fraction": self.method.logged_drop_fraction(self, step),
+                grow = self.method.grow_score(self.view, name) if n_grow else None
+                new = drop_and_grow(mask, self.method.drop_score(self.view, name), grow, n_drop, n_grow)
+                changed[name] = self._set_mask(name, new)
+        self.method.after_masks_changed(self.view)
+        self.updates.append({"step": step, "dropped": dropped / max(1, active), "grown": grown / max(1, active),
                              "changed": changed})
 
-    def set_mask(self, name: str, new: torch.Tensor) -> float:
+    def _set_mask(self, name: str, new: torch.Tensor) -> float:
         """Replace a mask. Weights that leave it become zero; those that enter were inactive, hence already
         zero; both get zero optimizer state. Returns the fraction of active connections changed."""
         old = self.masks[name]
@@ -191,9 +160,17 @@ class Sparsifier:
                 w = self.weights[name]
                 w.masked_fill_(self._inactive[name], 0.0)
                 if state:
-                    for value in self.optimizer.state.get(w, {}).values():
-                        if torch.is_tensor(value) and value.shape == w.shape:
-                            value.masked_fill_(self._inactive[name], 0.0)
+                    self._zero_state(w, self._inactive[name])
+
+    def _load_forward(self) -> None:
+        """Where the forward pass uses a subset of the mask (Top-KAST), the weights hold the method's stored
+        values on that subset and zero elsewhere."""
+        forward, stored = self.method.forward_masks(self.view), self.method.stored_values(self.view)
+        if forward is None or stored is None:
+            return
+        with torch.no_grad():
+            for name, mask in forward.items():
+                torch.where(mask, stored[name], stored[name].new_zeros(()), out=self.weights[name])
 
     def _gradients_finite(self) -> bool:
         return all(self.weights[n].grad is None or bool(torch.isfinite(self.weights[n].grad).all())
@@ -201,7 +178,7 @@ class Sparsifier:
 
     # ----- reporting ------------------------------------------------------------------------------------------
     def _refresh_densities(self) -> None:
-        fwd = self.method.forward_masks(self)
+        fwd = self.method.forward_masks(self.view) or self.masks
         self._densities = {n: (int(fwd[n].sum()) / fwd[n].numel() if n in fwd else 1.0) for n in self.weights}
         self._backward = {n: (int(m.sum()) / m.numel()) for n, m in self.masks.items()}
 
@@ -212,22 +189,19 @@ class Sparsifier:
     def flop_densities(self, step: int) -> dict[str, Density]:
         """What step ``step`` costs per weight: (forward, input-gradient, weight-gradient) densities."""
         dens = self._densities
-        dense_wgrad = self.method.dense_weight_grad_every_step or (
-            self.method.dense_weight_grad_on_update and self.is_update_step(step))
-        if dense_wgrad:
+        if self.method.needs_dense_gradient(self.is_update_step(step)):
             return {n: ((d, d, 1.0) if n in self.masks else d) for n, d in dens.items()}
         # Weight gradients are needed for the whole mask (Top-KAST's backward set may exceed the forward set).
         return {n: ((d, d, self._backward[n]) if n in self.masks and self._backward[n] != d else d)
                 for n, d in dens.items()}
 
     # ----- checkpoints ----------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"masks": {n: m.cpu().clone() for n, m in self.masks.items()},
-                "momentum": {n: m.cpu().clone() for n, m in self.momentum.items()},
                 "generator": self.generator.get_state(), "updates": list(self.updates),
                 "method": self.method.state_dict()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if set(state["masks"]) != set(self.masks):
             raise ValueError(f"checkpoint masks {sorted(state['masks'])} do not match this model's "
                              f"{sorted(self.masks)}")
@@ -237,10 +211,9 @@ class Sparsifier:
                                  f"{tuple(self.masks[n].shape)}")
             self.masks[n] = m.to(self.masks[n].device, dtype=torch.bool)
             self._inactive[n] = ~self.masks[n]
-        self.momentum = {n: m.to(self.weights[n].device) for n, m in state["momentum"].items()}
         self.generator.set_state(state["generator"])
         self.updates = list(state["updates"])
-        self.method.load_state_dict(self, state.get("method", {}))
+        self.method.load_state_dict(state.get("method", {}), self.view)
         self.apply_masks()
-        self.method.after_update(self)
+        self._load_forward()
         self._refresh_densities()

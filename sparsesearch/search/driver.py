@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import pickle
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import ray
@@ -27,21 +26,16 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from .data import prepare_data
-from .embedding import embedding_dim, resolve_model_dir
-from .flops import ModelShape, expected_masked, step_flops
+from ..data.batches import prepare_data
+from ..definitions import RUNNING
+from ..experiment import REFERENCE_KEY, STATE_FILE, STUDY_FILE
+from ..model.embedding import model_shape
+from ..model.flops import expected_masked, step_flops
+from ..checks import check_spec
+from ..spec import Spec, SpecError, spec_from_dict
+from ..train.target import resolve_target
 from .space import define_by_run
-from .results import STATE_FILE, STUDY_FILE
-from .spec import Spec, SpecError, spec_from_dict
-from .target import resolve_target
-from .trial import REFERENCE_KEY, run_trial
-
-
-
-@dataclass
-class Experiment:
-    path: Path
-    results: Any  # the pandas DataFrame of the trials (one row per trial, last reported metrics)
+from .trial import run_trial
 
 
 def _quiet_ray_logs() -> None:
@@ -125,10 +119,9 @@ def _searcher(spec: Spec, raw: dict, exp_dir: Path, name: str):
     return ConcurrencyLimiter(WithReference(inner), max_concurrent=spec.tune.max_concurrent)
 
 
-def dense_step_flops(spec: Spec, data) -> float:
+def dense_step_flops(spec: Spec) -> float:
     """Matmul FLOPs of one dense training step (expected masked positions): the unit of ASHA's budget."""
-    shape = ModelShape.from_spec(spec.model, data.tokenizer.vocab_size,
-                                 embedding_dim(resolve_model_dir(spec.model.embedding)))
+    shape = model_shape(spec.model)
     return step_flops(shape, spec.train.batch_size, expected_masked(shape, spec.train.batch_size,
                                                                    spec.data.mask_prob)).total
 
@@ -174,7 +167,7 @@ def _progress_callback(log: Callable[[str], None]):
     class Progress(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             cfg = trial.config
-            what = "dense reference" if cfg.get("reference") else (
+            what = "dense reference" if cfg.get(REFERENCE_KEY) else (
                 f"{result.get('method')} level={result.get('level', 0):.3f}")
             log(f"  {trial.trial_id}  {what:<28} step {result['step']:>5}  eval {result['eval_loss']:.4f}  "
                 f"net {result['net_time_s']:8.1f}s{' (proj.)' if result['projected'] else '        '}  "
@@ -182,7 +175,7 @@ def _progress_callback(log: Callable[[str], None]):
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             status = (trial.last_result or {}).get("status", "?")
-            log(f"  {trial.trial_id}  finished: {'stopped early by ASHA' if status == 'running' else status}")
+            log(f"  {trial.trial_id}  finished: {'stopped early by ASHA' if status == RUNNING else status}")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             log(f"  {trial.trial_id}  ERROR (will retry from its checkpoint if attempts remain)")
@@ -191,8 +184,9 @@ def _progress_callback(log: Callable[[str], None]):
 
 
 def run_search(spec_path: str | Path, raw: dict, spec: Spec, *, log: Callable[[str], None] = print,
-               num_cpus: int | None = None) -> Experiment:
-    """Run the search of ``spec`` (see module docstring); returns the experiment and its trial table."""
+               num_cpus: int | None = None) -> Path:
+    """Run the search of ``spec`` (see module docstring); returns the experiment directory."""
+    check_spec(spec, raw)
     _quiet_ray_logs()
     name = spec.tune.name or f"{Path(spec_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = _storage_path(spec.tune.storage)
@@ -205,8 +199,7 @@ def run_search(spec_path: str | Path, raw: dict, spec: Spec, *, log: Callable[[s
     target = resolve_target(spec, data, log=log)  # once, before any trial starts
     log(f"target  held-out MLM loss {target.loss:.4f} ({target.source})")
     exp_dir.mkdir(parents=True, exist_ok=True)
-    shape = ModelShape.from_spec(spec.model, data.tokenizer.vocab_size,
-                                 embedding_dim(resolve_model_dir(spec.model.embedding)))
+    shape = model_shape(spec.model)
     state = {"spec_path": str(spec_path), "raw": raw, "target_loss": target.loss, "name": name,
              "storage": storage, "created": time.time(), "model_shape": dataclasses.asdict(shape),
              "expected_masked": expected_masked(shape, spec.train.batch_size, spec.data.mask_prob)}
@@ -215,7 +208,7 @@ def run_search(spec_path: str | Path, raw: dict, spec: Spec, *, log: Callable[[s
 
 
 def resume_search(exp_dir: str | Path, *, log: Callable[[str], None] = print,
-                  num_cpus: int | None = None, address: str | None = None) -> Experiment:
+                  num_cpus: int | None = None, address: str | None = None) -> Path:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume from their
     checkpoints, the searcher continues from its saved state."""
     _quiet_ray_logs()
@@ -242,9 +235,9 @@ def _storage_path(storage: str) -> str:
 
 
 def _fit(spec: Spec, raw: dict, data, target_loss: float, exp_dir: Path, name: str, storage: str, log,
-         num_cpus: int | None, *, restore: bool) -> Experiment:
+         num_cpus: int | None, *, restore: bool) -> Path:
     _init_ray(spec.tune.address, num_cpus)
-    unit_flops = dense_step_flops(spec, data)
+    unit_flops = dense_step_flops(spec)
     gpus = gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)))
     if spec.tune.gpus_per_trial is None and gpus > 0:
         log(f"gpus    tune.gpus_per_trial not set and the cluster has GPUs: each trial gets {gpus:g} GPU "
@@ -266,51 +259,5 @@ def _fit(spec: Spec, raw: dict, data, target_loss: float, exp_dir: Path, name: s
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     log(f"search  {spec.search.num_samples} trials + dense reference, {spec.tune.max_concurrent} at a time; "
         f"results in {exp_dir}")
-    grid = tuner.fit()
-    frame = grid.get_dataframe()
-    return Experiment(path=exp_dir, results=frame)
-
-
-def summarize(exp: Experiment, objective: str, top: int = 5) -> list[str]:
-    """The best configurations (reached the target, lowest objective) and where the results are."""
-    df = exp.results
-    lines = []
-    if df is None or df.empty:
-        return [f"no trial results in {exp.path}"]
-    params = [c for c in df.columns if c.startswith("config/") and c != "config/reference"]
-    is_ref = reference_mask(df)
-    ref = df[is_ref]
-    reached = df[(df["reached"] == 1) & ~is_ref].sort_values("objective")
-    n_stopped = int(((df["reached"] == 0) & (df["diverged"] == 0)).sum())
-    lines.append(f"{len(df)} trials: {int((df['reached'] == 1).sum())} reached the target, "
-                 f"{int((df['diverged'] == 1).sum())} diverged, {n_stopped} stopped early or out of budget")
-    if not ref.empty:
-        r = ref.iloc[0]
-        lines.append(f"dense reference: net time {r['net_time_s']:.1f}s, net FLOPs {r['net_flops']:.3g}"
-                     + ("" if r["reached"] == 1 else " (did not reach the target)"))
-    lines.append(f"best configurations by {objective}:")
-    for _, row in reached.head(top).iterrows():
-        cfg = ", ".join(f"{c[7:]}={_fmt(row[c])}" for c in params if not _missing(row[c]))
-        lines.append(f"  {row['trial_id']}  net time {row['net_time_s']:.1f}s  net FLOPs {row['net_flops']:.3g}  "
-                     f"sparsity {row['avg_sparsity']:.3f}  {cfg}")
-    if reached.empty:
-        lines.append("  (no sparse trial reached the target)")
-    lines.append(f"results: {exp.path}  (Optuna study: {exp.path / STUDY_FILE})")
-    lines.append(f"report:  sparsesearch report {exp.path}   (Pareto front, plots, importances)")
-    return lines
-
-
-def reference_mask(df):
-    """Rows of the dense reference trial in a trial table."""
-    import pandas as pd
-    if "config/reference" not in df.columns:
-        return pd.Series(False, index=df.index)
-    return df["config/reference"].map(lambda v: v is True or v == 1)
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    tuner.fit()
+    return exp_dir

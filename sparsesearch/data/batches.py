@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from .corpus import load_corpus, source_key
-from .embedding import TokenizerInfo, load_tokenizer, resolve_model_dir, tokenizer_info
-from .spec import DataSpec, ModelSpec, SpecError
+from ..model.embedding import TokenizerInfo, load_tokenizer, resolve_model_dir, tokenizer_info
+from ..spec import DataSpec, ModelSpec, SpecError
 
 DATA_FORMAT_VERSION = 1
 EVAL_MASK_SEED = 20_191_111  # eval masks depend on the data only, so every trial and seed sees the same batches

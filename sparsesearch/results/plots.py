@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..definitions import REACHED
+from .format import missing, params_text, value
 from .pareto import OBJECTIVES
 
 _AXIS = {"net_time": ("net time to target (s)", 1.0), "net_flops": ("net FLOPs to target (TFLOP)", 1e-12)}
@@ -27,21 +29,11 @@ def _plt():
 def _label(row: pd.Series, params: list[str]) -> str:
     if row["reference"]:
         return "dense reference"
-    parts = [f"{k.split('.')[-1]}={_fmt(row[k])}" for k in params if k in row and not _missing(row[k])
-             and k != "sparsity.method"]
-    return f"{row['method']}: " + ", ".join(parts)
-
-
-def _fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+    return f"{row['method']}: " + params_text(row, params, short=True)
 
 
 def _ref(df: pd.DataFrame) -> pd.Series | None:
-    r = df[df["reference"] & (df["status"] == "reached")]
+    r = df[df["reference"] & (df["status"] == REACHED)]
     return r.iloc[0] if len(r) else None
 
 
@@ -51,8 +43,8 @@ def pareto_png(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str 
     plt = _plt()
     col, (ylabel, scale) = OBJECTIVES[by], _AXIS[by]
     fig, ax = plt.subplots(figsize=(8, 5.2), dpi=120)
-    reached = df[(df["status"] == "reached") & ~df["reference"]]
-    others = df[(df["status"] != "reached") & df[col].map(lambda v: not _missing(v) and math.isfinite(v))]
+    reached = df[(df["status"] == REACHED) & ~df["reference"]]
+    others = df[(df["status"] != REACHED) & df[col].map(lambda v: not missing(v) and math.isfinite(v))]
     ax.scatter(100 * reached["avg_sparsity"], reached[col] * scale, s=28, color=_GREY, alpha=0.8,
                label=f"reached the target ({len(reached)})", zorder=2)
     if len(others):
@@ -77,7 +69,7 @@ def pareto_png(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str 
     ax.set_xlabel("average sparsity of the sparsifiable weights (%)")
     ax.set_ylabel(ylabel + ("  (lower is better)"))
     ax.set_xlim(-3, 100)
-    top = max([v for v in (df[col] * scale).tolist() if not _missing(v) and math.isfinite(v)], default=1.0)
+    top = max([v for v in (df[col] * scale).tolist() if not missing(v) and math.isfinite(v)], default=1.0)
     ax.set_ylim(0, top * 1.12)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
@@ -147,19 +139,19 @@ def pareto_html(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str
                  f"net time: {r['net_time_s']:.1f} s" + (" (projected)" if r["projected"] else ""),
                  f"net FLOPs: {r['net_flops']:.3g}", f"FLOP ratio: {r['flop_ratio']:.3f}",
                  f"final eval loss: {r['final_eval_loss']:.4f}"]
-        if not _missing(r.get("speedup")):
+        if not missing(r.get("speedup")):
             lines.append(f"speedup vs dense: {r['speedup']:.2f}x (FLOPs {r['flop_speedup']:.2f}x)")
-        lines += [f"{k} = {_fmt(r[k])}" for k in params if not _missing(r[k])]
+        lines += [f"{k} = {value(r[k])}" for k in params if not missing(r[k])]
         return "<br>".join(lines)
 
     fig = go.Figure()
-    finite = df[df[col].map(lambda v: not _missing(v) and math.isfinite(v))]
-    groups = [("reached the target", finite[(finite["status"] == "reached") & ~finite["reference"]
+    finite = df[df[col].map(lambda v: not missing(v) and math.isfinite(v))]
+    groups = [("reached the target", finite[(finite["status"] == REACHED) & ~finite["reference"]
                                             & ~finite["trial_id"].isin(on_front)],
                dict(color=_GREY, size=8)),
-              ("not reached (projected)", finite[finite["status"] != "reached"],
+              ("not reached (projected)", finite[finite["status"] != REACHED],
                dict(color="#c8c8c8", size=8, symbol="x")),
-              ("dense reference", finite[finite["reference"] & (finite["status"] == "reached")],
+              ("dense reference", finite[finite["reference"] & (finite["status"] == REACHED)],
                dict(color=_REF, size=16, symbol="star"))]
     for name, part, marker in groups:
         if len(part):
@@ -186,8 +178,8 @@ def front_json(front_df: pd.DataFrame, params: list[str], *, by: str, experiment
     for _, r in front_df.iterrows():
         points.append({"trial": int(r["trial"]), "trial_id": r["trial_id"], "reference": bool(r["reference"]),
                        "method": r["method"],
-                       **{m: (None if _missing(r[m]) else float(r[m])) for m in metrics},
-                       "params": {k: _plain(r[k]) for k in params if not _missing(r[k])}})
+                       **{m: (None if missing(r[m]) else float(r[m])) for m in metrics},
+                       "params": {k: _plain(r[k]) for k in params if not missing(r[k])}})
     return json.loads(json.dumps({"experiment": experiment, "objective": by, "maximise": "avg_sparsity",
                                   "minimise": OBJECTIVES[by], "target_loss": target, "front": points}))
 

@@ -1,7 +1,7 @@
 """Train one configuration until the held-out MLM loss reaches the target, a budget runs out, or it diverges.
 
 Knows nothing about Ray: ``Trainer(...).run()`` yields one plain metric dict per evaluation; the final
-``RunResult`` is in ``trainer.result``. Definitions (DESIGN.md section 3):
+``RunResult`` is in ``trainer.result``. Definitions (docs/ARCHITECTURE.md, "Definitions"):
 
 * time-to-target: training wall seconds (evaluation excluded) until the held-out loss first reaches the target,
   interpolated linearly between the two evaluations that bracket it; steps and FLOPs are interpolated alike;
@@ -23,26 +23,20 @@ from typing import Iterator
 
 import torch
 
-from .data import Batches, TokenizedData
-from .embedding import resolve_model_dir, shared_token_embedding
-from .flops import ModelShape, StepFlops, expected_masked, step_flops, weight_shapes
-from .model import MLMModel, build_model
-from .precision import Precision
-from .sparsity import Sparsifier
-from .spec import Spec, SpecError
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SpecError(f"train.device: {name!r} requested but no CUDA device is visible")
-    return torch.device(name)
+from ..data.batches import Batches, TokenizedData
+from ..definitions import DIVERGED, NOT_REACHED, REACHED, RUNNING, at_target
+from ..model.embedding import resolve_model_dir, shared_token_embedding
+from ..model.flops import Density, StepFlops, expected_masked, step_flops, weight_costs
+from ..model.network import MLMModel, build_model
+from ..model.shape import ModelShape
+from ..sparsity.sparsifier import Sparsifier
+from ..spec import Spec, SpecError
+from .precision import Precision, pick_device
 
 
 @dataclass
 class RunResult:
-    status: str  # reached | budget | diverged
+    status: str  # reached | not_reached | diverged (sparsesearch.definitions)
     reached_target: bool
     target_loss: float | None
     final_eval_loss: float
@@ -66,10 +60,6 @@ class RunResult:
 
 
 _AT_TARGET = ("step", "train_time_s", "flops", "dense_flops")  # interpolated at the target
-
-
-def _interp(a: float, b: float, frac: float) -> float:
-    return a + (b - a) * frac
 
 
 class Trainer:
@@ -100,25 +90,23 @@ class Trainer:
             lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2), fused=True)
         self.scaler = self.precision.grad_scaler()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.sparsifier = Sparsifier(self.model, self.optimizer, spec.sparsity, seed=tr.seed,
-                                     horizon=spec.sparsity.horizon_steps or spec.target.dense_steps,
-                                     weight_cost=self._weight_cost())
+        self.sparsifier = Sparsifier(
+            self.model, self.optimizer, spec.sparsity, seed=tr.seed,
+            horizon=spec.sparsity.horizon_steps or spec.target.dense_steps,
+            weight_cost=weight_costs(self.shape, tr.batch_size, self.expected_masked()))
         self.step = 0
         self.train_time = self.flops = self.dense_flops = 0.0  # training seconds, cumulative FLOPs
         self.eval_time = 0.0  # evaluation seconds (excluded from train_time)
         self.history: list[dict] = []  # one metric dict per evaluation
         self.pending_losses: list[float] = []  # training losses since the last evaluation
-        self.status = "running"
+        self.status = RUNNING
         self.at_target: dict | None = None
         self._reported_updates = 0
         self.result: RunResult | None = None
 
-    def _weight_cost(self) -> dict[str, float]:
-        """Dense training FLOPs per step of one weight of each sparsifiable matrix (expected masked count)."""
-        n = expected_masked(self.shape, self.spec.train.batch_size, self.spec.data.mask_prob)
-        shapes = weight_shapes(self.shape)
-        return {c.name: c.total / (shapes[c.name][0] * shapes[c.name][1])
-                for c in step_flops(self.shape, self.spec.train.batch_size, n).components if c.name in shapes}
+    def expected_masked(self) -> float:
+        """Expected positions per step that reach the MLM head."""
+        return expected_masked(self.shape, self.spec.train.batch_size, self.spec.data.mask_prob)
 
     def _lr_factor(self, step: int) -> float:
         tr = self.spec.train
@@ -136,7 +124,8 @@ class Trainer:
         total = sum(w.numel() for w in weights.values())
         return 1.0 - sum(dens[n] * w.numel() for n, w in weights.items()) / total
 
-    def step_flops(self, n_masked: float, densities=None) -> tuple[StepFlops, StepFlops]:
+    def step_flops(self, n_masked: float, densities: dict[str, Density] | None = None
+                   ) -> tuple[StepFlops, StepFlops]:
         """(actual, dense-equivalent) FLOPs of a step with ``n_masked`` positions at the head; ``densities``
         default to the current step's, method overheads (e.g. a dense gradient on update steps) included."""
         bs = self.spec.train.batch_size
@@ -204,16 +193,16 @@ class Trainer:
             torch.manual_seed(tr.seed)  # dropout
             row = self._record(self.evaluate(), None)
             if self.target is not None and row["eval_loss"] <= self.target:
-                self.status, self.at_target = "reached", {k: row[k] for k in _AT_TARGET}
+                self.status, self.at_target = REACHED, at_target(None, row, self.target, _AT_TARGET)
             row["status"] = self.status
             yield row
         self.model.train()
-        while self.status == "running":
+        while self.status == RUNNING:
             start = time.perf_counter()
             loss_value, n_masked, step_densities = self.train_step()
             self.train_time += time.perf_counter() - start
             if not math.isfinite(loss_value):
-                self.status = "diverged"
+                self.status = DIVERGED
                 row = self._record(float("inf"), loss_value)
                 row["status"] = self.status
                 yield row
@@ -230,13 +219,12 @@ class Trainer:
             row = self._record(self.evaluate(), sum(self.pending_losses) / len(self.pending_losses))
             self.pending_losses.clear()
             if not math.isfinite(row["eval_loss"]):
-                self.status = "diverged"
+                self.status = DIVERGED
             elif self.target is not None and row["eval_loss"] <= self.target:
-                self.status = "reached"
-                frac = (prev["eval_loss"] - self.target) / (prev["eval_loss"] - row["eval_loss"])
-                self.at_target = {k: _interp(prev[k], row[k], frac) for k in _AT_TARGET}
+                self.status = REACHED
+                self.at_target = at_target(prev, row, self.target, _AT_TARGET)
             elif out_of_budget:
-                self.status = "budget"
+                self.status = NOT_REACHED
             row["status"] = self.status
             yield row
         self.result = self._finish()
@@ -299,7 +287,7 @@ class Trainer:
         finite = [h["eval_loss"] for h in history if math.isfinite(h["eval_loss"])]
         obj = self.objective_so_far()
         return RunResult(
-            status=status, reached_target=status == "reached", target_loss=self.target,
+            status=status, reached_target=status == REACHED, target_loss=self.target,
             final_eval_loss=last["eval_loss"], best_eval_loss=min(finite) if finite else math.inf,
             steps=self.step, steps_to_target=at_target["step"] if at_target else None,
             train_time_s=last["train_time_s"], time_to_target_s=obj["time_to_target_s"],
@@ -313,7 +301,7 @@ class Trainer:
         if self.at_target is not None:
             t, f, d = (self.at_target[k] for k in ("train_time_s", "flops", "dense_flops"))
             projected = False
-        elif self.status == "diverged":
+        elif self.status == DIVERGED:
             t = f = d = math.inf
             projected = True
         else:
@@ -322,7 +310,7 @@ class Trainer:
         if d and math.isfinite(d) and d > 0:
             ratio = f / d
         else:  # no FLOPs yet, or no finite projection: the ratio so far (diverged: infinite)
-            ratio = math.inf if self.status == "diverged" else self.history[-1]["flop_ratio"]
+            ratio = math.inf if self.status == DIVERGED else self.history[-1]["flop_ratio"]
         return {"time_to_target_s": t, "flop_ratio": ratio, "net_time_s": t * ratio, "net_flops": f,
                 "dense_flops": d, "projected": projected}
 

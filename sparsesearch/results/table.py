@@ -14,30 +14,20 @@ from pathlib import Path
 
 import pandas as pd
 
-STATE_FILE = "sparsesearch.json"  # the spec and the target, written by search.run_search
-STUDY_FILE = "study.db"  # the Optuna study (SQLite)
-REFERENCE_KEY = "reference"  # config key of the dense reference trial
+from ..definitions import (DIVERGED, ERRORED, INVALID, LEGACY_STATUSES, NOT_REACHED, REACHED, STOPPED_EARLY,
+                           UNFINISHED, at_target)
+from ..experiment import REFERENCE_KEY, STATE_FILE
 
-# Trial statuses, in the order tables list them.
-STATUSES = ("reached", "not_reached", "stopped_early", "diverged", "errored", "invalid", "unfinished")
-STATUS_HELP = {
-    "reached": "reached the target loss",
-    "not_reached": "spent its step or time budget without reaching the target",
-    "stopped_early": "stopped by ASHA before reaching the target",
-    "diverged": "non-finite loss; stopped at once",
-    "errored": "the trial raised an error (see error.txt in its folder)",
-    "invalid": "its sampled values clash; it did not train",
-    "unfinished": "still running, or the search was interrupted (resume it to finish)",
-}
-
-# Per-trial columns, from the trial's last report (see trial.METRICS), renamed where the meaning narrows.
+# Per-trial columns from the trial's last report (a ``TrialReport``), renamed where the meaning narrows.
 _LAST = {"eval_loss": "final_eval_loss", "step": "steps", "target_loss": "target_loss",
          "time_to_target_s": "time_to_target_s", "flop_ratio": "flop_ratio", "net_time_s": "net_time_s",
          "net_flops": "net_flops", "avg_sparsity": "avg_sparsity", "train_time_s": "train_time_s",
          "flops": "flops", "method": "method", "level": "level", "node": "node", "precision": "precision"}
+_TEXT = ("method", "node", "precision")
 COLUMNS = ("trial", "trial_id", "reference", "status", "method", "target_loss", "final_eval_loss",
-           "best_eval_loss", "steps", "steps_to_target", "time_to_target_s", "projected", "flop_ratio", "net_time_s", "net_flops", "avg_sparsity",
-           "speedup", "flop_speedup", "train_time_s", "flops", "reports", "node", "precision", "trial_dir")
+           "best_eval_loss", "steps", "steps_to_target", "time_to_target_s", "projected", "flop_ratio",
+           "net_time_s", "net_flops", "avg_sparsity", "speedup", "flop_speedup", "train_time_s", "flops", "reports",
+           "node", "precision", "trial_dir")
 
 
 class ResultsError(ValueError):
@@ -61,6 +51,7 @@ def experiment_dir(path: str | Path) -> Path:
 
 
 def load_state(exp: Path) -> dict:
+    """The experiment's ``sparsesearch.json``: its spec, target and what ``resume`` needs."""
     try:
         return json.loads((exp / STATE_FILE).read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -100,20 +91,17 @@ def _ray_statuses(exp: Path) -> dict[str, str]:
 
 
 def _status(last: dict | None, ray_status: str, has_error: bool) -> str:
-    st = (last or {}).get("status")
-    if st == "reached":
-        return "reached"
-    if st == "diverged":
-        return "diverged"
-    if st == "invalid":
-        return "invalid"
-    if st == "budget":
-        return "not_reached"
+    st = str((last or {}).get("status", ""))
+    st = LEGACY_STATUSES.get(st, st)
+    if st.startswith(INVALID):  # older experiments stored "invalid: <why>"
+        return INVALID
+    if st in (REACHED, DIVERGED, NOT_REACHED):
+        return st
     if ray_status == "ERROR" or (has_error and ray_status not in ("RUNNING", "PENDING")):
-        return "errored"
+        return ERRORED
     if last is not None and (last.get("done") or ray_status == "TERMINATED"):
-        return "stopped_early"  # the scheduler ended it mid-run
-    return "unfinished"
+        return STOPPED_EARLY  # the scheduler ended it mid-run
+    return UNFINISHED
 
 
 def _trial_dirs(exp: Path) -> list[Path]:
@@ -144,16 +132,13 @@ def _trial_number(d: Path) -> int:
 
 def steps_to_target(rows: list[dict], target: float) -> float:
     """Step at which the eval loss first reached ``target``, interpolated linearly between the two reports
-    that bracket it (the trainer's rule); NaN when it never did."""
+    that bracket it (the trainer's rule, ``definitions.at_target``); NaN when it never did."""
     prev = None
     for r in rows:
-        loss, step = _num(r.get("eval_loss")), _num(r.get("step"))
-        if loss <= target:
-            if prev is None or prev[1] <= loss:
-                return step
-            frac = (prev[1] - target) / (prev[1] - loss)
-            return prev[0] + frac * (step - prev[0])
-        prev = (step, loss)
+        row = {"eval_loss": _num(r.get("eval_loss")), "step": _num(r.get("step"))}
+        if row["eval_loss"] <= target:
+            return at_target(prev, row, target, ("step",))["step"]
+        prev = row
     return math.nan
 
 
@@ -191,22 +176,22 @@ def load_results(path: str | Path) -> pd.DataFrame:
                "reports": len(rows), "projected": bool(last.get("projected")) if last else True}
         for src, dst in _LAST.items():
             v = (last or {}).get(src)
-            rec[dst] = v if src in ("method", "node", "precision") else _num(v)
+            rec[dst] = v if src in _TEXT else _num(v)
         if rec["target_loss"] != rec["target_loss"]:
             rec["target_loss"] = _num(state.get("target_loss"))
         rec["method"] = rec["method"] or ("dense" if ref else cfg.get("sparsity.method"))
         rec["best_eval_loss"] = min((_num(r["eval_loss"]) for r in rows), default=math.nan)
-        rec["steps_to_target"] = steps_to_target(rows, rec["target_loss"]) if status == "reached" else math.nan
-        if status != "reached":  # only a reached target has a measured time; the rest is projection
-            rec["projected"] = status not in ("invalid",) and rec["projected"]
+        rec["steps_to_target"] = steps_to_target(rows, rec["target_loss"]) if status == REACHED else math.nan
+        if status != REACHED:  # only a reached target has a measured time; the rest is projection
+            rec["projected"] = status != INVALID and rec["projected"]
         for k, v in cfg.items():
             if k != REFERENCE_KEY:
                 param_keys[k] = None
                 rec[k] = v
         records.append(rec)
     df = pd.DataFrame.from_records(records, columns=[*COLUMNS, *param_keys])
-    ref_rows = df[df["reference"] & (df["status"] == "reached")]
-    reached = df["status"] == "reached"
+    ref_rows = df[df["reference"] & (df["status"] == REACHED)]
+    reached = df["status"] == REACHED
     if len(ref_rows):
         r = ref_rows.iloc[0]
         df["speedup"] = (r["net_time_s"] / df["net_time_s"]).where(reached)

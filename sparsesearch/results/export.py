@@ -9,13 +9,14 @@ import pandas as pd
 
 from . import plots
 from .pareto import front
-from .results import COLUMNS, experiment_dir, load_results
+from .table import COLUMNS, experiment_dir, load_results
 
 # trials.csv: identity and status first, then the sampled parameters, then the metrics.
 _ID = ("trial", "trial_id", "reference", "status", "method")
 
 
 def trial_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The trial table in the column order of trials.csv."""
     params = [c for c in df.attrs.get("params", []) if c in df.columns]
     metrics = [c for c in COLUMNS if c not in _ID]
     return df[[*_ID, *params, *metrics]]

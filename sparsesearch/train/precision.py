@@ -16,13 +16,22 @@ from pathlib import Path
 
 import torch
 
-from .spec import SpecError
+from ..spec import SpecError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @lru_cache(maxsize=1)
+def pick_device(name: str) -> torch.device:
+    """The device ``train.device`` names: 'auto' is CUDA when visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SpecError(f"train.device: {name!r} requested but no CUDA device is visible")
+    return torch.device(name)
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU has bf16 matmul instructions (AVX-512 BF16 or AMX); Linux flags, else oneDNN's view."""
     try:

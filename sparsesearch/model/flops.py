@@ -1,6 +1,6 @@
 """Analytic FLOP model of one training step (pure Python: no torch).
 
-Rules (DESIGN.md section 4): a matmul [M, K] x [K, N] costs 2*M*K*N FLOPs. Backward is the input-gradient
+Rules (docs/ARCHITECTURE.md, "FLOP rules"): a matmul [M, K] x [K, N] costs 2*M*K*N FLOPs. Backward is the input-gradient
 matmul (skipped where the input needs no gradient, e.g. right after a frozen embedding) plus the weight-gradient
 matmul (skipped for frozen weights), each the size of the forward one. A weight of density d costs d times its
 dense FLOPs in all three. Activation x activation products (attention scores QK^T and attention-weighted values
@@ -17,48 +17,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping
 
-GROUPS = ("embed_proj", "attn_qkv", "attn_out", "ffn_in", "ffn_out", "head_transform", "decoder",
-          "attn_scores", "attn_values")
-# Groups of sparsifiable weights, by the end of the parameter name (see MLMModel.sparsifiable_weights).
-WEIGHT_GROUPS = {"embed_proj.weight": "embed_proj", "attention.self.query.weight": "attn_qkv",
-                 "attention.self.key.weight": "attn_qkv", "attention.self.value.weight": "attn_qkv",
-                 "attention.output.dense.weight": "attn_out", "intermediate.dense.weight": "ffn_in",
-                 "output.dense.weight": "ffn_out", "head_transform.weight": "head_transform"}
-SPARSIFIABLE_GROUPS = tuple(dict.fromkeys(WEIGHT_GROUPS.values()))
-
-
-def weight_group(name: str) -> str:
-    """The group of a sparsifiable weight, e.g. 'encoder.layer.0.intermediate.dense.weight' -> 'ffn_in'."""
-    for suffix, group in WEIGHT_GROUPS.items():
-        if name == suffix or name.endswith("." + suffix):
-            # 'attention.output.dense' also ends in 'output.dense': the longer suffix is listed first.
-            return group
-    raise KeyError(f"{name!r} is not a sparsifiable weight")
+from .shape import GROUPS, ModelShape
 
 # Density of a weight for one step: one number, or (forward, input-gradient, weight-gradient) when a method
 # computes some of them more densely (e.g. RigL's dense gradient on mask-update steps).
 Density = float | tuple[float, float, float]
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """Everything the FLOP count depends on, read from the model spec and the embedding."""
-
-    vocab: int
-    emb_dim: int
-    hidden: int
-    layers: int
-    heads: int
-    ffn: int
-    seq_len: int
-    embedding_trainable: bool = False
-    logits_at_all_positions: bool = False
-
-    @classmethod
-    def from_spec(cls, model, vocab: int, emb_dim: int) -> "ModelShape":
-        return cls(vocab=vocab, emb_dim=emb_dim, hidden=model.hidden_size, layers=model.num_layers,
-                   heads=model.num_heads, ffn=model.ffn_size, seq_len=model.seq_len,
-                   embedding_trainable=not model.freeze_embedding, logits_at_all_positions=model.logits == "all")
 
 
 @dataclass(frozen=True)
@@ -132,52 +95,28 @@ def step_flops(shape: ModelShape, batch_size: int, n_masked: float,
     s = shape
     tokens = float(batch_size * s.seq_len)
     logit_rows = tokens if s.logits_at_all_positions else float(n_masked)
+    # QK^T and AV: batch*heads products of [S, d] x [S, d]^T and [S, S] x [S, d]; 2*B*S*S*H each.
+    att = 2.0 * batch_size * s.seq_len * s.seq_len * s.hidden
     comps: list[Component] = []
-    if s.emb_dim != s.hidden:
-        # Its input comes straight from the embedding: it needs a gradient only if the embedding trains.
-        comps.append(_linear("embed_proj.weight", "embed_proj", None, tokens, s.emb_dim, s.hidden,
-                             density=dens.get("embed_proj.weight", 1.0), input_grad=s.embedding_trainable,
-                             weight_grad=True))
-    for i in range(s.layers):
-        p = f"encoder.layer.{i}."
-        for sub, group in (("attention.self.query", "attn_qkv"), ("attention.self.key", "attn_qkv"),
-                           ("attention.self.value", "attn_qkv"), ("attention.output.dense", "attn_out")):
-            name = f"{p}{sub}.weight"
-            comps.append(_linear(name, group, i, tokens, s.hidden, s.hidden, density=dens.get(name, 1.0),
-                                 input_grad=True, weight_grad=True))
-        name = f"{p}intermediate.dense.weight"
-        comps.append(_linear(name, "ffn_in", i, tokens, s.hidden, s.ffn, density=dens.get(name, 1.0),
-                             input_grad=True, weight_grad=True))
-        name = f"{p}output.dense.weight"
-        comps.append(_linear(name, "ffn_out", i, tokens, s.ffn, s.hidden, density=dens.get(name, 1.0),
-                             input_grad=True, weight_grad=True))
-        # QK^T and AV: batch*heads products of [S, d] x [d, S] and [S, S] x [S, d]; 2*B*S*S*H each.
-        att = 2.0 * batch_size * s.seq_len * s.seq_len * s.hidden
-        comps.append(Component(f"{p}attention.scores", "attn_scores", i, att, 2 * att, 0.0, sparsifiable=False))
-        comps.append(Component(f"{p}attention.values", "attn_values", i, att, 2 * att, 0.0, sparsifiable=False))
-    comps.append(_linear("head_transform.weight", "head_transform", None, logit_rows, s.hidden, s.emb_dim,
-                         density=dens.get("head_transform.weight", 1.0), input_grad=True, weight_grad=True))
+    for w in s.weights():
+        if w.group == "head_transform":
+            rows, input_grad = logit_rows, True
+        elif w.group == "embed_proj":  # its input is the embedding: it needs a gradient only if that trains
+            rows, input_grad = tokens, s.embedding_trainable
+        else:
+            rows, input_grad = tokens, True
+        comps.append(_linear(w.name, w.group, w.layer, rows, w.in_features, w.out_features,
+                             density=dens.get(w.name, 1.0), input_grad=input_grad, weight_grad=True))
+        if w.group == "ffn_out":  # the block's activation products follow its weights
+            p = f"encoder.layer.{w.layer}."
+            comps.append(Component(f"{p}attention.scores", "attn_scores", w.layer, att, 2 * att, 0.0,
+                                   sparsifiable=False))
+            comps.append(Component(f"{p}attention.values", "attn_values", w.layer, att, 2 * att, 0.0,
+                                   sparsifiable=False))
     # Tied to the token embedding: one parameter, trainable only with the embedding, never masked here.
     comps.append(_linear("decoder", "decoder", None, logit_rows, s.emb_dim, s.vocab, density=1.0,
                          input_grad=True, weight_grad=s.embedding_trainable, sparsifiable=False))
     return StepFlops(tuple(comps), _nonmatmul(shape, batch_size, logit_rows))
-
-
-def weight_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:
-    """(out_features, in_features) of every sparsifiable weight, by the names ``step_flops`` and
-    ``MLMModel.sparsifiable_weights`` use: what layer densities are computed over, without building a model."""
-    s = shape
-    out: dict[str, tuple[int, int]] = {}
-    if s.emb_dim != s.hidden:
-        out["embed_proj.weight"] = (s.hidden, s.emb_dim)
-    for i in range(s.layers):
-        p = f"encoder.layer.{i}."
-        for sub in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
-            out[f"{p}{sub}.weight"] = (s.hidden, s.hidden)
-        out[f"{p}intermediate.dense.weight"] = (s.ffn, s.hidden)
-        out[f"{p}output.dense.weight"] = (s.hidden, s.ffn)
-    out["head_transform.weight"] = (s.emb_dim, s.hidden)
-    return out
 
 
 def _nonmatmul(s: ModelShape, batch_size: int, logit_rows: float) -> dict[str, float]:
@@ -190,6 +129,14 @@ def _nonmatmul(s: ModelShape, batch_size: int, logit_rows: float) -> dict[str, f
         "softmax + cross-entropy (logits)": 5.0 * logit_rows * s.vocab,
     }
     return {k: 3.0 * v for k, v in per_fwd.items()}
+
+
+def weight_costs(shape: ModelShape, batch_size: int, n_masked: float) -> dict[str, float]:
+    """Dense training FLOPs per step of one weight of each sparsifiable matrix (what methods that price
+    growth by compute, such as flop_rigl, divide by)."""
+    sizes = {w.name: w.out_features * w.in_features for w in shape.weights()}
+    return {c.name: c.total / sizes[c.name] for c in step_flops(shape, batch_size, n_masked).components
+            if c.name in sizes}
 
 
 def expected_masked(shape: ModelShape, batch_size: int, mask_prob: float) -> float:

@@ -1,0 +1,96 @@
+"""An experiment as stored on disk, shared by the search that writes it and the results that read it.
+
+- the files of an experiment directory;
+- what every trial reports (``TrialReport``; Ray Tune stores one JSON row per report in ``result.json``);
+- how a trial's configuration (the sampled values, or the dense reference) becomes its spec.
+
+Pure Python: reading an experiment never needs torch or Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .definitions import RUNNING
+from .spec import Spec, spec_from_dict, with_values
+
+STATE_FILE = "sparsesearch.json"  # the spec, the resolved target and what `resume` needs
+STUDY_FILE = "study.db"  # the Optuna study (SQLite)
+CHECKPOINT_FILE = "trainer.pt"  # inside each of a trial's checkpoints
+REFERENCE_KEY = "reference"  # config key of the dense reference trial
+
+
+@dataclass
+class TrialReport:
+    """One report of a trial, after an evaluation. Every report carries every field (a missing metric stops a
+    Ray Tune run) and no NaN (Optuna would leave the trial running forever): an unreached trial reports its
+    projected objective, a diverged or invalid one infinity. The defaults are those of a trial that did not
+    train."""
+
+    step: int = 0
+    budget: float = 0.0  # what ASHA counts: dense-equivalent steps or net FLOPs so far (search.asha.unit)
+    eval_loss: float = math.inf
+    train_loss: float = math.inf
+    train_time_s: float = 0.0
+    flops: float = 0.0
+    dense_flops: float = 0.0
+    flop_ratio: float = math.inf
+    net_time_s: float = math.inf
+    net_flops: float = math.inf
+    time_to_target_s: float = math.inf
+    objective: float = math.inf  # what the search minimises: net_time_s or net_flops
+    avg_sparsity: float = 0.0
+    target_loss: float | None = None
+    reached: int = 0
+    projected: int = 1
+    diverged: int = 0
+    status: str = RUNNING  # a status of sparsesearch.definitions
+    message: str = ""  # why a trial is invalid
+    method: str = ""
+    level: float = 0.0
+    node: str = ""  # the Ray node it ran on
+    precision: str = ""
+    # Where a trial's wall time and memory go besides training (benchmarks/orchestration_overhead.py).
+    startup_s: float = 0.0
+    eval_time_s: float = 0.0
+    report_s: float = 0.0
+    rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+METRICS = tuple(f.name for f in dataclasses.fields(TrialReport))
+
+
+def encode_value(value: Any) -> Any:
+    """A searched value as Optuna can store it: list-valued choices (e.g. dense_groups) travel as JSON text."""
+    return json.dumps(list(value)) if isinstance(value, (tuple, list)) else value
+
+
+def decode_value(value: Any) -> Any:
+    """A sampled value as the spec wants it (inverse of ``encode_value``)."""
+    if isinstance(value, str) and value.startswith("["):
+        return tuple(json.loads(value))
+    return value
+
+
+def base_raw(raw: dict) -> dict:
+    """The part of an experiment's spec that a trial trains with (its search and tune sections left out)."""
+    return {k: v for k, v in raw.items() if k not in ("search", "tune")}
+
+
+def trial_spec(raw: dict, config: dict) -> Spec:
+    """The spec of one trial: the experiment's spec with the trial's sampled values, or the dense reference.
+
+    Raises ``SpecError`` when the values clash with each other or with the rest of the spec."""
+    base = base_raw(raw)
+    if config.get(REFERENCE_KEY):
+        return spec_from_dict({**base, "sparsity": {"method": "dense"}})
+    values = {k: decode_value(v) for k, v in config.items() if k != REFERENCE_KEY}
+    return spec_from_dict(with_values(base, values))

@@ -1,0 +1,79 @@
+"""Spec -> Optuna define-by-run search space (conditional keys exist only when their condition holds)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+
+from ..experiment import decode_value, encode_value, trial_spec
+from ..checks import check_space
+from ..sparsity.registry import check_sparsity
+from ..spec import SearchParam, Spec, SpecError
+
+
+def _suggest(trial: optuna.Trial, p: SearchParam) -> Any:
+    if p.kind == "choice":
+        return decode_value(trial.suggest_categorical(p.key, [encode_value(v) for v in p.values]))
+    lo, hi = p.values
+    if p.kind == "uniform":
+        return trial.suggest_float(p.key, lo, hi)
+    if p.kind == "loguniform":
+        return trial.suggest_float(p.key, lo, hi, log=True)
+    return trial.suggest_int(p.key, lo, hi, log=p.kind == "int_log")  # bounds inclusive
+
+
+class DefineByRun:
+    """The define-by-run function OptunaSearch calls: suggests the searched keys (no computation inside) and
+    returns the constants. A condition on a key that is not searched is decided by the spec's own value.
+    A class, not a closure, so that the searcher can be pickled into the experiment for resuming."""
+
+    def __init__(self, spec: Spec, raw: dict):
+        self.params = check_space(spec, raw)
+        self.fixed = spec.to_dict()
+
+    def __call__(self, trial: optuna.Trial) -> dict:
+        chosen: dict[str, Any] = {}
+        constants: dict[str, Any] = {}
+        for p in self.params:
+            if not all(_current(k, chosen, constants, self.fixed) in allowed for k, allowed in p.when):
+                continue
+            if p.kind == "const":
+                constants[p.key] = p.values[0]
+            else:
+                chosen[p.key] = _suggest(trial, p)
+        return constants
+
+
+def define_by_run(spec: Spec, raw: dict) -> Callable[[optuna.Trial], dict]:
+    """The search space of ``spec`` as Optuna's define-by-run function."""
+    return DefineByRun(spec, raw)
+
+
+def _current(key: str, chosen: dict, constants: dict, fixed: dict) -> Any:
+    if key in chosen:
+        return chosen[key]
+    if key in constants:
+        return constants[key]
+    section, name = key.split(".")
+    return fixed[section][name]
+
+
+def sample_configs(spec: Spec, raw: dict, n: int, seed: int = 0) -> list[dict]:
+    """``n`` configurations drawn at random from the space (for --dry-run), each validated as a full spec."""
+    space = define_by_run(spec, raw)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        constants = space(trial)
+        config = {k: decode_value(v) for k, v in {**trial.params, **constants}.items()}
+        try:
+            check_sparsity(trial_spec(raw, config).sparsity)
+        except SpecError as e:  # the spec validator checks values one at a time; combinations can still clash
+            config["invalid"] = str(e)
+        study.tell(trial, 0.0)
+        out.append(config)
+    return out

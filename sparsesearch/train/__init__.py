@@ -1,0 +1,1 @@
+"""One training run: precision (``precision``), the trainer (``trainer``) and the auto target (``target``)."""
