@@ -20,8 +20,9 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from sparsesearch.results import plots  # noqa: E402
-from sparsesearch.results.pareto import front  # noqa: E402
+from sparsesearch.results import plots
+from sparsesearch.results.format import params_text
+from sparsesearch.results.pareto import front
 
 RESULTS = HERE / "results"
 FIGURES = HERE / "figures"
@@ -230,8 +231,7 @@ def search_section(name: str, results: Path, figures: Path) -> tuple[str, Path |
              "| trial | method | sparsity | net time (s) | speedup | net FLOPs | FLOP speedup | parameters |",
              "|---|---|---|---|---|---|---|---|"]
     for _, r in fr.iterrows():
-        p = ", ".join(f"{k.split('.')[-1]}={plots._fmt(r[k])}" for k in params
-                      if not plots._missing(r[k]) and k != "sparsity.method")
+        p = params_text(r, params, short=True)
         lines.append(f"| {r['trial']} | {r['method']} | {r['avg_sparsity']:.3f} | {r['net_time_s']:.1f} | "
                      f"{r['speedup']:.2f}x | {r['net_flops']:.3g} | {r['flop_speedup']:.2f}x | {p} |")
     best = t[(t["status"] == "reached") & ~t["reference"]].sort_values("net_flops").head(1)

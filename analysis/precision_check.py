@@ -23,9 +23,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sparsesearch.data.batches import prepare_data  # noqa: E402
-from sparsesearch.spec import load_spec  # noqa: E402
-from sparsesearch.train.trainer import train  # noqa: E402
+from sparsesearch.data.batches import prepare_data
+from sparsesearch.spec import load_spec
+from sparsesearch.train.trainer import train
 
 BASE_SPEC = ROOT / "search_spaces" / "rigl.yaml"
 RESULTS = ROOT / "analysis" / "results" / "precision.jsonl"

@@ -19,10 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sparsesearch.results.export import export  # noqa: E402
-from sparsesearch.experiment import STUDY_FILE  # noqa: E402
-from sparsesearch.results.importances import param_importances  # noqa: E402
-from sparsesearch.results.table import load_history  # noqa: E402
+from sparsesearch.experiment import STUDY_FILE
+from sparsesearch.results.export import export
+from sparsesearch.results.importances import param_importances
+from sparsesearch.results.table import load_history
 
 RESULTS = ROOT / "analysis" / "results"
 # name -> (spec, number of sampled trials); methods.yaml is cut from 24 to 8 trials to fit a 3-hour session.

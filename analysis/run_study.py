@@ -24,10 +24,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sparsesearch.data.batches import prepare_data  # noqa: E402
-from sparsesearch.spec import load_spec  # noqa: E402
-from sparsesearch.train.target import resolve_target  # noqa: E402
-from sparsesearch.train.trainer import Trainer  # noqa: E402
+from sparsesearch.data.batches import prepare_data
+from sparsesearch.spec import load_spec
+from sparsesearch.train.target import resolve_target
+from sparsesearch.train.trainer import Trainer
 
 BASE_SPEC = ROOT / "search_spaces" / "rigl.yaml"
 RESULTS = ROOT / "analysis" / "results" / "runs.jsonl"

@@ -80,7 +80,7 @@ def main() -> None:
         row = f"{frac * total:>16.3g}"
         for c in curves.values():
             b = _best_at(c, frac * total)
-            row += f"{('%.4g' % b) if math.isfinite(b) else 'none reached':>26}"
+            row += f"{f'{b:.4g}' if math.isfinite(b) else 'none reached':>26}"
         print(row)
     for name, c in curves.items():
         print(f"{name}: total compute {c[-1][0]:.3g} FLOPs, best objective {c[-1][1]:.4g}")

@@ -155,7 +155,7 @@ def main() -> None:
           f"{torch.get_num_threads()}; {args.steps} steps each, interleaved (medians)")
     print(f"{'precision':<10}{'ms/step':>9}{'tokens/s':>10}{'GFLOP/step':>12}{'GFLOP/s':>9}{'matmuls ms':>12}"
           f"{'step/matmuls':>14}")
-    for pr, r in rows.items():
+    for r in rows.values():
         print(f"{r['precision']:<10}{r['ms_per_step']:>9.1f}{r['tokens_per_s']:>10,.0f}{r['gflop_per_step']:>12.2f}"
               f"{r['gflop_per_s']:>9.1f}{r['matmul_replay_ms']:>12.1f}{r['step_over_matmuls']:>14.2f}")
     if len(rows) > 1:

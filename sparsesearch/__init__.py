@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["load_results", "load_history"]
+__all__ = ["load_history", "load_results"]
 
 
 def load_results(path):

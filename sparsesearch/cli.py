@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import typing
 from collections.abc import Sequence
 
 from .data.corpus import CorpusError
@@ -19,7 +20,7 @@ _USER_ERRORS = (SpecError, EmbeddingSourceError, CorpusError, ResultsError)
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not a usage dump
+    def error(self, message: str) -> typing.NoReturn:  # one line, not a usage dump
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -171,9 +172,8 @@ def cmd_flops(args) -> int:
 def cmd_train(args) -> int:
     import torch
 
-    from .definitions import DIVERGED, NOT_REACHED, REACHED
-
     from .data.batches import prepare_data
+    from .definitions import DIVERGED, NOT_REACHED, REACHED
     from .train.target import resolve_target
     from .train.trainer import Trainer
     spec = _load_checked(args.spec, args.overrides)
@@ -195,6 +195,7 @@ def cmd_train(args) -> int:
         say(f"  step {row['step']:>5}  eval {row['eval_loss']:.4f}  train {train_loss}  "
             f"time {row['train_time_s']:7.1f}s  net {row['net_time_s']:7.1f}s")
     r = trainer.result
+    assert r is not None  # set when run() ends
     step_actual, _ = trainer.step_flops(trainer.expected_masked())
     if args.json:
         payload = {"target_source": target.source, **r.to_dict(),

@@ -299,11 +299,11 @@ def _build(cls: type, raw: Any, path: str) -> Any:
     for name, f in fields.items():
         where = f"{path}.{name}" if path else name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, raw.get(name), where)
         elif name in raw:
             value = _coerce(raw[name], tp, where)
-            _check_bounds(value, f.metadata, where)
+            _check_bounds(value, dict(f.metadata), where)
             kwargs[name] = value
     spec = cls(**kwargs)
     _check_cross_field(spec, path)
@@ -380,9 +380,8 @@ def _parse_param(key: str, value: Any, path: str) -> SearchParam:
             raise SpecError(f"{path}.{kind}: low must be > 0 for a log scale, got {lo}")
         values = (lo, hi)
     when = value.get("when", {})
-    if not isinstance(when, dict) or not when:
-        if "when" in value:
-            raise SpecError(f"{path}.when: must be a non-empty mapping of other.key: [values]")
+    if "when" in value and (not isinstance(when, dict) or not when):
+        raise SpecError(f"{path}.when: must be a non-empty mapping of other.key: [values]")
     conds = tuple((str(k), tuple(v) if isinstance(v, list) else (v,)) for k, v in (when or {}).items())
     return SearchParam(key, kind, values, conds)
 
@@ -536,7 +535,7 @@ def describe_defaults(choices: dict[str, typing.Iterable[str]] | None = None) ->
                 lines.append(f"{indent}{f.name}:  # {f.metadata['doc']}")
                 walk(hints[f.name], indent + "  ", f"{prefix}{f.name}.")
                 continue
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
             default = list(default) if isinstance(default, tuple) else default
             value = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
             doc = f.metadata["doc"]

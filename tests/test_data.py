@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from sparsesearch.data.corpus import CorpusError, load_corpus
 from sparsesearch.data.batches import Batches, mask_tokens, prepare_data
+from sparsesearch.data.corpus import CorpusError, load_corpus
 
 
 def _masking_stats(data, seed=0):

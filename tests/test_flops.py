@@ -13,8 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from sparsesearch.data.batches import Batches
 from sparsesearch.model.embedding import load_token_embedding
 from sparsesearch.model.flops import step_flops
-from sparsesearch.model.shape import ModelShape
 from sparsesearch.model.network import build_model
+from sparsesearch.model.shape import ModelShape
 
 
 def _measure(spec, data, emb):

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import sparsesearch.train.precision as precision_mod
 from sparsesearch.model.network import build_model, masked_lm_loss
-from sparsesearch.train.precision import Precision, resolve_precision
 from sparsesearch.spec import SpecError, spec_from_dict
+from sparsesearch.train.precision import Precision, resolve_precision
 from sparsesearch.train.target import target_path
 from sparsesearch.train.trainer import Trainer, train
 

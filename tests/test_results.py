@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 import sparsesearch
-from sparsesearch.results.pareto import front, front_mask, non_dominated
 from sparsesearch.definitions import STATUSES
+from sparsesearch.results.pareto import front, front_mask, non_dominated
 from sparsesearch.results.table import COLUMNS, ResultsError, load_results, steps_to_target
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,9 +18,9 @@ import yaml
 
 from sparsesearch.checks import check_spec
 from sparsesearch.cli import main
+from sparsesearch.experiment import METRICS
 from sparsesearch.search.space import define_by_run, sample_configs
 from sparsesearch.spec import SpecError, search_params, spec_from_dict
-from sparsesearch.experiment import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"sparsity": {"method": "rigl", "level": 0.7}}
@@ -234,8 +234,8 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     before = {tid: rows for tid, rows in _trial_results(exp).items() if rows[-1]["status"] != "running"}
     assert before
     # The results of an interrupted experiment can be read and exported before it is resumed.
-    from sparsesearch.results.export import export
     from sparsesearch.definitions import STATUSES
+    from sparsesearch.results.export import export
     from sparsesearch.results.table import load_results
     df = load_results(exp)
     assert len(df) >= len(before) and set(df["status"]) <= set(STATUSES)
@@ -285,8 +285,8 @@ def _trial_workers() -> list[int]:
 
 
 def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_path, tiny_raw):
-    from sparsesearch.train.trainer import Trainer
     from sparsesearch.experiment import trial_spec
+    from sparsesearch.train.trainer import Trainer
     spec_path = _spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1)
     raw = yaml.safe_load(spec_path.read_text())
     raw["train"]["max_steps"] = 600

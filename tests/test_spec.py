@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparsesearch.cli import main
 from sparsesearch.checks import check_spec
+from sparsesearch.cli import main
 from sparsesearch.spec import Spec, SpecError, describe_defaults, load_spec, spec_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import pytest
@@ -120,7 +121,7 @@ def test_lr_warmup_then_schedule(tiny_spec, tiny_data):
     factors = [tr._lr_factor(s) for s in range(15)]
     assert factors[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
     assert factors[4] == pytest.approx(1.0) and factors[14] == pytest.approx(0.0)
-    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[4:]))
 
 
 def test_cpu_device_and_bad_device(tiny_spec, tiny_data):

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .corpus import load_corpus, source_key
 from ..model.embedding import TokenizerInfo, load_tokenizer, resolve_model_dir, tokenizer_info
 from ..spec import DataSpec, ModelSpec, SpecError
+from .corpus import load_corpus, source_key
 
 DATA_FORMAT_VERSION = 1
 EVAL_MASK_SEED = 20_191_111  # eval masks depend on the data only, so every trial and seed sees the same batches
@@ -77,9 +77,10 @@ def prepare_data(data: DataSpec, model: ModelSpec, *, use_cache: bool = True) ->
     """Load, split, tokenize and pack the corpus; cached by (source content, tokenizer, seq_len, split)."""
     model_dir = str(resolve_model_dir(model.embedding))
     info = tokenizer_info(model_dir)
-    where = dict(config=data.config, split=data.split, text_field=data.text_field, max_documents=data.max_documents)
-    key = json.dumps([DATA_FORMAT_VERSION, source_key(data.source, **where), info.fingerprint, model.seq_len,
-                      data.heldout_fraction])
+    where = {"config": data.config, "split": data.split, "text_field": data.text_field,
+             "max_documents": data.max_documents}
+    key = json.dumps([DATA_FORMAT_VERSION, source_key(data.source, **where), info.fingerprint,  # type: ignore[arg-type]
+                      model.seq_len, data.heldout_fraction])
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:20]
     path = cache_root(data) / "data" / f"{fingerprint}.pt"
     if use_cache and path.is_file():
@@ -87,7 +88,7 @@ def prepare_data(data: DataSpec, model: ModelSpec, *, use_cache: bool = True) ->
         return TokenizedData(train=blob["train"].long(), heldout=blob["heldout"].long(), tokenizer=info,
                              fingerprint=fingerprint, stats=json.loads(blob["stats"]))
 
-    corpus = load_corpus(data.source, **where)
+    corpus = load_corpus(data.source, **where)  # type: ignore[arg-type]
     held = [d for d in corpus.documents if _in_heldout(d, data.heldout_fraction)]
     train = [d for d in corpus.documents if not _in_heldout(d, data.heldout_fraction)]
     if not held:  # tiny corpora: hold out at least one document
@@ -141,7 +142,7 @@ class Batches:
         self.data, self.batch_size, self.mask_prob, self.seed = data, batch_size, mask_prob, seed
         # Sequences per epoch rounded down to whole batches; a batch never spans two epochs.
         self.steps_per_epoch = max(1, data.train.shape[0] // batch_size)
-        self._perm_epoch, self._perm = -1, None
+        self._perm_epoch, self._perm = -1, torch.arange(0)
         held = data.heldout[:eval_sequences]
         self.eval_inputs, self.eval_labels = mask_tokens(held, mask_prob, data.tokenizer,
                                                          _generator(EVAL_MASK_SEED))

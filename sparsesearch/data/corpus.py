@@ -15,6 +15,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BUILTIN_SOURCES = ("python-docs",)
 LOCAL_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet")
@@ -98,7 +99,7 @@ def _read_local(path: Path, text_field: str) -> list[str]:
     return docs
 
 
-def _read_datasets(name: str, config: str | None, split: str, text_field: str) -> tuple[list[str], str]:
+def _read_datasets(name: str, config: str | None, split: str, text_field: str) -> list[str]:
     try:
         import datasets
         ds = datasets.load_dataset(name, config, split=split)
@@ -150,6 +151,7 @@ def source_key(source: str, *, config: str | None, split: str, text_field: str, 
 
     Built-in: the Python version. Local files: every file's path, size and modification time. datasets: name,
     config and split (the datasets library caches by these too)."""
+    ident: list[Any]
     if source == "python-docs":
         ident = ["python-docs", sys.version, sysconfig.get_paths()["stdlib"]]
     elif Path(source).expanduser().exists():

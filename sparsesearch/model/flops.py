@@ -14,8 +14,8 @@ Models", section 2.1) and the FLOP rules of torch.utils.flop_counter, against wh
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from .shape import GROUPS, ModelShape
 

@@ -53,10 +53,16 @@ class MLMModel(nn.Module):
         self.head_norm = nn.LayerNorm(emb_dim, eps=1e-12)
         self.decoder_bias = nn.Parameter(torch.zeros(vocab))
         self._init_weights()
+        self.shape = ModelShape.from_spec(cfg, vocab, emb_dim)
+        linear = {f"{name}.weight": tuple(m.weight.shape) for name, m in self.named_modules()
+                  if isinstance(m, nn.Linear)}
+        if linear != self.shape.weight_shapes():  # every Linear weight is sparsifiable, and the list says which
+            raise AssertionError(f"the network's Linear weights {linear} differ from the weight list "
+                                 f"{self.shape.weight_shapes()}")
 
     def _init_weights(self) -> None:
         # BERT's initialisation (Devlin et al. 2019): N(0, 0.02) weights, zero biases, unit LayerNorm.
-        for name, mod in self.named_modules():
+        for mod in self.modules():
             if isinstance(mod, nn.Linear):
                 nn.init.normal_(mod.weight, std=0.02)
                 nn.init.zeros_(mod.bias)
@@ -107,8 +113,8 @@ class MLMModel(nn.Module):
         return self._table_cache[1]
 
     def sparsifiable_weights(self) -> dict[str, nn.Parameter]:
-        """Weights a sparsity method may mask, by fully qualified name (every Linear weight)."""
-        return {f"{name}.weight": mod.weight for name, mod in self.named_modules() if isinstance(mod, nn.Linear)}
+        """Weights a sparsity method may mask, by fully qualified name: the weight list of ``shape.py``."""
+        return {w.name: self.get_parameter(w.name) for w in self.shape.weights()}
 
 
 class _CrossEntropySum(torch.autograd.Function):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..definitions import REACHED
-from .format import missing, params_text, value
+from .format import missing, value
 from .pareto import OBJECTIVES
 
 _AXIS = {"net_time": ("net time to target (s)", 1.0), "net_flops": ("net FLOPs to target (TFLOP)", 1e-12)}
@@ -24,12 +24,6 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def _label(row: pd.Series, params: list[str]) -> str:
-    if row["reference"]:
-        return "dense reference"
-    return f"{row['method']}: " + params_text(row, params, short=True)
 
 
 def _ref(df: pd.DataFrame) -> pd.Series | None:

@@ -11,11 +11,21 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from ..definitions import (DIVERGED, ERRORED, INVALID, LEGACY_STATUSES, NOT_REACHED, REACHED, STOPPED_EARLY,
-                           UNFINISHED, at_target)
+from ..definitions import (
+    DIVERGED,
+    ERRORED,
+    INVALID,
+    LEGACY_STATUSES,
+    NOT_REACHED,
+    REACHED,
+    STOPPED_EARLY,
+    UNFINISHED,
+    at_target,
+)
 from ..experiment import REFERENCE_KEY, STATE_FILE
 
 # Per-trial columns from the trial's last report (a ``TrialReport``), renamed where the meaning narrows.
@@ -60,7 +70,7 @@ def load_state(exp: Path) -> dict:
 
 def _rows(result_file: Path) -> list[dict]:
     """Reports of one trial; a last line cut short by a running or killed trial is skipped."""
-    rows = []
+    rows: list[dict] = []
     if not result_file.is_file():
         return rows
     for line in result_file.read_text().splitlines():
@@ -163,7 +173,9 @@ def load_results(path: str | Path) -> pd.DataFrame:
     exp = experiment_dir(path)
     state = load_state(exp)
     ray_status = _ray_statuses(exp)
-    records, param_keys, configs = [], {}, {}
+    records: list[dict[str, Any]] = []
+    param_keys: dict[str, None] = {}  # sampled parameters, in the order first seen
+    configs: dict[str, dict] = {}
     for d in _trial_dirs(exp):
         rows = [r for r in _rows(d / "result.json") if "eval_loss" in r]
         cfg = _config(d, rows)
@@ -172,8 +184,9 @@ def load_results(path: str | Path) -> pd.DataFrame:
         status = _status(last, ray_status.get(tid, ""), (d / "error.txt").exists())
         ref = bool(cfg.get(REFERENCE_KEY))
         configs[tid] = cfg
-        rec = {"trial": _trial_number(d), "trial_id": tid, "reference": ref, "status": status, "trial_dir": d.name,
-               "reports": len(rows), "projected": bool(last.get("projected")) if last else True}
+        rec: dict[str, Any] = {"trial": _trial_number(d), "trial_id": tid, "reference": ref, "status": status,
+                               "trial_dir": d.name, "reports": len(rows),
+                               "projected": bool(last.get("projected")) if last else True}
         for src, dst in _LAST.items():
             v = (last or {}).get(src)
             rec[dst] = v if src in _TEXT else _num(v)

@@ -26,12 +26,12 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from ..checks import check_spec
 from ..data.batches import prepare_data
 from ..definitions import RUNNING
 from ..experiment import REFERENCE_KEY, STATE_FILE, STUDY_FILE
 from ..model.embedding import model_shape
 from ..model.flops import expected_masked, step_flops
-from ..checks import check_spec
 from ..spec import Spec, SpecError, spec_from_dict
 from ..train.target import resolve_target
 from .space import define_by_run
@@ -159,8 +159,10 @@ def _scheduler(spec: Spec, unit_flops: float):
     max_t = a.max_t if a.max_t is not None else spec.train.max_steps * unit
     if a.grace_period > max_t:
         raise SpecError(f"search.asha.grace_period: must be <= max_t ({max_t:g}), got {a.grace_period:g}")
-    return ReferenceKeepingASHA(time_attr="budget", metric="eval_loss", mode="min", max_t=max_t,
-                         grace_period=a.grace_period, reduction_factor=a.reduction_factor)
+    # Budgets are floats (dense-equivalent steps or FLOPs); ASHA compares them as numbers, whatever its hints say.
+    return ReferenceKeepingASHA(time_attr="budget", metric="eval_loss", mode="min", max_t=max_t,  # type: ignore[arg-type]
+                                grace_period=a.grace_period,  # type: ignore[arg-type]
+                                reduction_factor=a.reduction_factor)
 
 
 def _progress_callback(log: Callable[[str], None]):

@@ -4,8 +4,9 @@ A search worker trains many trials in one long-lived process. A finished trial's
 references that lives until Python's collector runs, and glibc's malloc keeps the heap memory freed by every
 step's large buffers (the [masked tokens x vocabulary] logits and their gradient), so without help a worker's
 resident memory creeps up trial after trial. A trial collects garbage and trims the heap (``trim_heap``:
-``malloc_trim``) before it starts, and trims again at every evaluation. Forcing large buffers into their own mappings (a fixed mmap threshold) was
-measured too: less memory, but every step ~1.8x slower (page faults on every fresh mapping), so it is not done.
+``malloc_trim``) before it starts, and trims again at every evaluation. Forcing large buffers into their own
+mappings (a fixed mmap threshold) was measured too: less memory, but every step ~1.8x slower (page faults on
+every fresh mapping), so it is not done.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ from typing import Any
 
 import optuna
 
-from ..experiment import decode_value, encode_value, trial_spec
 from ..checks import check_space
+from ..experiment import decode_value, encode_value, trial_spec
 from ..sparsity.registry import check_sparsity
 from ..spec import SearchParam, Spec, SpecError
 

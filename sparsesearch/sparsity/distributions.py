@@ -10,7 +10,7 @@ the two differ only in the capping.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..model.shape import weight_group
 from ..spec import SpecError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..model.shape import SPARSIFIABLE_GROUPS
 from ..spec import SparsitySpec, SpecError
 from .method import Method
-from .methods import GMP, RigL, SET, SNFS, Dense, FlopRigL, Grow, Static, TopKAST
+from .methods import GMP, SET, SNFS, Dense, FlopRigL, Grow, RigL, Static, TopKAST
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (Dense, Static, SET, RigL, SNFS, GMP, TopKAST, FlopRigL,
                                                           Grow)}

@@ -35,7 +35,7 @@ class UpdateSchedule:
         return 0.5 * self.drop_fraction * (1.0 + math.cos(math.pi * progress))
 
     @classmethod
-    def from_spec(cls, sp, horizon: int) -> "UpdateSchedule":
+    def from_spec(cls, sp, horizon: int) -> UpdateSchedule:
         return cls(every=sp.update_every, start=round(sp.update_start * horizon),
                    end=max(1, round(sp.update_end * horizon)), drop_fraction=sp.drop_fraction,
                    kind=sp.drop_schedule)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..model.flops import Density
+from ..model.network import MLMModel
 from ..spec import SparsitySpec
 from .masks import drop_and_grow
 from .method import SparsityView
@@ -32,7 +33,7 @@ from .schedules import UpdateSchedule
 class Sparsifier:
     """Masks over a model's sparsifiable weights, changed by one method's decisions."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, sparsity: SparsitySpec, *,
+    def __init__(self, model: MLMModel, optimizer: torch.optim.Optimizer, sparsity: SparsitySpec, *,
                  horizon: int, seed: int, weight_cost: dict[str, float] | None = None):
         """``weight_cost``: training FLOPs per step of one active weight, by name (methods that price growth
         by compute use it; default 1 for every weight)."""
@@ -40,7 +41,7 @@ class Sparsifier:
         self.method = get_method(sparsity.method)(sparsity)
         self.optimizer = optimizer
         self.weights: dict[str, nn.Parameter] = model.sparsifiable_weights()
-        self.target_density = self.method.layer_densities({n: tuple(w.shape) for n, w in self.weights.items()})
+        self.target_density = self.method.layer_densities(model.shape.weight_shapes())
         self.schedule = UpdateSchedule.from_spec(sparsity, horizon)
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + 17)
         # Only weights that will ever be sparse carry a mask; the rest are plain dense weights. ``mask_density``
@@ -95,9 +96,11 @@ class Sparsifier:
 
     def _regularize(self, w: nn.Parameter) -> None:
         kind, strength = self.sparsity.regularizer, self.sparsity.regularizer_strength
-        if kind == "l1" and strength:
+        if w.grad is None or not strength:
+            return
+        if kind == "l1":
             w.grad.add_(torch.sign(w), alpha=strength)
-        elif kind == "l2" and strength:
+        elif kind == "l2":
             w.grad.add_(w, alpha=strength)
 
     def after_optimizer_step(self, step: int) -> None:
@@ -173,8 +176,8 @@ class Sparsifier:
                 torch.where(mask, stored[name], stored[name].new_zeros(()), out=self.weights[name])
 
     def _gradients_finite(self) -> bool:
-        return all(self.weights[n].grad is None or bool(torch.isfinite(self.weights[n].grad).all())
-                   for n in self.masks)
+        grads = [self.weights[n].grad for n in self.masks]
+        return all(g is None or bool(torch.isfinite(g).all()) for g in grads)
 
     # ----- reporting ------------------------------------------------------------------------------------------
     def _refresh_densities(self) -> None:

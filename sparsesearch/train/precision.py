@@ -70,7 +70,7 @@ class Precision:
     device: torch.device
 
     @classmethod
-    def of(cls, spec_name: str, device: torch.device) -> "Precision":
+    def of(cls, spec_name: str, device: torch.device) -> Precision:
         return cls(resolve_precision(spec_name, device), device)
 
     @property
@@ -84,7 +84,7 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def grad_scaler(self) -> "torch.amp.GradScaler | None":
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
         """A dynamic loss scaler for fp16 (its gradients underflow without one); None otherwise."""
         if self.name != "fp16":
             return None
