@@ -141,7 +141,7 @@ class _CrossEntropySum(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad_total: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_total: torch.Tensor):
         logits, safe, valid = ctx.saved_tensors
         grad = F.softmax(logits, dim=-1)  # d(-log p_t)/dz = softmax(z) - onehot(t)
         # A flat index_put_: scatter_ and scatter_add_ round-trip a whole bf16 tensor through fp32 on CPU.

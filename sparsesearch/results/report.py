@@ -193,9 +193,9 @@ def _flops_section(state: dict, best: pd.Series | None, config: dict) -> list[st
     dense = step_flops(shape, batch, n_masked)
     sparse = None
     if best is not None and not best["reference"]:
-        sp = trial_spec(state["raw"], config).sparsity
-        dens = layer_densities(shape.weight_shapes(), sp.level, sp.distribution, dense_groups=sp.dense_groups,
-                               group_levels=sp.group_levels)
+        sparsity = trial_spec(state["raw"], config).sparsity
+        dens = layer_densities(shape.weight_shapes(), sparsity.level, sparsity.distribution,
+                               dense_groups=sparsity.dense_groups, group_levels=sparsity.group_levels)
         sparse = step_flops(shape, batch, n_masked, dens)
     lines = [f"Matmul FLOPs of one training step (forward and backward, batch {batch} x {shape.seq_len} tokens, "
              f"~{n_masked:.0f} masked positions), from the analytic FLOP model."]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..spec import SparsitySpec
+
 
 @dataclass(frozen=True)
 class UpdateSchedule:
@@ -35,10 +37,11 @@ class UpdateSchedule:
         return 0.5 * self.drop_fraction * (1.0 + math.cos(math.pi * progress))
 
     @classmethod
-    def from_spec(cls, sp, horizon: int) -> UpdateSchedule:
-        return cls(every=sp.update_every, start=round(sp.update_start * horizon),
-                   end=max(1, round(sp.update_end * horizon)), drop_fraction=sp.drop_fraction,
-                   kind=sp.drop_schedule)
+    def from_spec(cls, sparsity: SparsitySpec, horizon: int) -> UpdateSchedule:
+        """The schedule of the sparsity settings, laid over ``horizon`` steps."""
+        return cls(every=sparsity.update_every, start=round(sparsity.update_start * horizon),
+                   end=max(1, round(sparsity.update_end * horizon)), drop_fraction=sparsity.drop_fraction,
+                   kind=sparsity.drop_schedule)
 
 
 def gmp_sparsity(step: int, *, final: float, start: int, end: int, initial: float = 0.0) -> float:

@@ -79,7 +79,7 @@ class Trainer:
             raise SpecError(f"model.embedding: embedding has {token_embedding.shape[0]} rows but the tokenizer "
                              f"has {data.tokenizer.vocab_size} tokens")
         self.model: MLMModel = build_model(spec.model, token_embedding, tr.seed, self.device)
-        self.shape = ModelShape.from_spec(spec.model, *token_embedding.shape)
+        self.shape: ModelShape = self.model.shape
         self.batches = Batches(data, batch_size=tr.batch_size, mask_prob=spec.data.mask_prob, seed=tr.seed,
                                eval_sequences=tr.eval_sequences)
         decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
