@@ -39,6 +39,7 @@ def _add_results_args(p: argparse.ArgumentParser, name: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
     parser = _Parser(prog="sparsesearch", description=(
         "Search dynamic-sparsity training recipes for a small BERT by FLOP-adjusted time to a target MLM loss."))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -151,6 +152,7 @@ def _load_checked(path: str, overrides: Sequence[str]) -> Spec:
 
 
 def cmd_flops(args) -> int:
+    """`flops`: the FLOP breakdown of one training step of the spec's model."""
     from .model.embedding import model_shape
     from .model.flops import expected_masked, step_flops
     spec = _load_checked(args.spec, args.overrides)
@@ -170,6 +172,7 @@ def cmd_flops(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """`train`: train the spec's configuration to its target and report net time."""
     import torch
 
     from .data.batches import prepare_data
@@ -235,6 +238,7 @@ def _run_overrides(args) -> list[str]:
 
 
 def cmd_run(args) -> int:
+    """`run`: validate the spec and search its space (or, with --dry-run, show it)."""
     from .checks import check_spec
     from .spec import apply_override, load_raw, spec_from_dict
     raw = load_raw(args.spec) or {}
@@ -265,6 +269,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    """`resume`: continue an interrupted experiment."""
     from .results.summary import summarize
     from .search.driver import resume_search
     exp = resume_search(args.experiment, address=args.address)
@@ -273,6 +278,7 @@ def cmd_resume(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """`export`: the trial table, the Pareto front and its plots."""
     from .results.export import export
     files = export(args.experiment, args.out, by=args.by or "net_time")
     _print_results_summary(args.experiment)
@@ -281,6 +287,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
+    """`report`: the markdown report of an experiment with its figures."""
     from .results.report import report
     path = report(args.experiment, args.out, by=args.by)
     _print_results_summary(args.experiment)
@@ -296,6 +303,7 @@ def _print_results_summary(experiment: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; user errors print one line and return exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     args = build_parser().parse_args(argv)

@@ -62,6 +62,7 @@ class TrialReport:
     peak_rss_mb: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as Ray Tune stores it: a flat dict."""
         return dataclasses.asdict(self)
 
 

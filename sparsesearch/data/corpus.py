@@ -29,6 +29,7 @@ class CorpusError(ValueError):
 
 @dataclass(frozen=True)
 class Corpus:
+    """The documents of a source, cleaned and de-duplicated, and where they came from."""
     documents: tuple[str, ...]
     description: str
 

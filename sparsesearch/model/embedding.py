@@ -88,6 +88,7 @@ def load_tokenizer(model_dir: str):
 
 
 def tokenizer_info(model_dir: str) -> TokenizerInfo:
+    """The special tokens, vocabulary size and file fingerprint of the model's tokenizer."""
     tok = load_tokenizer(model_dir)
     ids = {name: getattr(tok, f"{name}_token_id") for name in ("cls", "sep", "mask", "pad")}
     missing = [n for n, v in ids.items() if v is None]

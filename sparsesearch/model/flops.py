@@ -44,6 +44,7 @@ class Component:
 
 @dataclass(frozen=True)
 class StepFlops:
+    """The matmul FLOPs of one training step, by component, and the non-matmul estimate apart."""
     components: tuple[Component, ...]
     nonmatmul: Mapping[str, float] = field(default_factory=dict)
 
@@ -54,19 +55,23 @@ class StepFlops:
 
     @property
     def forward(self) -> float:
+        """Forward matmul FLOPs of the step."""
         return sum(c.forward for c in self.components)
 
     @property
     def sparsifiable(self) -> float:
+        """FLOPs of the sparsifiable weights' matmuls."""
         return sum(c.total for c in self.components if c.sparsifiable)
 
     def by_group(self) -> dict[str, float]:
+        """FLOPs per weight group, in the order of ``GROUPS``."""
         out: dict[str, float] = defaultdict(float)
         for c in self.components:
             out[c.group] += c.total
         return {g: out[g] for g in GROUPS if g in out}
 
     def by_layer(self) -> dict[str, float]:
+        """FLOPs per encoder block, with the embedding projection and the head apart."""
         out: dict[str, float] = defaultdict(float)
         for c in self.components:
             out["embedding" if c.group == "embed_proj" else "head" if c.layer is None else f"layer {c.layer}"] \

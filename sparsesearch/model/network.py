@@ -30,6 +30,7 @@ from .shape import ModelShape
 
 
 class MLMModel(nn.Module):
+    """The masked-LM model of the module docstring."""
     def __init__(self, cfg: ModelSpec, token_embedding: torch.Tensor):
         super().__init__()
         vocab, emb_dim = token_embedding.shape

@@ -40,6 +40,7 @@ class Weight:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(out_features, in_features)."""
         return (self.out_features, self.in_features)
 
 

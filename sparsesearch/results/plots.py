@@ -105,6 +105,7 @@ def curves_png(history: pd.DataFrame, trial_ids: list[str], labels: dict[str, st
 
 
 def importances_png(importances: dict[str, float], path: Path, title: str) -> Path:
+    """A bar chart of parameter importances."""
     plt = _plt()
     names = list(importances)[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4), dpi=120)

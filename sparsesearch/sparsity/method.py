@@ -41,6 +41,7 @@ class SparsityView:
         self.generator = generator  # the run's mask randomness (seeded): random scores draw from it
 
     def weight(self, name: str) -> torch.Tensor:
+        """The weight's current values (detached)."""
         return self._weights[name].detach()
 
     def grad(self, name: str) -> torch.Tensor:
@@ -51,6 +52,7 @@ class SparsityView:
         return grad.detach()
 
     def active(self, name: str) -> int:
+        """Active weights in the layer's mask."""
         return int(self.masks[name].sum())
 
 

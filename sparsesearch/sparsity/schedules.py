@@ -23,6 +23,7 @@ class UpdateSchedule:
     kind: str = "cosine"  # constant | cosine | linear
 
     def is_update(self, step: int) -> bool:
+        """Whether the masks are updated after ``step`` completed steps."""
         return step > 0 and self.start <= step < self.end and (step - self.start) % self.every == 0
 
     def drop_fraction_at(self, step: int) -> float:

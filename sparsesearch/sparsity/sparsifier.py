@@ -200,11 +200,13 @@ class Sparsifier:
 
     # ----- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """Masks, the mask generator, the update log and the method's state, for a checkpoint."""
         return {"masks": {n: m.cpu().clone() for n, m in self.masks.items()},
                 "generator": self.generator.get_state(), "updates": list(self.updates),
                 "method": self.method.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``; refuses masks of another model."""
         if set(state["masks"]) != set(self.masks):
             raise ValueError(f"checkpoint masks {sorted(state['masks'])} do not match this model's "
                              f"{sorted(self.masks)}")

@@ -71,6 +71,7 @@ class Precision:
 
     @classmethod
     def of(cls, spec_name: str, device: torch.device) -> Precision:
+        """The precision ``train.precision`` resolves to on ``device``."""
         return cls(resolve_precision(spec_name, device), device)
 
     @property

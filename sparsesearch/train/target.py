@@ -29,6 +29,7 @@ TARGET_FORMAT_VERSION = 2  # 2: keyed by the resolved precision
 
 @dataclass(frozen=True)
 class Target:
+    """The target loss and where it came from."""
     loss: float
     source: str  # spec | cached | computed
     path: str | None = None  # the cache file for auto targets
@@ -48,6 +49,7 @@ def run_precision(spec: Spec) -> str:
 
 
 def target_key(spec: Spec, data: TokenizedData) -> str:
+    """The cache key of the auto target: everything that can change its value."""
     train = {k: v for k, v in dataclasses.asdict(spec.train).items() if k not in _IRRELEVANT_TRAIN_KEYS}
     ident = {"version": TARGET_FORMAT_VERSION, "model": dataclasses.asdict(spec.model), "data": data.fingerprint,
              "mask_prob": spec.data.mask_prob, "train": train, "dense_steps": spec.target.dense_steps,
@@ -56,6 +58,7 @@ def target_key(spec: Spec, data: TokenizedData) -> str:
 
 
 def target_path(spec: Spec, data: TokenizedData) -> Path:
+    """The cache file of the auto target of ``spec`` on ``data``."""
     return cache_root(spec.data) / "targets" / f"{target_key(spec, data)}.json"
 
 

@@ -36,6 +36,7 @@ from .precision import Precision, pick_device
 
 @dataclass
 class RunResult:
+    """The outcome of one training run (see the module docstring for the definitions)."""
     status: str  # reached | not_reached | diverged (sparsesearch.definitions)
     reached_target: bool
     target_loss: float | None
@@ -56,6 +57,7 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The result as plain JSON-ready values."""
         return asdict(self)
 
 
@@ -263,6 +265,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict``: the next step is the one the checkpointed run would have taken."""
         missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
         if unexpected or set(missing) - {"token_embedding.weight"}:
             raise ValueError(f"checkpoint does not fit this model (missing {missing}, unexpected {unexpected})")
