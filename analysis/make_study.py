@@ -36,12 +36,18 @@ def load_runs(path: Path) -> pd.DataFrame:
     # the same configuration and seed may have been run twice (e.g. a restarted study): keep the last
     df = df.drop_duplicates(["config", "seed"], keep="last").reset_index(drop=True)
     dense = df[df["config"] == "dense"].set_index("seed")
-    df["speedup"] = [dense["net_time_s"].get(s, math.nan) / t if st == "reached" else math.nan
-                     for s, t, st in zip(df["seed"], df["net_time_s"], df["status"])]
-    df["flop_speedup"] = [dense["net_flops"].get(s, math.nan) / f if st == "reached" else math.nan
-                          for s, f, st in zip(df["seed"], df["net_flops"], df["status"])]
-    df["step_speedup"] = [dense["steps_to_target"].get(s, math.nan) / n if st == "reached" else math.nan
-                          for s, n, st in zip(df["seed"], df["steps_to_target"], df["status"])]
+    df["speedup"] = [
+        dense["net_time_s"].get(s, math.nan) / t if st == "reached" else math.nan
+        for s, t, st in zip(df["seed"], df["net_time_s"], df["status"])
+    ]
+    df["flop_speedup"] = [
+        dense["net_flops"].get(s, math.nan) / f if st == "reached" else math.nan
+        for s, f, st in zip(df["seed"], df["net_flops"], df["status"])
+    ]
+    df["step_speedup"] = [
+        dense["steps_to_target"].get(s, math.nan) / n if st == "reached" else math.nan
+        for s, n, st in zip(df["seed"], df["steps_to_target"], df["status"])
+    ]
     df["ms_per_step"] = 1000 * df["train_time_s"] / df["steps"]
     # Net time with the step time each method costs when measured side by side with dense in one process
     # (benchmarks/sparsity_overhead.py -> results/overhead.json): the FLOP speedup divided by the method's
@@ -72,42 +78,71 @@ def summary(df: pd.DataFrame, configs: list[str]) -> pd.DataFrame:
         if g.empty:
             continue
         ok = g[g["status"] == "reached"]
-        out.append({"config": c, "seeds": len(g), "reached": len(ok), "sparsity": g["avg_sparsity"].mean(),
-                    "steps": _ms(ok["steps_to_target"], ".0f"), "time": _ms(ok["time_to_target_s"], ".1f"),
-                    "ms_step": _ms(g["ms_per_step"], ".0f"), "flop_ratio": _ms(ok["flop_ratio"], ".3f"),
-                    "net_time": _ms(ok["net_time_s"], ".1f"), "speedup": _ms(ok["speedup"]),
-                    "flop_speedup": _ms(ok["flop_speedup"]), "est_speedup": _ms(ok["est_speedup"]),
-                    "min_est_speedup": ok["est_speedup"].min(), "mean_est_speedup": ok["est_speedup"].mean(),
-                    "min_flop_speedup": ok["flop_speedup"].min(),
-                    "min_speedup": ok["speedup"].min(),
-                    "mean_flop_speedup": ok["flop_speedup"].mean(), "mean_speedup": ok["speedup"].mean()})
+        out.append(
+            {
+                "config": c,
+                "seeds": len(g),
+                "reached": len(ok),
+                "sparsity": g["avg_sparsity"].mean(),
+                "steps": _ms(ok["steps_to_target"], ".0f"),
+                "time": _ms(ok["time_to_target_s"], ".1f"),
+                "ms_step": _ms(g["ms_per_step"], ".0f"),
+                "flop_ratio": _ms(ok["flop_ratio"], ".3f"),
+                "net_time": _ms(ok["net_time_s"], ".1f"),
+                "speedup": _ms(ok["speedup"]),
+                "flop_speedup": _ms(ok["flop_speedup"]),
+                "est_speedup": _ms(ok["est_speedup"]),
+                "min_est_speedup": ok["est_speedup"].min(),
+                "mean_est_speedup": ok["est_speedup"].mean(),
+                "min_flop_speedup": ok["flop_speedup"].min(),
+                "min_speedup": ok["speedup"].min(),
+                "mean_flop_speedup": ok["flop_speedup"].mean(),
+                "mean_speedup": ok["speedup"].mean(),
+            }
+        )
     return pd.DataFrame(out)
 
 
 def md_table(s: pd.DataFrame) -> str:
-    head = ["configuration", "seeds reached", "sparsity", "steps to target", "wall time to target (s)",
-            "ms/step", "FLOP ratio", "net time (s)", "speedup: measured net time", "speedup: net FLOPs",
-            "speedup: net time at side-by-side step cost"]
+    head = [
+        "configuration",
+        "seeds reached",
+        "sparsity",
+        "steps to target",
+        "wall time to target (s)",
+        "ms/step",
+        "FLOP ratio",
+        "net time (s)",
+        "speedup: measured net time",
+        "speedup: net FLOPs",
+        "speedup: net time at side-by-side step cost",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in s.iterrows():
-        lines.append(f"| `{r['config']}` | {r['reached']}/{r['seeds']} | {r['sparsity']:.2f} | {r['steps']} | "
-                     f"{r['time']} | {r['ms_step']} | {r['flop_ratio']} | {r['net_time']} | {r['speedup']} | "
-                     f"{r['flop_speedup']} | {r['est_speedup']} |")
+        lines.append(
+            f"| `{r['config']}` | {r['reached']}/{r['seeds']} | {r['sparsity']:.2f} | {r['steps']} | "
+            f"{r['time']} | {r['ms_step']} | {r['flop_ratio']} | {r['net_time']} | {r['speedup']} | "
+            f"{r['flop_speedup']} | {r['est_speedup']} |"
+        )
     return "\n".join(lines)
 
 
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
 def fig_levels(df: pd.DataFrame, path: Path) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), dpi=120, sharey=True)
-    for ax, col, title in ((axes[0], "est_speedup", "net time (side-by-side step cost; x: measured)"),
-                           (axes[1], "flop_speedup", "net FLOPs (deterministic)")):
+    for ax, col, title in (
+        (axes[0], "est_speedup", "net time (side-by-side step cost; x: measured)"),
+        (axes[1], "flop_speedup", "net FLOPs (deterministic)"),
+    ):
         for dist, color in (("uniform", "#1f77b4"), ("erk", "#ff7f0e")):
             levels, means, sds = [], [], []
             for lv in (0.5, 0.7, 0.8, 0.9):
@@ -119,14 +154,19 @@ def fig_levels(df: pd.DataFrame, path: Path) -> None:
                     ax.scatter([100 * lv] * len(g), g, color=color, s=10, alpha=0.5)
                     if col == "est_speedup":
                         measured = df[(df["config"] == f"rigl_{dist}_{lv}") & (df["status"] == "reached")]
-                        ax.scatter([100 * lv + (1 if dist == "erk" else -1)] * len(measured),
-                                   measured["speedup"], color=color, marker="x", s=14, alpha=0.6)
+                        ax.scatter(
+                            [100 * lv + (1 if dist == "erk" else -1)] * len(measured),
+                            measured["speedup"],
+                            color=color,
+                            marker="x",
+                            s=14,
+                            alpha=0.6,
+                        )
             ax.errorbar(levels, means, yerr=sds, marker="o", capsize=4, color=color, label=f"RigL, {dist}")
         ax.axhline(1.0, color="#d62728", ls="--", lw=1)
         ax.axhline(2.0, color="#d62728", ls=":", lw=1)
         ax.annotate("dense", (50, 1.0), xytext=(0, 3), textcoords="offset points", color="#d62728", fontsize=8)
-        ax.annotate("2x (the goal)", (50, 2.0), xytext=(0, 3), textcoords="offset points", color="#d62728",
-                    fontsize=8)
+        ax.annotate("2x (the goal)", (50, 2.0), xytext=(0, 3), textcoords="offset points", color="#d62728", fontsize=8)
         ax.set_title(f"speedup over dense in {title}", fontsize=10)
         ax.set_xlabel("sparsity of the sparsifiable weights (%)")
         ax.grid(alpha=0.3)
@@ -141,14 +181,22 @@ def fig_compare(s: pd.DataFrame, path: Path, title: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 0.5 * len(s) + 2.4), dpi=120)
     y = list(range(len(s)))[::-1]
-    bars = (("flop_speedup", "#1f77b4", 0.27, "net FLOPs"),
-            ("est_speedup", "#2ca02c", 0.0, "net time at side-by-side step cost"),
-            ("speedup", "#ff7f0e", -0.27, "measured net time"))
+    bars = (
+        ("flop_speedup", "#1f77b4", 0.27, "net FLOPs"),
+        ("est_speedup", "#2ca02c", 0.0, "net time at side-by-side step cost"),
+        ("speedup", "#ff7f0e", -0.27, "measured net time"),
+    )
     for col, color, off, label in bars:
         means = [r[f"mean_{col}"] for _, r in s.iterrows()]
         ax.barh([v + off for v in y], means, height=0.25, color=color, label=f"speedup in {label} (mean)")
-        ax.scatter([r[f"min_{col}"] for _, r in s.iterrows()], [v + off for v in y], color="black", s=8,
-                   zorder=3, label="worst seed" if col == "speedup" else None)
+        ax.scatter(
+            [r[f"min_{col}"] for _, r in s.iterrows()],
+            [v + off for v in y],
+            color="black",
+            s=8,
+            zorder=3,
+            label="worst seed" if col == "speedup" else None,
+        )
     ax.set_yticks(y)
     ax.set_yticklabels([f"{c} ({r}/{n})" for c, r, n in zip(s["config"], s["reached"], s["seeds"])], fontsize=8)
     ax.axvline(1.0, color="#d62728", ls="--", lw=1)
@@ -169,8 +217,15 @@ def fig_curves(df: pd.DataFrame, configs: list[str], path: Path, target: float) 
     for i, c in enumerate(configs):
         for j, (_, r) in enumerate(df[df["config"] == c].iterrows()):
             h = pd.DataFrame(r["history"])
-            ax.plot(h["flops"] * 1e-12, h["eval_loss"], color="#d62728" if c == "dense" else cmap(i),
-                    lw=1.2, alpha=0.8, ls="--" if c == "dense" else "-", label=c if j == 0 else None)
+            ax.plot(
+                h["flops"] * 1e-12,
+                h["eval_loss"],
+                color="#d62728" if c == "dense" else cmap(i),
+                lw=1.2,
+                alpha=0.8,
+                ls="--" if c == "dense" else "-",
+                label=c if j == 0 else None,
+            )
     ax.axhline(target, color="black", lw=0.8, ls=":")
     ax.annotate(f"target {target:.3f}", (0, target), xytext=(2, 3), textcoords="offset points", fontsize=8)
     ax.set_ylim(target - 0.15, target + 1.2)
@@ -190,22 +245,41 @@ def fig_density(path_json: Path, path: Path) -> None:
     d = json.loads(path_json.read_text())
     steps = [h["step"] for h in d["history"]]
     names = list(d["history"][0]["layer_density"])
-    groups = {"embed_proj": "#9467bd", "query": "#1f77b4", "key": "#17becf", "value": "#2ca02c",
-              "attention.output": "#bcbd22", "intermediate": "#ff7f0e", "output.dense": "#d62728",
-              "head_transform": "#8c564b"}
+    groups = {
+        "embed_proj": "#9467bd",
+        "query": "#1f77b4",
+        "key": "#17becf",
+        "value": "#2ca02c",
+        "attention.output": "#bcbd22",
+        "intermediate": "#ff7f0e",
+        "output.dense": "#d62728",
+        "head_transform": "#8c564b",
+    }
     fig, ax = plt.subplots(figsize=(8, 4.6), dpi=120)
     seen = set()
     for n in names:
         key = next(k for k in groups if k in n)
-        label = {"attention.output": "attn_out", "intermediate": "ffn_in", "output.dense": "ffn_out",
-                 "query": "attn q", "key": "attn k", "value": "attn v"}.get(key, key)
-        ax.plot(steps, [h["layer_density"][n] for h in d["history"]], color=groups[key],
-                ls="-" if ".layer.1." not in n else "--", label=None if label in seen else label)
+        label = {
+            "attention.output": "attn_out",
+            "intermediate": "ffn_in",
+            "output.dense": "ffn_out",
+            "query": "attn q",
+            "key": "attn k",
+            "value": "attn v",
+        }.get(key, key)
+        ax.plot(
+            steps,
+            [h["layer_density"][n] for h in d["history"]],
+            color=groups[key],
+            ls="-" if ".layer.1." not in n else "--",
+            label=None if label in seen else label,
+        )
         seen.add(label)
     ax.set_xlabel("step")
     ax.set_ylabel("density of the layer (1 = dense)")
-    ax.set_title("flop_rigl at 80% sparsity: where the weights go (solid: block 0 and head, dashed: block 1)",
-                 fontsize=9)
+    ax.set_title(
+        "flop_rigl at 80% sparsity: where the weights go (solid: block 0 and head, dashed: block 1)", fontsize=9
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -226,31 +300,48 @@ def search_section(name: str, results: Path, figures: Path) -> tuple[str, Path |
     plots.pareto_png(t, fr, fig, title=f"{name} search: sparsity vs. net time to the target")
     counts = t["status"].value_counts()
     ref = t[t["reference"]].iloc[0]
-    lines = [f"{len(t)} trials (" + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items())
-             + f"); dense reference {ref['net_time_s']:.1f} s net time, {ref['net_flops']:.3g} net FLOPs.", "",
-             "| trial | method | sparsity | net time (s) | speedup | net FLOPs | FLOP speedup | parameters |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{len(t)} trials ("
+        + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items())
+        + f"); dense reference {ref['net_time_s']:.1f} s net time, {ref['net_flops']:.3g} net FLOPs.",
+        "",
+        "| trial | method | sparsity | net time (s) | speedup | net FLOPs | FLOP speedup | parameters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for _, r in fr.iterrows():
         p = params_text(r, params, short=True)
-        lines.append(f"| {r['trial']} | {r['method']} | {r['avg_sparsity']:.3f} | {r['net_time_s']:.1f} | "
-                     f"{r['speedup']:.2f}x | {r['net_flops']:.3g} | {r['flop_speedup']:.2f}x | {p} |")
+        lines.append(
+            f"| {r['trial']} | {r['method']} | {r['avg_sparsity']:.3f} | {r['net_time_s']:.1f} | "
+            f"{r['speedup']:.2f}x | {r['net_flops']:.3g} | {r['flop_speedup']:.2f}x | {p} |"
+        )
     best = t[(t["status"] == "reached") & ~t["reference"]].sort_values("net_flops").head(1)
     if len(best):
         b = best.iloc[0]
-        lines += ["", f"Fewest net FLOPs: trial {b['trial']} ({b['method']}, sparsity {b['avg_sparsity']:.3f}): "
-                      f"{b['flop_speedup']:.2f}x fewer than dense."]
+        lines += [
+            "",
+            f"Fewest net FLOPs: trial {b['trial']} ({b['method']}, sparsity {b['avg_sparsity']:.3f}): "
+            f"{b['flop_speedup']:.2f}x fewer than dense.",
+        ]
     per = []
     for m, g in t.groupby("method"):
         ok = g[g["status"] == "reached"]
-        per.append(f"{m}: {len(ok)}/{len(g)} reached" + (f", best {ok['flop_speedup'].max():.2f}x FLOPs, "
-                                                          f"{ok['speedup'].max():.2f}x net time" if len(ok) else ""))
+        per.append(
+            f"{m}: {len(ok)}/{len(g)} reached"
+            + (f", best {ok['flop_speedup'].max():.2f}x FLOPs, {ok['speedup'].max():.2f}x net time" if len(ok) else "")
+        )
     lines += ["", "Per method: " + "; ".join(per) + "."]
     imp_file = d / "importances.json"
     if imp_file.is_file():
         imp = json.loads(imp_file.read_text())
         if imp["importances"]:
-            lines += ["", "Parameter importances (fANOVA on the Optuna study; " + imp["note"].split(" (")[0] + "): "
-                      + ", ".join(f"`{k}` {v:.2f}" for k, v in imp["importances"].items()) + "."]
+            lines += [
+                "",
+                "Parameter importances (fANOVA on the Optuna study; "
+                + imp["note"].split(" (")[0]
+                + "): "
+                + ", ".join(f"`{k}` {v:.2f}" for k, v in imp["importances"].items())
+                + ".",
+            ]
     return "\n".join(lines), fig
 
 
@@ -263,15 +354,23 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 GROUPS = {
     "table_levels": ["dense"] + [f"rigl_{d}_{lv}" for d in ("uniform", "erk") for lv in (0.5, 0.7, 0.8, 0.9)],
-    "table_ablations": [BASE_CONFIG, "layers_embed_proj_dense", "schedule_every_50", "regularizer_l2",
-                        "algorithm_set", "algorithm_snfs", "algorithm_gmp",
-                        "algorithm_topkast"],
+    "table_ablations": [
+        BASE_CONFIG,
+        "layers_embed_proj_dense",
+        "schedule_every_50",
+        "regularizer_l2",
+        "algorithm_set",
+        "algorithm_snfs",
+        "algorithm_gmp",
+        "algorithm_topkast",
+    ],
     "table_ours": [BASE_CONFIG, "ours_flop_rigl_0.8", "ours_grow_0.8", "best_rigl", "best_flop_rigl", "best_grow"],
 }
 
 
 def main(argv=None) -> int:
     import argparse
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--figures", type=Path, default=FIGURES)
@@ -288,11 +387,18 @@ def main(argv=None) -> int:
         tables[name] = s
         text = replace_block(text, name, md_table(s))
     fig_levels(df, figures / "rigl_levels.png")
-    fig_compare(tables["table_ablations"], figures / "ablations.png",
-                f"One change at a time from {BASE_CONFIG} (seeds reached in brackets)")
+    fig_compare(
+        tables["table_ablations"],
+        figures / "ablations.png",
+        f"One change at a time from {BASE_CONFIG} (seeds reached in brackets)",
+    )
     fig_compare(tables["table_ours"], figures / "ours.png", "Our methods against RigL")
-    fig_curves(df, ["dense", BASE_CONFIG, "best_rigl", "ours_flop_rigl_0.8", "ours_grow_0.8"],
-               figures / "loss_vs_flops.png", target)
+    fig_curves(
+        df,
+        ["dense", BASE_CONFIG, "best_rigl", "ours_flop_rigl_0.8", "ours_grow_0.8"],
+        figures / "loss_vs_flops.png",
+        target,
+    )
     density_file = args.results / "flop_rigl_layer_density.json"
     if density_file.is_file():
         fig_density(density_file, figures / "flop_rigl_density.png")
@@ -300,9 +406,14 @@ def main(argv=None) -> int:
         body, _ = search_section(name, args.results, figures)
         text = replace_block(text, f"search_{name}", body)
     env = df.iloc[0]
-    text = replace_block(text, "setup", (
-        f"{df['seed'].nunique()} seeds ({', '.join(map(str, sorted(df['seed'].unique())))}), {len(df)} runs; "
-        f"target loss {target:.4f}; torch {env['torch']}, {env['threads']} CPU threads, host `{env['host']}`."))
+    text = replace_block(
+        text,
+        "setup",
+        (
+            f"{df['seed'].nunique()} seeds ({', '.join(map(str, sorted(df['seed'].unique())))}), {len(df)} runs; "
+            f"target loss {target:.4f}; torch {env['torch']}, {env['threads']} CPU threads, host `{env['host']}`."
+        ),
+    )
     args.study.write_text(text)
     print(f"wrote {args.study} and {len(list(figures.glob('*.png')))} figures in {figures}")
     return 0

@@ -29,8 +29,10 @@ from sparsesearch.train.trainer import train
 
 BASE_SPEC = ROOT / "search_spaces" / "rigl.yaml"
 RESULTS = ROOT / "analysis" / "results" / "precision.jsonl"
-CONFIGS = {"dense": ["sparsity.method=dense"],
-           "rigl_erk_0.8": ["sparsity.method=rigl", "sparsity.level=0.8", "sparsity.distribution=erk"]}
+CONFIGS = {
+    "dense": ["sparsity.method=dense"],
+    "rigl_erk_0.8": ["sparsity.method=rigl", "sparsity.level=0.8", "sparsity.distribution=erk"],
+}
 STUDY_TARGET = 5.9939  # the fixed target of analysis/STUDY.md (dense seed 0 at 200 steps, fp32)
 
 
@@ -56,28 +58,41 @@ def main() -> None:
             for precision in args.precisions:
                 if (name, seed, precision, args.target) in done:
                     continue
-                spec = load_spec(BASE_SPEC, [*overrides, f"train.seed={seed}", f"train.precision={precision}",
-                                             f"target.loss={args.target}"])
+                spec = load_spec(
+                    BASE_SPEC,
+                    [*overrides, f"train.seed={seed}", f"train.precision={precision}", f"target.loss={args.target}"],
+                )
                 r = train(spec, data, args.target)
-                row = {"config": name, "seed": seed, "precision": r.precision, "target": args.target,
-                       "status": r.status, "steps_to_target": r.steps_to_target, "steps": r.steps,
-                       "train_time_s": r.train_time_s, "time_to_target_s": r.time_to_target_s,
-                       "net_flops": r.net_flops, "final_eval_loss": r.final_eval_loss,
-                       "eval_curve": [(h["step"], h["eval_loss"]) for h in r.history],
-                       "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+                row = {
+                    "config": name,
+                    "seed": seed,
+                    "precision": r.precision,
+                    "target": args.target,
+                    "status": r.status,
+                    "steps_to_target": r.steps_to_target,
+                    "steps": r.steps,
+                    "train_time_s": r.train_time_s,
+                    "time_to_target_s": r.time_to_target_s,
+                    "net_flops": r.net_flops,
+                    "final_eval_loss": r.final_eval_loss,
+                    "eval_curve": [(h["step"], h["eval_loss"]) for h in r.history],
+                    "torch": torch.__version__,
+                    "machine": platform.processor() or platform.machine(),
+                }
                 args.results.parent.mkdir(parents=True, exist_ok=True)
                 with args.results.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 rows.append(row)
-                print(f"{name} seed {seed} {r.precision}: {r.status}, steps to target {r.steps_to_target}",
-                      flush=True)
+                print(f"{name} seed {seed} {r.precision}: {r.status}, steps to target {r.steps_to_target}", flush=True)
     print_table([r for r in rows if r["target"] == args.target], args.seeds)
 
 
 def print_table(rows: list[dict], seeds: list[int]) -> None:
     by = {(r["config"], r["seed"], r["precision"]): r for r in rows}
-    print(f"\nsteps to target {rows[0]['target'] if rows else ''} (interpolated between evaluations every 20 "
-          f"steps; '-' = not reached)")
+    print(
+        f"\nsteps to target {rows[0]['target'] if rows else ''} (interpolated between evaluations every 20 "
+        f"steps; '-' = not reached)"
+    )
     print(f"{'config':<14}{'seed':>5}{'fp32':>9}{'bf16':>9}{'bf16-fp32':>11}")
     for name in CONFIGS:
         diffs, per = [], {"fp32": [], "bf16": []}
@@ -95,9 +110,11 @@ def print_table(rows: list[dict], seeds: list[int]) -> None:
                     per[k].append(v)
             print(f"{name:<14}{seed:>5}{fa:>9}{fb:>9}{d:>11}")
         if all(len(v) >= 2 for v in per.values()):
-            print(f"{name:<14}{'mean':>5}{statistics.mean(per['fp32']):>9.1f}{statistics.mean(per['bf16']):>9.1f}"
-                  f"{statistics.mean(diffs) if diffs else float('nan'):>+11.1f}   seed sd: fp32 "
-                  f"{statistics.stdev(per['fp32']):.1f}, bf16 {statistics.stdev(per['bf16']):.1f}")
+            print(
+                f"{name:<14}{'mean':>5}{statistics.mean(per['fp32']):>9.1f}{statistics.mean(per['bf16']):>9.1f}"
+                f"{statistics.mean(diffs) if diffs else float('nan'):>+11.1f}   seed sd: fp32 "
+                f"{statistics.stdev(per['fp32']):.1f}, bf16 {statistics.stdev(per['bf16']):.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -36,15 +36,21 @@ def store(name: str, exp: Path) -> Path:
     (out / "pareto.html").unlink()  # 4.8 MB of embedded plotly.js: regenerate it with `sparsesearch export`
     load_history(exp)[HISTORY_COLUMNS].to_csv(out / "history.csv", index=False)
     imp, note = param_importances(exp / STUDY_FILE)
-    (out / "importances.json").write_text(json.dumps({"importances": {k: float(v) for k, v in imp.items()},
-                                                      "note": note}, indent=1))
+    (out / "importances.json").write_text(
+        json.dumps({"importances": {k: float(v) for k, v in imp.items()}, "note": note}, indent=1)
+    )
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--experiment", action="append", default=[], metavar="NAME=DIR",
-                   help="store this finished experiment for search NAME instead of running it")
+    p.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="store this finished experiment for search NAME instead of running it",
+    )
     p.add_argument("--only", nargs="*", choices=list(SEARCHES))
     args = p.parse_args(argv)
     given = dict(e.split("=", 1) for e in args.experiment)
@@ -59,8 +65,23 @@ def main(argv=None) -> int:
             continue
         exp = ROOT / "runs" / "study" / f"study-{name}"
         if not (exp / "sparsesearch.json").is_file():
-            subprocess.run([sys.executable, "-m", "sparsesearch.cli", "run", spec, "--storage", str(exp.parent),
-                            "--name", exp.name, "--num-samples", str(n)], cwd=ROOT, check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "sparsesearch.cli",
+                    "run",
+                    spec,
+                    "--storage",
+                    str(exp.parent),
+                    "--name",
+                    exp.name,
+                    "--num-samples",
+                    str(n),
+                ],
+                cwd=ROOT,
+                check=True,
+            )
         print(f"{name}: {store(name, exp)}", flush=True)
     return 0
 

@@ -43,28 +43,41 @@ def _grid() -> dict[str, tuple[str, list[str]]]:
     s: dict[str, tuple[str, list[str]]] = {"dense": ("baseline", ["sparsity.method=dense"])}
     for dist in ("uniform", "erk"):
         for level in (0.5, 0.7, 0.8, 0.9):
-            s[f"rigl_{dist}_{level}"] = ("rigl_level", RIGL + [f"sparsity.level={level}",
-                                                                f"sparsity.distribution={dist}"])
+            s[f"rigl_{dist}_{level}"] = (
+                "rigl_level",
+                RIGL + [f"sparsity.level={level}", f"sparsity.distribution={dist}"],
+            )
     s["layers_embed_proj_dense"] = ("layers", BASE + ["sparsity.dense_groups=[embed_proj]"])
     s["schedule_every_50"] = ("schedule", BASE + ["sparsity.update_every=50"])
     s["regularizer_l2"] = ("regularizer", BASE + ["sparsity.regularizer=l2", "sparsity.regularizer_strength=1e-4"])
     for method in ("set", "snfs", "gmp", "topkast"):
-        s[f"algorithm_{method}"] = ("algorithm", [f"sparsity.method={method}", "sparsity.level=0.8",
-                                                  "sparsity.distribution=erk"])
+        s[f"algorithm_{method}"] = (
+            "algorithm",
+            [f"sparsity.method={method}", "sparsity.level=0.8", "sparsity.distribution=erk"],
+        )
     # Our methods (analysis/METHODS.md) against RigL with the same knobs, and against the best RigL
     # configuration the rigl.yaml search found (trial 10 of analysis/results/search_rigl), with its knobs.
     for method in ("flop_rigl", "grow"):
-        s[f"ours_{method}_0.8"] = ("ours", [f"sparsity.method={method}", "sparsity.level=0.8",
-                                            "sparsity.distribution=erk"])
+        s[f"ours_{method}_0.8"] = (
+            "ours",
+            [f"sparsity.method={method}", "sparsity.level=0.8", "sparsity.distribution=erk"],
+        )
     for method in ("rigl", "flop_rigl", "grow"):
         s[f"best_{method}"] = ("ours", [f"sparsity.method={method}", *BEST_RIGL_KNOBS])
     return s
 
 
 # Trial 10 of the rigl.yaml search (net time 33.5 s vs dense 73.4 s there).
-BEST_RIGL_KNOBS = ["sparsity.level=0.7639", "sparsity.distribution=erk", "sparsity.dense_groups=[embed_proj]",
-                   "sparsity.drop_fraction=0.3808", "sparsity.drop_schedule=cosine", "sparsity.update_every=18",
-                   "sparsity.update_end=0.7144", "train.lr=0.002512"]
+BEST_RIGL_KNOBS = [
+    "sparsity.level=0.7639",
+    "sparsity.distribution=erk",
+    "sparsity.dense_groups=[embed_proj]",
+    "sparsity.drop_fraction=0.3808",
+    "sparsity.drop_schedule=cosine",
+    "sparsity.update_every=18",
+    "sparsity.update_end=0.7144",
+    "train.lr=0.002512",
+]
 
 STUDY = _grid()
 
@@ -82,11 +95,22 @@ def run_one(name: str, overrides: list[str], seed: int, target: float, data) -> 
     for _ in trainer.run():
         pass
     r = trainer.result.to_dict()
-    history = [{k: h[k] for k in ("step", "eval_loss", "train_time_s", "flops", "dense_flops")}
-               for h in r.pop("history")]
-    return {"config": name, "group": STUDY[name][0], "seed": seed, "overrides": overrides, **r,
-            "history": history, "spec": spec.to_dict(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "host": platform.node(), "finished": time.time()}
+    history = [
+        {k: h[k] for k in ("step", "eval_loss", "train_time_s", "flops", "dense_flops")} for h in r.pop("history")
+    ]
+    return {
+        "config": name,
+        "group": STUDY[name][0],
+        "seed": seed,
+        "overrides": overrides,
+        **r,
+        "history": history,
+        "spec": spec.to_dict(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "host": platform.node(),
+        "finished": time.time(),
+    }
 
 
 def main(argv=None) -> int:
@@ -103,8 +127,12 @@ def main(argv=None) -> int:
     unknown = set(args.groups or []) - {g for g, _ in STUDY.values()} | set(args.configs or []) - set(STUDY)
     if unknown:
         p.error(f"unknown groups/configs {sorted(unknown)}; choices: {sorted(STUDY)}")
-    todo = [(n, s) for n, (g, _) in STUDY.items() for s in args.seeds
-            if (not args.groups or g in args.groups) and (not args.configs or n in args.configs)]
+    todo = [
+        (n, s)
+        for n, (g, _) in STUDY.items()
+        for s in args.seeds
+        if (not args.groups or g in args.groups) and (not args.configs or n in args.configs)
+    ]
     done = _done(args.out)
     todo = [(n, s) for n, s in todo if (n, s) not in done]
     # seeds outermost: a partial study still has every configuration on seed 0
@@ -116,9 +144,11 @@ def main(argv=None) -> int:
         row = run_one(name, STUDY[name][1], seed, target, data)
         with args.out.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"[{i}/{len(todo)}] {name} seed {seed}: {row['status']} steps {row['steps_to_target']} "
-              f"net {row['net_time_s']:.1f}s flop_ratio {row['flop_ratio']:.3f} ({time.time() - t0:.0f}s)",
-              flush=True)
+        print(
+            f"[{i}/{len(todo)}] {name} seed {seed}: {row['status']} steps {row['steps_to_target']} "
+            f"net {row['net_time_s']:.1f}s flop_ratio {row['flop_ratio']:.3f} ({time.time() - t0:.0f}s)",
+            flush=True,
+        )
     return 0
 
 

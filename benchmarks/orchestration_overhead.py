@@ -53,8 +53,12 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as storage:
         raw = load_raw(args.spec)
-        for o in [*args.overrides, f"tune.storage={storage}", "tune.name=bench",
-                  *([f"search.num_samples={args.num_samples}"] if args.num_samples else [])]:
+        for o in [
+            *args.overrides,
+            f"tune.storage={storage}",
+            "tune.name=bench",
+            *([f"search.num_samples={args.num_samples}"] if args.num_samples else []),
+        ]:
             apply_override(raw, o)
         spec = spec_from_dict(raw)
         resolve_target(spec, prepare_data(spec.data, spec.model))  # cached from here on: not part of the timing
@@ -66,26 +70,49 @@ def main() -> None:
     train = sum(r["train_time_s"] for r in reports)
     parts = {k: sum(r.get(k, 0.0) for r in reports) for k in ("startup_s", "eval_time_s", "report_s")}
     peak = max((r.get("peak_rss_mb", 0.0) for r in reports), default=0.0)
-    print(f"spec {args.spec}; {len(reports)} trials (dense reference included), {spec.tune.max_concurrent} at a "
-          f"time, {spec.tune.cpus_per_trial:g} CPUs each; statuses: "
-          + ", ".join(f"{k} {v}" for k, v in table["status"].value_counts().items()))
-    print(f"{'trial':<10}{'steps':>6}{'train s':>9}{'ms/step':>9}{'startup s':>11}{'eval s':>8}{'report s':>10}"
-          f"{'peak RSS MB':>13}{'precision':>11}")
+    print(
+        f"spec {args.spec}; {len(reports)} trials (dense reference included), {spec.tune.max_concurrent} at a "
+        f"time, {spec.tune.cpus_per_trial:g} CPUs each; statuses: "
+        + ", ".join(f"{k} {v}" for k, v in table["status"].value_counts().items())
+    )
+    print(
+        f"{'trial':<10}{'steps':>6}{'train s':>9}{'ms/step':>9}{'startup s':>11}{'eval s':>8}{'report s':>10}"
+        f"{'peak RSS MB':>13}{'precision':>11}"
+    )
     for r in reports:
-        print(f"{r['trial_id']:<10}{r['step']:>6}{r['train_time_s']:>9.1f}"
-              f"{1e3 * r['train_time_s'] / max(1, r['step']):>9.0f}{r.get('startup_s', 0):>11.2f}"
-              f"{r.get('eval_time_s', 0):>8.1f}{r.get('report_s', 0):>10.2f}{r.get('peak_rss_mb', 0):>13.0f}"
-              f"{r.get('precision', '?'):>11}")
+        print(
+            f"{r['trial_id']:<10}{r['step']:>6}{r['train_time_s']:>9.1f}"
+            f"{1e3 * r['train_time_s'] / max(1, r['step']):>9.0f}{r.get('startup_s', 0):>11.2f}"
+            f"{r.get('eval_time_s', 0):>8.1f}{r.get('report_s', 0):>10.2f}{r.get('peak_rss_mb', 0):>13.0f}"
+            f"{r.get('precision', '?'):>11}"
+        )
     print(f"\nsearch wall {wall:.1f} s; trials' training {train:.1f} s; wall / training = {wall / train:.2f}")
-    print(f"  of the rest: start-up {parts['startup_s']:.1f} s, evaluation {parts['eval_time_s']:.1f} s, reports "
-          f"and checkpoints {parts['report_s']:.1f} s, Ray/Optuna/idle "
-          f"{wall - train - sum(parts.values()):.1f} s")
-    print(f"largest worker peak RSS {peak:.0f} MB; driver CPU {driver_cpu:.1f} s = "
-          f"{100 * driver_cpu / wall:.1f}% of one core over the search")
+    print(
+        f"  of the rest: start-up {parts['startup_s']:.1f} s, evaluation {parts['eval_time_s']:.1f} s, reports "
+        f"and checkpoints {parts['report_s']:.1f} s, Ray/Optuna/idle "
+        f"{wall - train - sum(parts.values()):.1f} s"
+    )
+    print(
+        f"largest worker peak RSS {peak:.0f} MB; driver CPU {driver_cpu:.1f} s = "
+        f"{100 * driver_cpu / wall:.1f}% of one core over the search"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"spec": args.spec, "overrides": args.overrides, "wall_s": wall,
-                                         "train_s": train, **parts, "driver_cpu_s": driver_cpu,
-                                         "peak_rss_mb": peak, "trials": reports}, indent=1, default=str))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "spec": args.spec,
+                    "overrides": args.overrides,
+                    "wall_s": wall,
+                    "train_s": train,
+                    **parts,
+                    "driver_cpu_s": driver_cpu,
+                    "peak_rss_mb": peak,
+                    "trials": reports,
+                },
+                indent=1,
+                default=str,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,10 @@ def main() -> None:
     with profile(activities=activities, record_shapes=args.shapes) as prof:
         for _ in range(args.steps):
             trainer.train_step()
-    print(f"{args.steps} training steps of {args.spec} ({spec.sparsity.method}, precision "
-          f"{trainer.precision.name}, device {trainer.device}); times are totals over those steps")
+    print(
+        f"{args.steps} training steps of {args.spec} ({spec.sparsity.method}, precision "
+        f"{trainer.precision.name}, device {trainer.device}); times are totals over those steps"
+    )
     sort = "self_cuda_time_total" if trainer.device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages(group_by_input_shape=args.shapes).table(sort_by=sort, row_limit=args.rows))
 

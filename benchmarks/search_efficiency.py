@@ -60,21 +60,35 @@ def main() -> None:
     p.add_argument("spec", nargs="?", default=str(Path(__file__).parents[1] / "search_spaces" / "smoke.yaml"))
     p.add_argument("--num-samples", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--objective", choices=["net_flops", "net_time"], default="net_flops",
-                   help="net_flops (default) is deterministic; net_time carries this machine's timing noise")
+    p.add_argument(
+        "--objective",
+        choices=["net_flops", "net_time"],
+        default="net_flops",
+        help="net_flops (default) is deterministic; net_time carries this machine's timing noise",
+    )
     args = p.parse_args()
     raw = yaml.safe_load(Path(args.spec).read_text())
-    common = [f"search.num_samples={args.num_samples}", f"search.seed={args.seed}",
-              f"search.objective={args.objective}"]
+    common = [
+        f"search.num_samples={args.num_samples}",
+        f"search.seed={args.seed}",
+        f"search.objective={args.objective}",
+    ]
     with tempfile.TemporaryDirectory() as storage:
         asha = _run(args.spec, raw, [*common, "search.sampler=tpe"], storage, "asha-tpe")
         max_t = raw.get("train", {}).get("max_steps", 2000)
-        rand = _run(args.spec, raw, [*common, "search.sampler=random", f"search.asha.grace_period={max_t}",
-                                     f"search.asha.max_t={max_t}"], storage, "random-full")
+        rand = _run(
+            args.spec,
+            raw,
+            [*common, "search.sampler=random", f"search.asha.grace_period={max_t}", f"search.asha.max_t={max_t}"],
+            storage,
+            "random-full",
+        )
     curves = {"ASHA + TPE": _curve(asha, args.objective), "random, no early stop": _curve(rand, args.objective)}
     total = min(c[-1][0] for c in curves.values())
-    print(f"spec {args.spec}; {args.num_samples} trials each, seed {args.seed}; objective {args.objective} "
-          f"(best of the trials that reached the target); compute = net FLOPs spent")
+    print(
+        f"spec {args.spec}; {args.num_samples} trials each, seed {args.seed}; objective {args.objective} "
+        f"(best of the trials that reached the target); compute = net FLOPs spent"
+    )
     print(f"{'compute spent':>16}" + "".join(f"{name:>26}" for name in curves))
     for frac in (0.125, 0.25, 0.5, 0.75, 1.0):
         row = f"{frac * total:>16.3g}"

@@ -44,7 +44,7 @@ def main() -> None:
     regular = {m: [] for m in names}
     update = {m: [] for m in names}
     for r in range(args.warmup + args.steps):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for m in order:
             tr = trainers[m]
             is_update = tr.sparsifier.is_update_step(tr.step)
@@ -55,11 +55,15 @@ def main() -> None:
                 (update if is_update else regular)[m].append(dt)
     ref = statistics.median(regular["dense"])
     spec = base
-    print(f"model: hidden {spec.model.hidden_size}, {spec.model.num_layers} layers, batch {spec.train.batch_size} x "
-          f"{spec.model.seq_len}; level {args.level}; {args.steps} steps per method; device "
-          f"{trainers['dense'].device}, precision {trainers['dense'].precision.name}")
-    print(f"{'method':<8}{'regular ms':>12}{'vs dense':>10}{'update ms':>12}{'vs dense':>10}{'updates':>9}"
-          f"{'amortised':>11}{'vs dense':>10}")
+    print(
+        f"model: hidden {spec.model.hidden_size}, {spec.model.num_layers} layers, batch {spec.train.batch_size} x "
+        f"{spec.model.seq_len}; level {args.level}; {args.steps} steps per method; device "
+        f"{trainers['dense'].device}, precision {trainers['dense'].precision.name}"
+    )
+    print(
+        f"{'method':<8}{'regular ms':>12}{'vs dense':>10}{'update ms':>12}{'vs dense':>10}{'updates':>9}"
+        f"{'amortised':>11}{'vs dense':>10}"
+    )
     overheads, record = [], {}
     for m in names:
         reg = statistics.median(regular[m])
@@ -70,16 +74,33 @@ def main() -> None:
         avg_ratio = avg / ref
         if m != "dense":
             overheads.append(avg_ratio - 1)
-        record[m] = {"regular_ms": reg * 1e3, "update_ms": None if not n_upd else upd * 1e3, "updates": n_upd,
-                     "amortised_ms": avg * 1e3, "amortised_vs_dense": avg_ratio}
-        print(f"{m:<8}{reg * 1e3:>12.1f}{reg / ref:>10.3f}{upd * 1e3:>12.1f}{upd / ref:>10.3f}{len(update[m]):>9}"
-              f"{avg * 1e3:>11.1f}{avg_ratio:>10.3f}")
-    print(f"\nmean amortised overhead over dense across sparse methods: {statistics.mean(overheads):+.1%} "
-          f"(medians; regular and update steps weighted by their counts)")
+        record[m] = {
+            "regular_ms": reg * 1e3,
+            "update_ms": None if not n_upd else upd * 1e3,
+            "updates": n_upd,
+            "amortised_ms": avg * 1e3,
+            "amortised_vs_dense": avg_ratio,
+        }
+        print(
+            f"{m:<8}{reg * 1e3:>12.1f}{reg / ref:>10.3f}{upd * 1e3:>12.1f}{upd / ref:>10.3f}{len(update[m]):>9}"
+            f"{avg * 1e3:>11.1f}{avg_ratio:>10.3f}"
+        )
+    print(
+        f"\nmean amortised overhead over dense across sparse methods: {statistics.mean(overheads):+.1%} "
+        f"(medians; regular and update steps weighted by their counts)"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"level": args.level, "steps": args.steps,
-                                         "precision": trainers["dense"].precision.name, "methods": record},
-                                        indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "level": args.level,
+                    "steps": args.steps,
+                    "precision": trainers["dense"].precision.name,
+                    "methods": record,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,12 @@ from sparsesearch.model.shape import weight_group
 from sparsesearch.spec import load_spec
 from sparsesearch.train.trainer import Trainer
 
-_MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
-            torch.ops.aten.baddbmm.default}
+_MATMULS = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten.baddbmm.default,
+}
 
 
 def _describe(x):
@@ -99,8 +103,9 @@ def replay(calls, device: torch.device, reps: int) -> dict[str, float]:
 
 def record_step(trainer: Trainer) -> list:
     model = trainer.model
-    groups = {name: weight_group(name + ".weight") for name, mod in model.named_modules()
-              if isinstance(mod, torch.nn.Linear)}
+    groups = {
+        name: weight_group(name + ".weight") for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)
+    }
     with ModuleTracker() as tracker, _RecordMatmuls(tracker, groups) as rec:
         trainer.train_step()
     return rec.calls
@@ -120,12 +125,14 @@ def main() -> None:
     base = load_spec(args.spec, args.overrides)
     data = prepare_data(base.data, base.model)
     emb = load_token_embedding(resolve_model_dir(base.model.embedding))
-    trainers = {pr: Trainer(load_spec(args.spec, [*args.overrides, f"train.precision={pr}"]), data, None,
-                            token_embedding=emb) for pr in precisions}
+    trainers = {
+        pr: Trainer(load_spec(args.spec, [*args.overrides, f"train.precision={pr}"]), data, None, token_embedding=emb)
+        for pr in precisions
+    }
     times: dict[str, list[float]] = {pr: [] for pr in precisions}
     flops: dict[str, list[float]] = {pr: [] for pr in precisions}
     for r in range(args.warmup + args.steps):
-        for pr in precisions[r % len(precisions):] + precisions[:r % len(precisions)]:
+        for pr in precisions[r % len(precisions) :] + precisions[: r % len(precisions)]:
             tr = trainers[pr]
             dens = tr.sparsifier.flop_densities(tr.step)
             t0 = time.perf_counter()
@@ -141,39 +148,63 @@ def main() -> None:
         comp = replay(calls, tr.device, args.reps)
         ms = statistics.median(times[pr]) * 1e3
         step_gflop = statistics.median(flops[pr]) / 1e9
-        rows[pr] = {"precision": tr.precision.name, "ms_per_step": ms,
-                    "tokens_per_s": base.train.batch_size * base.model.seq_len / (ms / 1e3),
-                    "gflop_per_step": step_gflop, "gflop_per_s": step_gflop / (ms / 1e3),
-                    "matmul_replay_ms": sum(comp.values()) * 1e3,
-                    "step_over_matmuls": ms / (sum(comp.values()) * 1e3),
-                    "components_ms": {k: v * 1e3 for k, v in sorted(comp.items(), key=lambda kv: -kv[1])},
-                    "matmul_calls": len(calls)}
+        rows[pr] = {
+            "precision": tr.precision.name,
+            "ms_per_step": ms,
+            "tokens_per_s": base.train.batch_size * base.model.seq_len / (ms / 1e3),
+            "gflop_per_step": step_gflop,
+            "gflop_per_s": step_gflop / (ms / 1e3),
+            "matmul_replay_ms": sum(comp.values()) * 1e3,
+            "step_over_matmuls": ms / (sum(comp.values()) * 1e3),
+            "components_ms": {k: v * 1e3 for k, v in sorted(comp.items(), key=lambda kv: -kv[1])},
+            "matmul_calls": len(calls),
+        }
     m = base.model
     dev = trainers[precisions[0]].device
-    print(f"model: hidden {m.hidden_size}, {m.num_layers} layers, ffn {m.ffn_size}, seq {m.seq_len}, batch "
-          f"{base.train.batch_size}; method {base.sparsity.method}; device {dev}, torch threads "
-          f"{torch.get_num_threads()}; {args.steps} steps each, interleaved (medians)")
-    print(f"{'precision':<10}{'ms/step':>9}{'tokens/s':>10}{'GFLOP/step':>12}{'GFLOP/s':>9}{'matmuls ms':>12}"
-          f"{'step/matmuls':>14}")
+    print(
+        f"model: hidden {m.hidden_size}, {m.num_layers} layers, ffn {m.ffn_size}, seq {m.seq_len}, batch "
+        f"{base.train.batch_size}; method {base.sparsity.method}; device {dev}, torch threads "
+        f"{torch.get_num_threads()}; {args.steps} steps each, interleaved (medians)"
+    )
+    print(
+        f"{'precision':<10}{'ms/step':>9}{'tokens/s':>10}{'GFLOP/step':>12}{'GFLOP/s':>9}{'matmuls ms':>12}"
+        f"{'step/matmuls':>14}"
+    )
     for r in rows.values():
-        print(f"{r['precision']:<10}{r['ms_per_step']:>9.1f}{r['tokens_per_s']:>10,.0f}{r['gflop_per_step']:>12.2f}"
-              f"{r['gflop_per_s']:>9.1f}{r['matmul_replay_ms']:>12.1f}{r['step_over_matmuls']:>14.2f}")
+        print(
+            f"{r['precision']:<10}{r['ms_per_step']:>9.1f}{r['tokens_per_s']:>10,.0f}{r['gflop_per_step']:>12.2f}"
+            f"{r['gflop_per_s']:>9.1f}{r['matmul_replay_ms']:>12.1f}{r['step_over_matmuls']:>14.2f}"
+        )
     if len(rows) > 1:
         first = rows[precisions[0]]
         for pr in precisions[1:]:
             r = rows[pr]
-            print(f"{r['precision']} vs {first['precision']}: step {first['ms_per_step'] / r['ms_per_step']:.2f}x "
-                  f"faster; its matmuls alone {first['matmul_replay_ms'] / r['matmul_replay_ms']:.2f}x")
+            print(
+                f"{r['precision']} vs {first['precision']}: step {first['ms_per_step'] / r['ms_per_step']:.2f}x "
+                f"faster; its matmuls alone {first['matmul_replay_ms'] / r['matmul_replay_ms']:.2f}x"
+            )
     comps = list(dict.fromkeys(c for r in rows.values() for c in r["components_ms"]))
     print("\nmatmuls replayed alone, per component (ms per step)")
     print(f"{'component':<20}" + "".join(f"{rows[pr]['precision']:>10}" for pr in precisions))
     for c in comps:
         print(f"{c:<20}" + "".join(f"{rows[pr]['components_ms'].get(c, 0.0):>10.1f}" for pr in precisions))
-    print(f"{'not matmuls':<20}" + "".join(f"{rows[pr]['ms_per_step'] - rows[pr]['matmul_replay_ms']:>10.1f}"
-                                          for pr in precisions))
+    print(
+        f"{'not matmuls':<20}"
+        + "".join(f"{rows[pr]['ms_per_step'] - rows[pr]['matmul_replay_ms']:>10.1f}" for pr in precisions)
+    )
     if args.json:
-        args.json.write_text(json.dumps({"spec": args.spec, "overrides": args.overrides, "device": str(dev),
-                                         "threads": torch.get_num_threads(), "rows": rows}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "spec": args.spec,
+                    "overrides": args.overrides,
+                    "device": str(dev),
+                    "threads": torch.get_num_threads(),
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

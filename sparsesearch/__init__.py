@@ -8,10 +8,12 @@ __all__ = ["load_history", "load_results"]
 def load_results(path):
     """One row per trial of an experiment directory as a pandas DataFrame (see ``sparsesearch.results``)."""
     from .results.table import load_results as _load
+
     return _load(path)
 
 
 def load_history(path):
     """Every evaluation report of every trial of an experiment directory as a pandas DataFrame."""
     from .results.table import load_history as _load
+
     return _load(path)

@@ -26,65 +26,108 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("spec", help="YAML spec file (see `sparsesearch defaults` for every key)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key by dotted path, e.g. --set train.lr=3e-4 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key by dotted path, e.g. --set train.lr=3e-4 (repeatable)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a readable summary")
 
 
 def _add_results_args(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("experiment", help="the experiment directory (printed by `sparsesearch run`)")
     p.add_argument("--out", help=f"output directory (default: EXPERIMENT/{name})")
-    p.add_argument("--by", choices=("net_time", "net_flops"),
-                   help="the front's cost axis (default: net_time for export, the search's objective for report)")
+    p.add_argument(
+        "--by",
+        choices=("net_time", "net_flops"),
+        help="the front's cost axis (default: net_time for export, the search's objective for report)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    parser = _Parser(prog="sparsesearch", description=(
-        "Search dynamic-sparsity training recipes for a small BERT by FLOP-adjusted time to a target MLM loss."))
+    parser = _Parser(
+        prog="sparsesearch",
+        description=(
+            "Search dynamic-sparsity training recipes for a small BERT by FLOP-adjusted time to a target MLM loss."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    p = sub.add_parser("train", help="train the spec's configuration to its target loss and report net time",
-                       description="Train the spec's fixed configuration until the held-out MLM loss reaches the "
-                                   "target (resolving an 'auto' target first), then report time-to-target, FLOP "
-                                   "ratio, net time and the FLOP breakdown.")
+    p = sub.add_parser(
+        "train",
+        help="train the spec's configuration to its target loss and report net time",
+        description="Train the spec's fixed configuration until the held-out MLM loss reaches the "
+        "target (resolving an 'auto' target first), then report time-to-target, FLOP "
+        "ratio, net time and the FLOP breakdown.",
+    )
     _add_spec_args(p)
-    p = sub.add_parser("flops", help="print the FLOP breakdown of one training step",
-                       description="Analytic FLOPs of one training step of the spec's model, per component and "
-                                   "per layer (expected number of masked positions).")
+    p = sub.add_parser(
+        "flops",
+        help="print the FLOP breakdown of one training step",
+        description="Analytic FLOPs of one training step of the spec's model, per component and "
+        "per layer (expected number of masked positions).",
+    )
     _add_spec_args(p)
-    p = sub.add_parser("run", help="search the spec's space with Optuna + ASHA on Ray Tune",
-                       description="Search the spec's `search` section: Optuna proposes configurations, ASHA stops "
-                                   "unpromising ones at equal compute, Ray Tune runs them here or on a cluster. "
-                                   "A dense reference trial is part of every experiment. Prints the best "
-                                   "configurations and the result directory.")
+    p = sub.add_parser(
+        "run",
+        help="search the spec's space with Optuna + ASHA on Ray Tune",
+        description="Search the spec's `search` section: Optuna proposes configurations, ASHA stops "
+        "unpromising ones at equal compute, Ray Tune runs them here or on a cluster. "
+        "A dense reference trial is part of every experiment. Prints the best "
+        "configurations and the result directory.",
+    )
     p.add_argument("spec", help="YAML spec file with a search section")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
     p.add_argument("--storage", help="directory (or URI) holding experiments; shared by every node of a cluster")
     p.add_argument("--name", help="experiment name (default: spec name and a timestamp)")
     p.add_argument("--num-samples", type=int, help="number of trials (besides the dense reference)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="validate, print the resolved space and a few sampled configurations; train nothing")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key by dotted path (repeatable)")
-    p = sub.add_parser("resume", help="continue an interrupted experiment",
-                       description="Continue an interrupted experiment: finished trials are kept, unfinished ones "
-                                   "resume from their checkpoints, the search continues where it stopped.")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, print the resolved space and a few sampled configurations; train nothing",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key by dotted path (repeatable)",
+    )
+    p = sub.add_parser(
+        "resume",
+        help="continue an interrupted experiment",
+        description="Continue an interrupted experiment: finished trials are kept, unfinished ones "
+        "resume from their checkpoints, the search continues where it stopped.",
+    )
     p.add_argument("experiment", help="the experiment directory (printed by `sparsesearch run`)")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
-    p = sub.add_parser("export", help="write the trial table, the Pareto front and its plots",
-                       description="Write trials.csv, pareto.csv, pareto.json, pareto.png and pareto.html for an "
-                                   "experiment, from its stored results (finished, running or interrupted).")
+    p = sub.add_parser(
+        "export",
+        help="write the trial table, the Pareto front and its plots",
+        description="Write trials.csv, pareto.csv, pareto.json, pareto.png and pareto.html for an "
+        "experiment, from its stored results (finished, running or interrupted).",
+    )
     _add_results_args(p, "export")
-    p = sub.add_parser("report", help="write a markdown report of an experiment with its figures",
-                       description="Write report.md with its figures (and everything `export` writes): summary, "
-                                   "dense reference, best configurations, Pareto front, loss against compute, "
-                                   "parameter importances, per-method comparison, where the FLOPs go.")
+    p = sub.add_parser(
+        "report",
+        help="write a markdown report of an experiment with its figures",
+        description="Write report.md with its figures (and everything `export` writes): summary, "
+        "dense reference, best configurations, Pareto front, loss against compute, "
+        "parameter importances, per-method comparison, where the FLOPs go.",
+    )
     _add_results_args(p, "report")
-    sub.add_parser("defaults", help="print every spec key with its default and meaning",
-                   description="Print the default spec as commented YAML: every key of every section with "
-                               "its default value and meaning. Start a spec from it: "
-                               "sparsesearch defaults > my.yaml")
+    sub.add_parser(
+        "defaults",
+        help="print every spec key with its default and meaning",
+        description="Print the default spec as commented YAML: every key of every section with "
+        "its default value and meaning. Start a spec from it: "
+        "sparsesearch defaults > my.yaml",
+    )
     return parser
 
 
@@ -100,8 +143,10 @@ def _json_safe(x):
 
 def _flops_table(step, title: str) -> list[str]:
     total = step.total
-    lines = [f"{title}: {total / 1e9:,.2f} GFLOP matmul (forward {step.forward / 1e9:,.2f}, backward "
-             f"{(total - step.forward) / 1e9:,.2f}); sparsifiable weights {step.sparsifiable / total:.1%}"]
+    lines = [
+        f"{title}: {total / 1e9:,.2f} GFLOP matmul (forward {step.forward / 1e9:,.2f}, backward "
+        f"{(total - step.forward) / 1e9:,.2f}); sparsifiable weights {step.sparsifiable / total:.1%}"
+    ]
     lines.append(f"  {'component':<16}{'GFLOP':>10}{'share':>8}")
     for group, v in step.by_group().items():
         lines.append(f"  {group:<16}{v / 1e9:>10.3f}{v / total:>8.1%}")
@@ -109,17 +154,35 @@ def _flops_table(step, title: str) -> list[str]:
     for layer, v in step.by_layer().items():
         lines.append(f"  {layer:<16}{v / 1e9:>10.3f}{v / total:>8.1%}")
     non = sum(step.nonmatmul.values())
-    lines.append(f"  non-matmul (estimate, not in totals): {non / 1e9:,.3f} GFLOP "
-                 + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in step.nonmatmul.items()))
+    lines.append(
+        f"  non-matmul (estimate, not in totals): {non / 1e9:,.3f} GFLOP "
+        + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in step.nonmatmul.items())
+    )
     return lines
 
 
 def _flops_dict(step) -> dict:
-    return {"total": step.total, "forward": step.forward, "sparsifiable": step.sparsifiable,
-            "by_group": step.by_group(), "by_layer": step.by_layer(), "nonmatmul_estimate": dict(step.nonmatmul),
-            "components": [{"name": c.name, "group": c.group, "layer": c.layer, "forward": c.forward,
-                            "backward_input": c.backward_input, "backward_weight": c.backward_weight,
-                            "sparsifiable": c.sparsifiable, "density": c.density} for c in step.components]}
+    return {
+        "total": step.total,
+        "forward": step.forward,
+        "sparsifiable": step.sparsifiable,
+        "by_group": step.by_group(),
+        "by_layer": step.by_layer(),
+        "nonmatmul_estimate": dict(step.nonmatmul),
+        "components": [
+            {
+                "name": c.name,
+                "group": c.group,
+                "layer": c.layer,
+                "forward": c.forward,
+                "backward_input": c.backward_input,
+                "backward_weight": c.backward_weight,
+                "sparsifiable": c.sparsifiable,
+                "density": c.density,
+            }
+            for c in step.components
+        ],
+    }
 
 
 def _sparsity_lines(trainer) -> list[str]:
@@ -127,17 +190,21 @@ def _sparsity_lines(trainer) -> list[str]:
     sparsity = trainer.spec.sparsity
     if not sparsifier.masks:
         return [f"sparsity: method {sparsity.method}: every weight dense"]
-    lines = [f"sparsity: method {sparsity.method}, level {sparsity.level:g}, distribution {sparsity.distribution}; "
-             f"per-layer density at the end (target):"]
+    lines = [
+        f"sparsity: method {sparsity.method}, level {sparsity.level:g}, distribution {sparsity.distribution}; "
+        f"per-layer density at the end (target):"
+    ]
     for name, d in sparsifier.densities().items():
         lines.append(f"  {name:<48}{d:>8.4f}  ({sparsifier.target_density[name]:.4f})")
     done = [u for u in sparsifier.updates if "changed" in u]
     skipped = len(sparsifier.updates) - len(done)
     if done:
         mean_changed = sum(sum(u["changed"].values()) / len(u["changed"]) for u in done) / len(done)
-        lines.append(f"  mask updates: {len(done)} (steps {done[0]['step']}..{done[-1]['step']}), mean fraction "
-                     f"of active connections changed per update {mean_changed:.4f}"
-                     + (f"; {skipped} skipped (non-finite gradients)" if skipped else ""))
+        lines.append(
+            f"  mask updates: {len(done)} (steps {done[0]['step']}..{done[-1]['step']}), mean fraction "
+            f"of active connections changed per update {mean_changed:.4f}"
+            + (f"; {skipped} skipped (non-finite gradients)" if skipped else "")
+        )
     else:
         lines.append("  mask updates: none" + (f" ({skipped} skipped: non-finite gradients)" if skipped else ""))
     return lines
@@ -146,6 +213,7 @@ def _sparsity_lines(trainer) -> list[str]:
 def _load_checked(path: str, overrides: Sequence[str]) -> Spec:
     """The spec file with its overrides, with every rule checked (the method registry's too)."""
     from .checks import check_spec
+
     spec = load_spec(path, overrides)
     check_spec(spec)
     return spec
@@ -155,18 +223,30 @@ def cmd_flops(args) -> int:
     """`flops`: the FLOP breakdown of one training step of the spec's model."""
     from .model.embedding import model_shape
     from .model.flops import expected_masked, step_flops
+
     spec = _load_checked(args.spec, args.overrides)
     shape = model_shape(spec.model)
     vocab, emb_dim = shape.vocab, shape.emb_dim
     n = expected_masked(shape, spec.train.batch_size, spec.data.mask_prob)
     step = step_flops(shape, spec.train.batch_size, n)
     if args.json:
-        print(json.dumps({"batch_size": spec.train.batch_size, "seq_len": shape.seq_len, "masked_positions": n,
-                          **_flops_dict(step)}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "batch_size": spec.train.batch_size,
+                    "seq_len": shape.seq_len,
+                    "masked_positions": n,
+                    **_flops_dict(step),
+                },
+                indent=1,
+            )
+        )
     else:
-        print(f"model: hidden {shape.hidden}, {shape.layers} layers, {shape.heads} heads, ffn {shape.ffn}, "
-              f"embedding {vocab}x{emb_dim} ({'trainable' if shape.embedding_trainable else 'frozen'}); "
-              f"batch {spec.train.batch_size} x {shape.seq_len} tokens, ~{n:.0f} masked positions")
+        print(
+            f"model: hidden {shape.hidden}, {shape.layers} layers, {shape.heads} heads, ffn {shape.ffn}, "
+            f"embedding {vocab}x{emb_dim} ({'trainable' if shape.embedding_trainable else 'frozen'}); "
+            f"batch {spec.train.batch_size} x {shape.seq_len} tokens, ~{n:.0f} masked positions"
+        )
         print("\n".join(_flops_table(step, "FLOPs per training step")))
     return 0
 
@@ -179,37 +259,53 @@ def cmd_train(args) -> int:
     from .definitions import DIVERGED, NOT_REACHED, REACHED
     from .train.target import resolve_target
     from .train.trainer import Trainer
+
     spec = _load_checked(args.spec, args.overrides)
     out = sys.stderr if args.json else sys.stdout
     say = lambda msg: print(msg, file=out, flush=True)  # noqa: E731
     data = prepare_data(spec.data, spec.model)
     st = data.stats
-    say(f"data    {st['source']}: {st['documents']:,} documents, {st['tokens']:,} tokens; "
-        f"{st['train_sequences']:,} training / {st['heldout_sequences']:,} held-out sequences of {st['seq_len']}")
+    say(
+        f"data    {st['source']}: {st['documents']:,} documents, {st['tokens']:,} tokens; "
+        f"{st['train_sequences']:,} training / {st['heldout_sequences']:,} held-out sequences of {st['seq_len']}"
+    )
     target = resolve_target(spec, data, log=say)
     where = f" ({target.source}: {target.path})" if target.path else f" ({target.source})"
     say(f"target  held-out MLM loss {target.loss:.4f}{where}")
     trainer = Trainer(spec, data, target.loss)
-    say(f"model   {spec.model.num_layers} layers, hidden {spec.model.hidden_size}, method "
+    say(
+        f"model   {spec.model.num_layers} layers, hidden {spec.model.hidden_size}, method "
         f"{spec.sparsity.method}, device {trainer.device}, precision {trainer.precision.name}, "
-        f"{torch.get_num_threads()} CPU threads")
+        f"{torch.get_num_threads()} CPU threads"
+    )
     for row in trainer.run():
         train_loss = "   -   " if row["train_loss"] is None else f"{row['train_loss']:.4f}"
-        say(f"  step {row['step']:>5}  eval {row['eval_loss']:.4f}  train {train_loss}  "
-            f"time {row['train_time_s']:7.1f}s  net {row['net_time_s']:7.1f}s")
+        say(
+            f"  step {row['step']:>5}  eval {row['eval_loss']:.4f}  train {train_loss}  "
+            f"time {row['train_time_s']:7.1f}s  net {row['net_time_s']:7.1f}s"
+        )
     r = trainer.result
     assert r is not None  # set when run() ends
     step_actual, _ = trainer.step_flops(trainer.expected_masked())
     if args.json:
-        payload = {"target_source": target.source, **r.to_dict(),
-                   "flops_per_step": _flops_dict(step_actual), "data": st}
+        payload = {
+            "target_source": target.source,
+            **r.to_dict(),
+            "flops_per_step": _flops_dict(step_actual),
+            "data": st,
+        }
         print(json.dumps(_json_safe(payload)))
         return 0
-    verdict = {REACHED: "REACHED the target", NOT_REACHED: "did NOT reach the target (budget spent)",
-               DIVERGED: "DIVERGED (non-finite loss)"}[r.status]
+    verdict = {
+        REACHED: "REACHED the target",
+        NOT_REACHED: "did NOT reach the target (budget spent)",
+        DIVERGED: "DIVERGED (non-finite loss)",
+    }[r.status]
     proj = "  (projected: target not reached)" if r.projected else ""
-    say(f"\nresult  {verdict} after {r.steps} steps; final held-out loss {r.final_eval_loss:.4f}, "
-        f"target {r.target_loss:.4f}")
+    say(
+        f"\nresult  {verdict} after {r.steps} steps; final held-out loss {r.final_eval_loss:.4f}, "
+        f"target {r.target_loss:.4f}"
+    )
     if r.steps_to_target is not None:
         say(f"  steps to target   {r.steps_to_target:.1f} (interpolated between evaluations)")
     say(f"  time to target    {r.time_to_target_s:.2f} s (training only, evaluation excluded){proj}")
@@ -241,6 +337,7 @@ def cmd_run(args) -> int:
     """`run`: validate the spec and search its space (or, with --dry-run, show it)."""
     from .checks import check_spec
     from .spec import apply_override, load_raw, spec_from_dict
+
     raw = load_raw(args.spec) or {}
     if not isinstance(raw, dict):
         spec_from_dict(raw)  # reports what the file should be
@@ -252,8 +349,11 @@ def cmd_run(args) -> int:
         raise SpecError("search.params: nothing to search; add keys such as sparsity.level: {uniform: [0.5, 0.9]}")
     if args.dry_run:
         from .search.space import sample_configs
-        print(f"search space of {args.spec} ({spec.search.sampler}, objective {spec.search.objective}"
-              f"{' + sparsity' if spec.search.pareto else ''}, {spec.search.num_samples} trials + dense reference):")
+
+        print(
+            f"search space of {args.spec} ({spec.search.sampler}, objective {spec.search.objective}"
+            f"{' + sparsity' if spec.search.pareto else ''}, {spec.search.num_samples} trials + dense reference):"
+        )
         for p in params:
             cond = "" if not p.when else "  when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when)
             print(f"  {p.key:<28} {p.kind:<10} {list(p.values)}{cond}")
@@ -263,6 +363,7 @@ def cmd_run(args) -> int:
         return 0
     from .results.summary import summarize
     from .search.driver import run_search
+
     exp = run_search(args.spec, raw, spec)
     print("\n".join(summarize(exp)))
     return 0
@@ -272,6 +373,7 @@ def cmd_resume(args) -> int:
     """`resume`: continue an interrupted experiment."""
     from .results.summary import summarize
     from .search.driver import resume_search
+
     exp = resume_search(args.experiment, address=args.address)
     print("\n".join(summarize(exp)))
     return 0
@@ -280,6 +382,7 @@ def cmd_resume(args) -> int:
 def cmd_export(args) -> int:
     """`export`: the trial table, the Pareto front and its plots."""
     from .results.export import export
+
     files = export(args.experiment, args.out, by=args.by or "net_time")
     _print_results_summary(args.experiment)
     print("wrote " + ", ".join(str(p) for p in files.values()))
@@ -289,6 +392,7 @@ def cmd_export(args) -> int:
 def cmd_report(args) -> int:
     """`report`: the markdown report of an experiment with its figures."""
     from .results.report import report
+
     path = report(args.experiment, args.out, by=args.by)
     _print_results_summary(args.experiment)
     print(f"wrote {path} (and its figures and the export files beside it)")
@@ -297,6 +401,7 @@ def cmd_report(args) -> int:
 
 def _print_results_summary(experiment: str) -> None:
     from .results.table import load_results
+
     df = load_results(experiment)
     counts = df["status"].value_counts()
     print(f"{df.attrs['name']}: {len(df)} trials (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + ")")
@@ -311,11 +416,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "defaults":
             from .model.shape import SPARSIFIABLE_GROUPS
             from .sparsity.registry import METHODS
-            sys.stdout.write(describe_defaults({"sparsity.method": METHODS,
-                                                "sparsity.dense_groups": SPARSIFIABLE_GROUPS}))
+
+            sys.stdout.write(
+                describe_defaults({"sparsity.method": METHODS, "sparsity.dense_groups": SPARSIFIABLE_GROUPS})
+            )
             return 0
-        return {"train": cmd_train, "flops": cmd_flops, "run": cmd_run, "resume": cmd_resume,
-                "export": cmd_export, "report": cmd_report}[args.command](args)
+        return {
+            "train": cmd_train,
+            "flops": cmd_flops,
+            "run": cmd_run,
+            "resume": cmd_resume,
+            "export": cmd_export,
+            "report": cmd_report,
+        }[args.command](args)
     except _USER_ERRORS as e:
         print(f"sparsesearch {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

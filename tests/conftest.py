@@ -13,8 +13,28 @@ from safetensors.torch import save_file
 from sparsesearch.spec import spec_from_dict
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-NOUNS = ["cat", "dog", "bird", "fish", "tree", "house", "car", "road", "river", "stone", "cloud", "field",
-         "horse", "lamp", "book", "door", "table", "garden", "window", "bridge"]
+NOUNS = [
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "tree",
+    "house",
+    "car",
+    "road",
+    "river",
+    "stone",
+    "cloud",
+    "field",
+    "horse",
+    "lamp",
+    "book",
+    "door",
+    "table",
+    "garden",
+    "window",
+    "bridge",
+]
 VERBS = ["sees", "likes", "finds", "moves", "holds", "follows", "builds", "paints", "takes", "leaves"]
 ADJS = ["red", "small", "old", "quiet", "bright", "heavy", "green", "cold", "soft", "tall"]
 OTHER = ["the", "a", "and", "near", "under", "over", "with", "then", "it", "is", ".", ","]
@@ -42,8 +62,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     (d / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
     (d / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 16, "vocab_size": len(vocab)}))
     g = torch.Generator().manual_seed(0)
-    save_file({"embeddings.word_embeddings.weight": torch.randn(len(vocab), 16, generator=g) * 0.5},
-              str(d / "model.safetensors"))
+    save_file(
+        {"embeddings.word_embeddings.weight": torch.randn(len(vocab), 16, generator=g) * 0.5},
+        str(d / "model.safetensors"),
+    )
     return d
 
 
@@ -66,11 +88,24 @@ def tiny_corpus(tmp_path_factory) -> Path:
 def tiny_raw(tiny_model_dir, tiny_corpus) -> dict:
     """Raw spec of test size: hidden 32, 2 layers, vocabulary 62."""
     return {
-        "model": {"embedding": str(tiny_model_dir), "hidden_size": 32, "num_layers": 2, "num_heads": 2,
-                  "ffn_size": 64, "seq_len": 32},
+        "model": {
+            "embedding": str(tiny_model_dir),
+            "hidden_size": 32,
+            "num_layers": 2,
+            "num_heads": 2,
+            "ffn_size": 64,
+            "seq_len": 32,
+        },
         "data": {"source": str(tiny_corpus), "heldout_fraction": 0.1},
-        "train": {"batch_size": 8, "lr": 3e-3, "warmup_steps": 5, "max_steps": 60, "eval_every": 10,
-                  "eval_sequences": 32, "num_threads": 1},
+        "train": {
+            "batch_size": 8,
+            "lr": 3e-3,
+            "warmup_steps": 5,
+            "max_steps": 60,
+            "eval_every": 10,
+            "eval_sequences": 32,
+            "num_threads": 1,
+        },
         "target": {"loss": "auto", "dense_steps": 30},
     }
 
@@ -83,4 +118,5 @@ def tiny_spec(tiny_raw):
 @pytest.fixture(scope="session")
 def tiny_data(tiny_spec):
     from sparsesearch.data.batches import prepare_data
+
     return prepare_data(tiny_spec.data, tiny_spec.model)

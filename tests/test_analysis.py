@@ -16,9 +16,21 @@ def test_make_study_regenerates_every_figure_and_table_from_stored_results(tmp_p
     study = tmp_path / "STUDY.md"
     shutil.copy(ANALYSIS / "STUDY.md", study)
     figures = tmp_path / "figures"
-    proc = subprocess.run([sys.executable, str(ANALYSIS / "make_study.py"), "--study", str(study),
-                           "--figures", str(figures), "--results", str(ANALYSIS / "results")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ANALYSIS / "make_study.py"),
+            "--study",
+            str(study),
+            "--figures",
+            str(figures),
+            "--results",
+            str(ANALYSIS / "results"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = study.read_text()
     # every figure STUDY.md shows is one the script wrote

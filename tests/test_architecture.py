@@ -13,8 +13,19 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "sparsesearch"
 
 # Bottom to top: a module may import from its own layer and the layers below it.
-LAYERS = ["spec", "definitions", "experiment", "model", "data", "sparsity", "checks", "train", "results", "search",
-          "cli"]
+LAYERS = [
+    "spec",
+    "definitions",
+    "experiment",
+    "model",
+    "data",
+    "sparsity",
+    "checks",
+    "train",
+    "results",
+    "search",
+    "cli",
+]
 
 
 def _module(path: Path) -> str:
@@ -33,7 +44,7 @@ def _imports() -> dict[str, set[str]]:
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = package.split(".")
-                    base = base[:len(base) - node.level + 1]
+                    base = base[: len(base) - node.level + 1]
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
@@ -65,8 +76,12 @@ def test_every_module_has_a_layer():
 
 
 def test_imports_point_down_the_pipeline():
-    upward = [(m, t) for m, targets in _imports().items() for t in targets
-              if _layer(t) > _layer(m) and not (m == "sparsesearch" or t == "sparsesearch")]
+    upward = [
+        (m, t)
+        for m, targets in _imports().items()
+        for t in targets
+        if _layer(t) > _layer(m) and not (m == "sparsesearch" or t == "sparsesearch")
+    ]
     assert not upward, "upward imports: " + ", ".join(f"{m} -> {t}" for m, t in upward)
 
 
@@ -78,7 +93,7 @@ def test_no_import_cycle():
         state[m] = 1
         for t in graph[m]:
             if state.get(t) == 1:
-                raise AssertionError("import cycle: " + " -> ".join([*trail[trail.index(t):], t]))
+                raise AssertionError("import cycle: " + " -> ".join([*trail[trail.index(t) :], t]))
             if t not in state:
                 visit(t, [*trail, t])
         state[m] = 2
@@ -98,9 +113,17 @@ def _imports_cache() -> dict[str, set[str]]:
     return _CACHE
 
 
-@pytest.mark.parametrize("module", ["sparsesearch.spec", "sparsesearch.experiment", "sparsesearch.model.flops",
-                                    "sparsesearch.sparsity.distributions", "sparsesearch.results.report",
-                                    "sparsesearch.results.summary"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "sparsesearch.spec",
+        "sparsesearch.experiment",
+        "sparsesearch.model.flops",
+        "sparsesearch.sparsity.distributions",
+        "sparsesearch.results.report",
+        "sparsesearch.results.summary",
+    ],
+)
 def test_pure_layers_import_neither_torch_nor_ray(module):
     code = f"import sys, {module}; sys.exit(1 if {{'torch', 'ray'}} & set(sys.modules) else 0)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0, f"{module} imports torch or ray"

@@ -13,8 +13,18 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-REQUIRED = {"status", "reached_target", "target_loss", "final_eval_loss", "steps", "time_to_target_s",
-            "flop_ratio", "net_time_s", "net_flops", "avg_sparsity"}
+REQUIRED = {
+    "status",
+    "reached_target",
+    "target_loss",
+    "final_eval_loss",
+    "steps",
+    "time_to_target_s",
+    "flop_ratio",
+    "net_time_s",
+    "net_flops",
+    "avg_sparsity",
+}
 
 
 def _cli(*args, env_extra=None, cwd=ROOT):
@@ -48,8 +58,15 @@ def test_train_readable_summary(tiny_spec_file):
     proc = _cli("train", str(tiny_spec_file), "--set", "target.loss=0.01", "--set", "train.max_steps=20")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for text in ("did NOT reach the target", "projected", "FLOP ratio", "net time", "FLOPs per training step",
-                 "ffn_in", "layer 1"):
+    for text in (
+        "did NOT reach the target",
+        "projected",
+        "FLOP ratio",
+        "net time",
+        "FLOPs per training step",
+        "ffn_in",
+        "layer 1",
+    ):
         assert text in out
 
 

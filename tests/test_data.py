@@ -65,14 +65,16 @@ def test_eval_set_is_fixed_whatever_the_seed_and_batch_size(tiny_data):
 
 def test_epoch_visits_every_sequence_once(tiny_data):
     b = Batches(tiny_data, batch_size=8, mask_prob=0.15, seed=0, eval_sequences=8)
-    seen = torch.cat([b._perm[torch.arange(k * 8, (k + 1) * 8)] for k in range(b.steps_per_epoch)
-                      if b.train_batch(k) is not None])
+    seen = torch.cat(
+        [b._perm[torch.arange(k * 8, (k + 1) * 8)] for k in range(b.steps_per_epoch) if b.train_batch(k) is not None]
+    )
     assert len(set(seen.tolist())) == len(seen) == b.steps_per_epoch * 8
 
 
 def test_split_is_disjoint_by_document_and_by_sequence(tiny_spec, tiny_data):
     docs = load_corpus(tiny_spec.data.source).documents
     from sparsesearch.data.batches import _in_heldout
+
     held = {d for d in docs if _in_heldout(d, tiny_spec.data.heldout_fraction)}
     train = set(docs) - held
     assert held and train and not (held & train)
@@ -83,6 +85,7 @@ def test_split_is_disjoint_by_document_and_by_sequence(tiny_spec, tiny_data):
 
 def test_split_of_real_corpus_is_disjoint():
     from sparsesearch.data.batches import _in_heldout
+
     docs = load_corpus("python-docs", max_documents=500).documents
     assert len(set(docs)) == len(docs), "documents are de-duplicated"
     held = [d for d in docs if _in_heldout(d, 0.05)]
@@ -97,6 +100,7 @@ def test_sequences_are_packed_with_cls_and_sep(tiny_data):
 
 def test_cache_is_reused_and_keyed_by_seq_len(tiny_spec, tiny_data, private_cache, monkeypatch):
     import sparsesearch.data.batches as data_mod
+
     monkeypatch.setattr(data_mod, "load_corpus", lambda *a, **k: pytest.fail("cache miss"))
     again = prepare_data(tiny_spec.data, tiny_spec.model)
     assert again.fingerprint == tiny_data.fingerprint and torch.equal(again.train, tiny_data.train)
@@ -114,11 +118,14 @@ def test_local_json_jsonl_and_parquet_sources(tmp_path):
     assert sorted(corpus.documents) == sorted(texts)
 
 
-@pytest.mark.parametrize("source,field,message", [
-    ("/no/such/file.txt", "text", "does not exist"),
-    ("{dir}/x.csv", "text", "must end in one of"),
-    ("{dir}/a.jsonl", "missing", "data.text_field: record 0"),
-])
+@pytest.mark.parametrize(
+    "source,field,message",
+    [
+        ("/no/such/file.txt", "text", "does not exist"),
+        ("{dir}/x.csv", "text", "must end in one of"),
+        ("{dir}/a.jsonl", "missing", "data.text_field: record 0"),
+    ],
+)
 def test_bad_sources_name_the_field(tmp_path, source, field, message):
     (tmp_path / "x.csv").write_text("a,b\n")
     (tmp_path / "a.jsonl").write_text(json.dumps({"text": "hello there"}) + "\n")

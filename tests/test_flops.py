@@ -19,8 +19,9 @@ from sparsesearch.model.shape import ModelShape
 
 def _measure(spec, data, emb):
     model = build_model(spec.model, emb, seed=0)
-    inputs, labels = Batches(data, batch_size=spec.train.batch_size, mask_prob=0.15, seed=0,
-                             eval_sequences=8).train_batch(0)
+    inputs, labels = Batches(
+        data, batch_size=spec.train.batch_size, mask_prob=0.15, seed=0, eval_sequences=8
+    ).train_batch(0)
     with FlopCounterMode(display=False) as counter:
         loss, n = model(inputs, labels)
         loss.backward()
@@ -28,12 +29,13 @@ def _measure(spec, data, emb):
     return counter.get_total_flops(), step_flops(shape, spec.train.batch_size, int(n)), model
 
 
-@pytest.mark.parametrize("freeze,logits,hidden", [(True, "masked", 32), (False, "masked", 32),
-                                                  (True, "all", 32), (True, "masked", 16)])
-def test_dense_step_matches_flop_counter_within_1_percent(tiny_spec, tiny_data, tiny_model_dir,
-                                                          freeze, logits, hidden):
-    model_cfg = dataclasses.replace(tiny_spec.model, attention="eager", freeze_embedding=freeze, logits=logits,
-                                    hidden_size=hidden)
+@pytest.mark.parametrize(
+    "freeze,logits,hidden", [(True, "masked", 32), (False, "masked", 32), (True, "all", 32), (True, "masked", 16)]
+)
+def test_dense_step_matches_flop_counter_within_1_percent(tiny_spec, tiny_data, tiny_model_dir, freeze, logits, hidden):
+    model_cfg = dataclasses.replace(
+        tiny_spec.model, attention="eager", freeze_embedding=freeze, logits=logits, hidden_size=hidden
+    )
     spec = dataclasses.replace(tiny_spec, model=model_cfg)
     emb = load_token_embedding(tiny_model_dir)
     measured, analytic, _ = _measure(spec, tiny_data, emb)
@@ -44,6 +46,7 @@ def test_default_shape_matches_flop_counter(tiny_data):
     """The default model's layer shapes (hidden 256, ffn 1024, 384-d embedding, 30k vocab) on tiny batches."""
     from sparsesearch.model.embedding import resolve_model_dir
     from sparsesearch.spec import spec_from_dict
+
     spec = spec_from_dict({"model": {"attention": "eager", "seq_len": 32}, "train": {"batch_size": 2}})
     emb = load_token_embedding(resolve_model_dir("default"))
     ids = torch.randint(1000, 2000, (2, 32))
@@ -71,15 +74,15 @@ def test_density_scales_forward_and_both_backward_matmuls():
     for d, h in zip(dense.components, half.components):
         factor = 0.5 if d.sparsifiable else 1.0
         assert (h.forward, h.backward_input, h.backward_weight) == pytest.approx(
-            (d.forward * factor, d.backward_input * factor, d.backward_weight * factor))
+            (d.forward * factor, d.backward_input * factor, d.backward_weight * factor)
+        )
     assert half.total == pytest.approx(dense.total - dense.sparsifiable / 2)
 
 
 def test_frozen_parameters_have_no_weight_gradient_cost():
     shape = ModelShape(vocab=100, emb_dim=16, hidden=32, layers=1, heads=2, ffn=64, seq_len=32)
     frozen = {c.group: c for c in step_flops(shape, 4, 10).components}
-    trainable = {c.group: c for c in step_flops(dataclasses.replace(shape, embedding_trainable=True), 4, 10)
-                 .components}
+    trainable = {c.group: c for c in step_flops(dataclasses.replace(shape, embedding_trainable=True), 4, 10).components}
     assert frozen["decoder"].backward_weight == 0 and trainable["decoder"].backward_weight > 0
     # Right after a frozen embedding no input gradient is needed.
     assert frozen["embed_proj"].backward_input == 0 and trainable["embed_proj"].backward_input > 0

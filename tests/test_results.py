@@ -29,8 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _brute_force(cost, gain):
     n = len(cost)
-    return [not any(cost[j] <= cost[i] and gain[j] >= gain[i] and (cost[j] < cost[i] or gain[j] > gain[i])
-                    for j in range(n)) for i in range(n)]
+    return [
+        not any(
+            cost[j] <= cost[i] and gain[j] >= gain[i] and (cost[j] < cost[i] or gain[j] > gain[i]) for j in range(n)
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("seed", range(200))
@@ -58,10 +62,14 @@ def test_trials_that_did_not_reach_the_target_are_never_on_the_front(seed):
     rng = random.Random(seed)
     n = rng.randint(1, 25)
     statuses = [rng.choice(STATUSES) for _ in range(n)]
-    df = pd.DataFrame({"status": statuses,
-                       "net_time_s": [rng.choice([rng.uniform(1, 100), math.inf]) for _ in range(n)],
-                       "net_flops": [rng.uniform(1, 100) for _ in range(n)],
-                       "avg_sparsity": [rng.uniform(0, 1) for _ in range(n)]})
+    df = pd.DataFrame(
+        {
+            "status": statuses,
+            "net_time_s": [rng.choice([rng.uniform(1, 100), math.inf]) for _ in range(n)],
+            "net_flops": [rng.uniform(1, 100) for _ in range(n)],
+            "avg_sparsity": [rng.uniform(0, 1) for _ in range(n)],
+        }
+    )
     mask = front_mask(df)
     assert not (mask & (df["status"] != "reached")).any()
     ok = (df["status"] == "reached") & df["net_time_s"].map(math.isfinite)
@@ -91,12 +99,31 @@ def test_steps_to_target_interpolates_like_the_trainer():
 
 def _report(step, loss, status="running", **kw):
     flops = 1e9 * step
-    row = {"step": step, "budget": step * 0.5, "eval_loss": loss, "train_loss": loss, "train_time_s": step * 0.1,
-           "flops": flops * 0.5, "dense_flops": flops, "flop_ratio": 0.5, "net_time_s": step * 0.05,
-           "net_flops": flops * 0.5, "time_to_target_s": step * 0.1, "objective": step * 0.05,
-           "avg_sparsity": 0.8, "target_loss": 5.0, "reached": int(status == "reached"),
-           "projected": int(status != "reached"), "diverged": int(status == "diverged"), "status": status,
-           "method": "rigl", "level": 0.8, "node": "n1", "precision": "bf16", "done": False}
+    row = {
+        "step": step,
+        "budget": step * 0.5,
+        "eval_loss": loss,
+        "train_loss": loss,
+        "train_time_s": step * 0.1,
+        "flops": flops * 0.5,
+        "dense_flops": flops,
+        "flop_ratio": 0.5,
+        "net_time_s": step * 0.05,
+        "net_flops": flops * 0.5,
+        "time_to_target_s": step * 0.1,
+        "objective": step * 0.05,
+        "avg_sparsity": 0.8,
+        "target_loss": 5.0,
+        "reached": int(status == "reached"),
+        "projected": int(status != "reached"),
+        "diverged": int(status == "diverged"),
+        "status": status,
+        "method": "rigl",
+        "level": 0.8,
+        "node": "n1",
+        "precision": "bf16",
+        "done": False,
+    }
     row.update(kw)
     return row
 
@@ -105,14 +132,16 @@ def _write_experiment(root: Path, trials: dict[str, tuple[dict, list[dict], dict
     """trials: id -> (config, reports, extra files); result.json rows get config/trial_id like Ray's."""
     exp = root / name
     exp.mkdir(parents=True)
-    (exp / "sparsesearch.json").write_text(json.dumps({"name": "exp", "target_loss": 5.0, "spec_path": "x.yaml",
-                                                        "raw": {"search": {"objective": "net_time"}}}))
+    (exp / "sparsesearch.json").write_text(
+        json.dumps(
+            {"name": "exp", "target_loss": 5.0, "spec_path": "x.yaml", "raw": {"search": {"objective": "net_time"}}}
+        )
+    )
     for n, (tid, (cfg, rows, files)) in enumerate(trials.items(), 1):
         d = exp / f"run_trial_{tid}_{n}_cfg"
         d.mkdir()
         (d / "params.json").write_text(json.dumps(cfg))
-        (d / "result.json").write_text("".join(json.dumps({**r, "trial_id": tid, "config": cfg}) + "\n"
-                                               for r in rows))
+        (d / "result.json").write_text("".join(json.dumps({**r, "trial_id": tid, "config": cfg}) + "\n" for r in rows))
         for name, text in files.items():
             (d / name).write_text(text)
     return exp
@@ -120,26 +149,50 @@ def _write_experiment(root: Path, trials: dict[str, tuple[dict, list[dict], dict
 
 def test_statuses_speedups_and_parameters_from_stored_reports(tmp_path):
     cfg = {"sparsity.level": 0.8, "sparsity.method": "rigl"}
-    ref_done = _report(200, 4.9, "reached", net_time_s=20.0, net_flops=8e11, flop_ratio=1.0, avg_sparsity=0.0,
-                       method="dense", done=True)
-    exp = _write_experiment(tmp_path, {
-        "ref": ({"reference": True}, [_report(100, 6.0, method="dense"), ref_done], {}),
-        "ok": (cfg, [_report(100, 5.5), _report(120, 4.5, "reached", net_time_s=5.0, net_flops=2e11, done=True)], {}),
-        "bud": (cfg, [_report(100, 5.5), _report(200, 5.2, "budget", done=True)], {}),
-        "asha": (cfg, [_report(100, 5.5, done=True)], {}),
-        "div": (cfg, [_report(20, math.inf, "diverged", net_time_s=math.inf, done=True)], {}),
-        "err": (cfg, [_report(20, 6.0)], {"error.txt": "Traceback ..."}),
-        "inv": (cfg, [_report(0, math.inf, "invalid", done=True)], {}),
-        "run": (cfg, [_report(20, 6.0)], {}),
-    })
+    ref_done = _report(
+        200,
+        4.9,
+        "reached",
+        net_time_s=20.0,
+        net_flops=8e11,
+        flop_ratio=1.0,
+        avg_sparsity=0.0,
+        method="dense",
+        done=True,
+    )
+    exp = _write_experiment(
+        tmp_path,
+        {
+            "ref": ({"reference": True}, [_report(100, 6.0, method="dense"), ref_done], {}),
+            "ok": (
+                cfg,
+                [_report(100, 5.5), _report(120, 4.5, "reached", net_time_s=5.0, net_flops=2e11, done=True)],
+                {},
+            ),
+            "bud": (cfg, [_report(100, 5.5), _report(200, 5.2, "budget", done=True)], {}),
+            "asha": (cfg, [_report(100, 5.5, done=True)], {}),
+            "div": (cfg, [_report(20, math.inf, "diverged", net_time_s=math.inf, done=True)], {}),
+            "err": (cfg, [_report(20, 6.0)], {"error.txt": "Traceback ..."}),
+            "inv": (cfg, [_report(0, math.inf, "invalid", done=True)], {}),
+            "run": (cfg, [_report(20, 6.0)], {}),
+        },
+    )
     # A running trial's last line may be half written: it is skipped, not fatal.
     with (exp / "run_trial_run_8_cfg" / "result.json").open("a") as f:
         f.write('{"step": 40, "eval_lo')
     df = load_results(exp)
     status = dict(zip(df["trial_id"], df["status"]))
-    assert status == {"ref": "reached", "ok": "reached", "bud": "not_reached", "asha": "stopped_early",
-                      "div": "diverged", "err": "errored", "inv": "invalid", "run": "unfinished"}
-    assert list(df.columns[:len(COLUMNS)]) == list(COLUMNS)
+    assert status == {
+        "ref": "reached",
+        "ok": "reached",
+        "bud": "not_reached",
+        "asha": "stopped_early",
+        "div": "diverged",
+        "err": "errored",
+        "inv": "invalid",
+        "run": "unfinished",
+    }
+    assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS)
     ok = df.set_index("trial_id").loc["ok"]
     assert ok["speedup"] == pytest.approx(4.0) and ok["flop_speedup"] == pytest.approx(4.0)
     assert ok["steps_to_target"] == pytest.approx(110.0)  # interpolated between the two reports
@@ -153,13 +206,26 @@ def test_statuses_speedups_and_parameters_from_stored_reports(tmp_path):
 
 def test_ray_state_file_decides_between_stopped_running_and_errored(tmp_path):
     cfg = {"sparsity.level": 0.5}
-    exp = _write_experiment(tmp_path, {"a": (cfg, [_report(20, 6.0)], {}), "b": (cfg, [_report(20, 6.0)], {}),
-                                       "c": (cfg, [_report(20, 6.0)], {"error.txt": "x"})})
-    state = {"trial_data": [[json.dumps({"trial_id": t, "status": s}), "{}"]
-                            for t, s in (("a", "TERMINATED"), ("b", "RUNNING"), ("c", "ERROR"))]}
+    exp = _write_experiment(
+        tmp_path,
+        {
+            "a": (cfg, [_report(20, 6.0)], {}),
+            "b": (cfg, [_report(20, 6.0)], {}),
+            "c": (cfg, [_report(20, 6.0)], {"error.txt": "x"}),
+        },
+    )
+    state = {
+        "trial_data": [
+            [json.dumps({"trial_id": t, "status": s}), "{}"]
+            for t, s in (("a", "TERMINATED"), ("b", "RUNNING"), ("c", "ERROR"))
+        ]
+    }
     (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
-    assert dict(zip(*load_results(exp)[["trial_id", "status"]].T.values)) == \
-        {"a": "stopped_early", "b": "unfinished", "c": "errored"}
+    assert dict(zip(*load_results(exp)[["trial_id", "status"]].T.values)) == {
+        "a": "stopped_early",
+        "b": "unfinished",
+        "c": "errored",
+    }
 
 
 def test_not_an_experiment_is_one_clear_error(tmp_path):
@@ -179,20 +245,34 @@ def test_not_an_experiment_is_one_clear_error(tmp_path):
 
 def _cli(*args):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "sparsesearch.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "sparsesearch.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
 def smoke_experiment(tmp_path_factory, tiny_raw) -> Path:
     tmp = tmp_path_factory.mktemp("results_e2e")
-    raw = {**tiny_raw, "train": {**tiny_raw["train"], "max_steps": 60},
-           "search": {"num_samples": 4, "seed": 3,
-                      "params": {"sparsity.method": {"choice": ["rigl", "set"]},
-                                 "sparsity.level": {"uniform": [0.5, 0.95]},
-                                 "train.lr": {"loguniform": [2e-3, 1e-2]}},
-                      "asha": {"grace_period": 10, "reduction_factor": 2}},
-           "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp / "runs")}}
+    raw = {
+        **tiny_raw,
+        "train": {**tiny_raw["train"], "max_steps": 60},
+        "search": {
+            "num_samples": 4,
+            "seed": 3,
+            "params": {
+                "sparsity.method": {"choice": ["rigl", "set"]},
+                "sparsity.level": {"uniform": [0.5, 0.95]},
+                "train.lr": {"loguniform": [2e-3, 1e-2]},
+            },
+            "asha": {"grace_period": 10, "reduction_factor": 2},
+        },
+        "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp / "runs")},
+    }
     spec = tmp / "smoke.yaml"
     spec.write_text(yaml.safe_dump(raw))
     proc = _cli("run", str(spec), "--name", "smoke")
@@ -212,9 +292,23 @@ def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 5 and trials["reference"].sum() == 1
-    for col in ("trial_id", "status", "sparsity.method", "sparsity.level", "train.lr", "target_loss",
-                "final_eval_loss", "steps", "time_to_target_s", "flop_ratio", "net_time_s", "net_flops",
-                "avg_sparsity", "speedup", "flop_speedup"):
+    for col in (
+        "trial_id",
+        "status",
+        "sparsity.method",
+        "sparsity.level",
+        "train.lr",
+        "target_loss",
+        "final_eval_loss",
+        "steps",
+        "time_to_target_s",
+        "flop_ratio",
+        "net_time_s",
+        "net_flops",
+        "avg_sparsity",
+        "speedup",
+        "flop_speedup",
+    ):
         assert col in trials.columns, col
     assert set(trials["status"]) <= set(STATUSES)
     ref = trials[trials["reference"]].iloc[0]
@@ -237,8 +331,16 @@ def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
     proc = _cli("report", str(smoke_experiment), "--out", str(rep))
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (rep / "report.md").read_text()
-    for heading in ("## Summary", "## Dense reference", "## Best configurations", "## Pareto front",
-                    "## Loss against compute", "## Parameter importances", "## Per method", "## Where the FLOPs go"):
+    for heading in (
+        "## Summary",
+        "## Dense reference",
+        "## Best configurations",
+        "## Pareto front",
+        "## Loss against compute",
+        "## Parameter importances",
+        "## Per method",
+        "## Where the FLOPs go",
+    ):
         assert heading in text, heading
     for image in ("pareto.png", "curves.png"):
         assert f"]({image})" in text and _png_size(rep / image)[0] >= 600

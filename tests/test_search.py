@@ -42,13 +42,24 @@ BAD_SEARCH = [
     ({"sparsity.method": {"choice": ["rigl", "magic"]}}, "value 'magic' is invalid: sparsity.method: unknown method"),
     ({"sparsity.lvl": {"uniform": [0.1, 0.2]}}, "search.params.sparsity.lvl: not a searchable spec key"),
     ({"search.seed": 3}, "search.params.search.seed: not a searchable spec key"),
-    ({"sparsity.drop_fraction": {"uniform": [0.1, 0.2], "when": {"nope.key": ["x"]}}},
-     "search.params.sparsity.drop_fraction.when.nope.key: unknown key"),
-    ({"sparsity.method": {"choice": ["rigl", "set"]},
-      "sparsity.drop_fraction": {"uniform": [0.1, 0.2], "when": {"sparsity.method": ["gmp"]}}},
-     "when.sparsity.method: 'gmp' is not a value of sparsity.method"),
-    ({"sparsity.drop_fraction": {"uniform": [0.1, 0.2], "when": {"sparsity.method": ["rigl"]}},
-      "sparsity.method": {"choice": ["rigl", "set"]}}, "sparsity.method must be listed before"),
+    (
+        {"sparsity.drop_fraction": {"uniform": [0.1, 0.2], "when": {"nope.key": ["x"]}}},
+        "search.params.sparsity.drop_fraction.when.nope.key: unknown key",
+    ),
+    (
+        {
+            "sparsity.method": {"choice": ["rigl", "set"]},
+            "sparsity.drop_fraction": {"uniform": [0.1, 0.2], "when": {"sparsity.method": ["gmp"]}},
+        },
+        "when.sparsity.method: 'gmp' is not a value of sparsity.method",
+    ),
+    (
+        {
+            "sparsity.drop_fraction": {"uniform": [0.1, 0.2], "when": {"sparsity.method": ["rigl"]}},
+            "sparsity.method": {"choice": ["rigl", "set"]},
+        },
+        "sparsity.method must be listed before",
+    ),
     ({"sparsity.level": {"uniform": [0.1, 0.2], "when": []}}, "search.params.sparsity.level.when: must be"),
 ]
 
@@ -61,14 +72,17 @@ def test_bad_search_params_name_the_field(params, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("raw,message", [
-    (_with_search({}, sampler="cmaes"), "search.sampler: must be one of 'tpe', 'nsga2', 'random'"),
-    (_with_search({}, objective="loss"), "search.objective: must be one of"),
-    (_with_search({}, num_samples=0), "search.num_samples: must be >= 1"),
-    (_with_search({}, asha={"reduction_factor": 1}), "search.asha.reduction_factor: must be > 1"),
-    ({**BASE, "tune": {"max_concurrent": 0}}, "tune.max_concurrent: must be >= 1"),
-    ({**BASE, "tune": {"cpus": 2}}, "tune.cpus: unknown key"),
-])
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        (_with_search({}, sampler="cmaes"), "search.sampler: must be one of 'tpe', 'nsga2', 'random'"),
+        (_with_search({}, objective="loss"), "search.objective: must be one of"),
+        (_with_search({}, num_samples=0), "search.num_samples: must be >= 1"),
+        (_with_search({}, asha={"reduction_factor": 1}), "search.asha.reduction_factor: must be > 1"),
+        ({**BASE, "tune": {"max_concurrent": 0}}, "tune.max_concurrent: must be >= 1"),
+        ({**BASE, "tune": {"cpus": 2}}, "tune.cpus: unknown key"),
+    ],
+)
 def test_bad_search_and_tune_settings(raw, message):
     with pytest.raises(SpecError, match=None) as e:
         spec_from_dict(raw)
@@ -95,12 +109,14 @@ def _sample(raw, n=40):
 
 
 def test_conditional_keys_exist_only_when_their_condition_holds():
-    raw = _with_search({
-        "sparsity.method": {"choice": ["rigl", "static"]},
-        "sparsity.drop_fraction": {"uniform": [0.1, 0.5], "when": {"sparsity.method": ["rigl"]}},
-        "sparsity.update_every": {"int": [5, 6]},
-        "train.seed": 7,
-    })
+    raw = _with_search(
+        {
+            "sparsity.method": {"choice": ["rigl", "static"]},
+            "sparsity.drop_fraction": {"uniform": [0.1, 0.5], "when": {"sparsity.method": ["rigl"]}},
+            "sparsity.update_every": {"int": [5, 6]},
+            "train.seed": 7,
+        }
+    )
     configs = _sample(raw)
     assert {c["sparsity.method"] for c in configs} == {"rigl", "static"}
     for c in configs:
@@ -128,16 +144,26 @@ def test_dry_run_prints_space_and_samples(capsys, monkeypatch):
     assert "sparsity.level" in out and "loguniform" in out and out.count("sparsity.method=rigl") == 5
 
 
-@pytest.mark.parametrize("args,message", [
-    (["run", "search_spaces/smoke.yaml", "--dry-run", "--num-samples", "0"], "--num-samples: must be >= 1"),
-    (["run", "search_spaces/smoke.yaml", "--dry-run", "--set", "search.sampler=cmaes"],
-     "search.sampler: must be one of"),
-    (["run", "search_spaces/smoke.yaml", "--dry-run", "--set", "search.asha.grace=3"],
-     "search.asha.grace: unknown key"),
-    (["run", "search_spaces/smoke.yaml", "--dry-run", "--set", "search.params={}"], "nothing to search"),
-    (["resume", "/no/such/experiment"], "not a sparsesearch experiment"),
-    (["run", "search_spaces/smoke.yaml", "--storage", "s3://bucket/runs"], "tune.storage: 's3://bucket/runs': URIs"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "search_spaces/smoke.yaml", "--dry-run", "--num-samples", "0"], "--num-samples: must be >= 1"),
+        (
+            ["run", "search_spaces/smoke.yaml", "--dry-run", "--set", "search.sampler=cmaes"],
+            "search.sampler: must be one of",
+        ),
+        (
+            ["run", "search_spaces/smoke.yaml", "--dry-run", "--set", "search.asha.grace=3"],
+            "search.asha.grace: unknown key",
+        ),
+        (["run", "search_spaces/smoke.yaml", "--dry-run", "--set", "search.params={}"], "nothing to search"),
+        (["resume", "/no/such/experiment"], "not a sparsesearch experiment"),
+        (
+            ["run", "search_spaces/smoke.yaml", "--storage", "s3://bucket/runs"],
+            "tune.storage: 's3://bucket/runs': URIs",
+        ),
+    ],
+)
 def test_run_cli_errors_are_one_line_exit_2(args, message, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert main(args) == 2
@@ -149,15 +175,22 @@ def test_run_cli_errors_are_one_line_exit_2(args, message, capsys, monkeypatch):
 
 
 def _spec_file(tmp_path, tiny_raw, num_samples=3, **tune):
-    raw = {**tiny_raw,
-           "train": {**tiny_raw["train"], "max_steps": 60},
-           "sparsity": {"method": "rigl", "level": 0.7},
-           "search": {"num_samples": num_samples, "seed": 1,
-                      "params": {"sparsity.method": {"choice": ["rigl", "set"]},
-                                 "sparsity.level": {"uniform": [0.5, 0.9]},
-                                 "train.lr": {"loguniform": [1e-3, 1e-2]}},
-                      "asha": {"grace_period": 10, "reduction_factor": 2}},
-           "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp_path / "runs"), **tune}}
+    raw = {
+        **tiny_raw,
+        "train": {**tiny_raw["train"], "max_steps": 60},
+        "sparsity": {"method": "rigl", "level": 0.7},
+        "search": {
+            "num_samples": num_samples,
+            "seed": 1,
+            "params": {
+                "sparsity.method": {"choice": ["rigl", "set"]},
+                "sparsity.level": {"uniform": [0.5, 0.9]},
+                "train.lr": {"loguniform": [1e-3, 1e-2]},
+            },
+            "asha": {"grace_period": 10, "reduction_factor": 2},
+        },
+        "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp_path / "runs"), **tune},
+    }
     path = tmp_path / "tiny_search.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -165,8 +198,15 @@ def _spec_file(tmp_path, tiny_raw, num_samples=3, **tune):
 
 def _cli(*args, **kw):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "sparsesearch.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=900, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "sparsesearch.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+        **kw,
+    )
 
 
 def _trial_results(exp: Path) -> dict[str, list[dict]]:
@@ -216,12 +256,22 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     spec = _spec_file(tmp_path, tiny_raw, num_samples=5, max_concurrent=1)
     exp = tmp_path / "runs" / "interrupted"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "sparsesearch.cli", "run", str(spec), "--name", "interrupted"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsesearch.cli", "run", str(spec), "--name", "interrupted"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        finished = lambda: sum(1 for rows in _trial_results(exp).values()  # noqa: E731
-                               if rows[-1]["done"] or rows[-1]["status"] != "running") >= 2
+
+        def finished() -> bool:
+            done = [
+                rows for rows in _trial_results(exp).values() if rows[-1]["done"] or rows[-1]["status"] != "running"
+            ]
+            return len(done) >= 2
+
         assert _wait_for(finished, 400), "two trials should finish before the interrupt"
         if sig == signal.SIGKILL:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -237,6 +287,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     from sparsesearch.definitions import STATUSES
     from sparsesearch.results.export import export
     from sparsesearch.results.table import load_results
+
     df = load_results(exp)
     assert len(df) >= len(before) and set(df["status"]) <= set(STATUSES)
     assert export(exp, tmp_path / "export")["pareto.png"].stat().st_size > 10_000
@@ -257,6 +308,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, tiny_raw):
 
     from sparsesearch.results.table import load_results
     from sparsesearch.search.driver import run_search
+
     path = _spec_file(tmp_path, tiny_raw, num_samples=3)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
@@ -287,6 +339,7 @@ def _trial_workers() -> list[int]:
 def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_path, tiny_raw):
     from sparsesearch.experiment import trial_spec
     from sparsesearch.train.trainer import Trainer
+
     spec_path = _spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1)
     raw = yaml.safe_load(spec_path.read_text())
     raw["train"]["max_steps"] = 600
@@ -295,10 +348,17 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
     spec_path.write_text(yaml.safe_dump(raw))
     exp = tmp_path / "runs" / "killed"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "sparsesearch.cli", "run", str(spec_path), "--name", "killed"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparsesearch.cli", "run", str(spec_path), "--name", "killed"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
+
         def sampled_trial_running():
             rows = [r for r in _trial_results(exp).values() if not r[0]["config"].get("reference")]
             return rows and 20 <= rows[0][-1]["step"] < 400
@@ -319,6 +379,7 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
     config = {k: v for k, v in rows[0]["config"].items()}
     spec = trial_spec(raw, config)
     from sparsesearch.data.batches import prepare_data
+
     data = prepare_data(spec.data, spec.model)
     uninterrupted = Trainer(spec, data, 0.5)
     last = list(uninterrupted.run())[-1]
@@ -330,8 +391,11 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
 def test_diverging_trials_are_marked_and_the_search_carries_on(tmp_path, tiny_raw):
     spec_path = _spec_file(tmp_path, tiny_raw, num_samples=2)
     raw = yaml.safe_load(spec_path.read_text())
-    raw["search"]["params"] = {"train.lr": {"choice": [1000.0]}, "train.grad_clip": None,
-                               "sparsity.level": {"uniform": [0.5, 0.9]}}
+    raw["search"]["params"] = {
+        "train.lr": {"choice": [1000.0]},
+        "train.grad_clip": None,
+        "sparsity.level": {"uniform": [0.5, 0.9]},
+    }
     spec_path.write_text(yaml.safe_dump(raw))
     proc = _cli("run", str(spec_path), "--name", "diverge")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -355,8 +419,10 @@ def test_asha_never_stops_the_dense_reference():
     from ray.tune.schedulers import TrialScheduler
 
     from sparsesearch.search.driver import ReferenceKeepingASHA
-    sched = ReferenceKeepingASHA(time_attr="budget", metric="eval_loss", mode="min", max_t=100, grace_period=10,
-                                 reduction_factor=2)
+
+    sched = ReferenceKeepingASHA(
+        time_attr="budget", metric="eval_loss", mode="min", max_t=100, grace_period=10, reduction_factor=2
+    )
     trials = [SimpleNamespace(trial_id=f"t{i}", config={"sparsity.level": 0.5}) for i in range(4)]
     ref = SimpleNamespace(trial_id="ref", config={"reference": True})
     for t in trials + [ref]:
@@ -371,17 +437,21 @@ def test_asha_never_stops_the_dense_reference():
     assert sched.on_trial_result(None, late, worst) == TrialScheduler.STOP
 
 
-@pytest.mark.parametrize("gpus_set,device,cluster_gpus,concurrent,expected", [
-    (None, "auto", 0.0, 2, 0.0),    # no GPU anywhere: CPU trials
-    (None, "auto", 1.0, 2, 0.5),    # one GPU shared by two concurrent trials
-    (None, "auto", 4.0, 2, 1.0),    # at most one GPU per trial
-    (None, "cpu", 4.0, 2, 0.0),     # the spec asks for CPU training
-    (0.25, "auto", 4.0, 2, 0.25),   # an explicit setting wins
-    (0.0, "auto", 4.0, 2, 0.0),
-])
+@pytest.mark.parametrize(
+    "gpus_set,device,cluster_gpus,concurrent,expected",
+    [
+        (None, "auto", 0.0, 2, 0.0),  # no GPU anywhere: CPU trials
+        (None, "auto", 1.0, 2, 0.5),  # one GPU shared by two concurrent trials
+        (None, "auto", 4.0, 2, 1.0),  # at most one GPU per trial
+        (None, "cpu", 4.0, 2, 0.0),  # the spec asks for CPU training
+        (0.25, "auto", 4.0, 2, 0.25),  # an explicit setting wins
+        (0.0, "auto", 4.0, 2, 0.0),
+    ],
+)
 def test_trials_get_a_gpu_share_by_default(gpus_set, device, cluster_gpus, concurrent, expected):
     from sparsesearch.search.driver import gpus_per_trial
-    spec = spec_from_dict({"train": {"device": device},
-                           "tune": {"gpus_per_trial": gpus_set, "max_concurrent": concurrent}})
-    assert gpus_per_trial(spec, cluster_gpus) == expected
 
+    spec = spec_from_dict(
+        {"train": {"device": device}, "tune": {"gpus_per_trial": gpus_set, "max_concurrent": concurrent}}
+    )
+    assert gpus_per_trial(spec, cluster_gpus) == expected

@@ -67,10 +67,20 @@ def _register_test_method(monkeypatch):
 
 
 def _trainer(tiny_raw, method, level=0.7, **sparsity):
-    raw = {**tiny_raw, "model": {**tiny_raw["model"], "logits": "all"},
-           "train": {**tiny_raw["train"], "weight_decay": 0.1, "max_steps": 1000},
-           "sparsity": {"method": method, "level": level if method != "dense" else 0.0, "update_every": 2,
-                        "horizon_steps": 16, "update_end": 1.0, "drop_fraction": 0.3, **sparsity}}
+    raw = {
+        **tiny_raw,
+        "model": {**tiny_raw["model"], "logits": "all"},
+        "train": {**tiny_raw["train"], "weight_decay": 0.1, "max_steps": 1000},
+        "sparsity": {
+            "method": method,
+            "level": level if method != "dense" else 0.0,
+            "update_every": 2,
+            "horizon_steps": 16,
+            "update_end": 1.0,
+            "drop_fraction": 0.3,
+            **sparsity,
+        },
+    }
     return Trainer(spec_from_dict(raw), _data(tiny_raw), None)
 
 
@@ -116,6 +126,7 @@ def test_unknown_method_raises_listing_choices():
 
 def test_a_method_brings_its_own_spec_rules(tiny_raw):
     from sparsesearch.checks import check_spec
+
     raw = {**tiny_raw, "sparsity": {"method": "ema_grad", "level": 0.7, "distribution": "er"}}
     with pytest.raises(SpecError, match="sparsity.distribution: ema_grad needs an exact level"):
         check_spec(spec_from_dict(raw))
@@ -153,7 +164,8 @@ def test_active_counts_are_exactly_what_the_method_asked_for(tiny_raw, method):
         forward = sp.method.forward_masks(sp.view)
         if forward is not None:  # a forward set inside the mask is exact too, and inside it
             assert {n: int(m.sum()) for n, m in forward.items()} == {
-                n: round(sp.target_density[n] * m.numel()) for n, m in sp.masks.items()}
+                n: round(sp.target_density[n] * m.numel()) for n, m in sp.masks.items()
+            }
             assert all(not (forward[n] & ~sp.masks[n]).any() for n in forward)
     final = {n: round(sp.mask_density[n] * m.numel()) for n, m in sp.masks.items()}
     assert sum(_active(sp).values()) == sum(final.values())  # the level is exact at the end
@@ -185,14 +197,19 @@ def test_grown_weights_start_at_zero_with_zero_state(tiny_raw, method):
 
 
 def _full_state(tr):
-    return {"model": {k: v.clone() for k, v in tr.model.state_dict().items()},
-            "optimizer": tr.optimizer.state_dict(), "scheduler": tr.scheduler.state_dict(),
-            "sparsifier": tr.sparsifier.state_dict(), "step": tr.step}
+    return {
+        "model": {k: v.clone() for k, v in tr.model.state_dict().items()},
+        "optimizer": tr.optimizer.state_dict(),
+        "scheduler": tr.scheduler.state_dict(),
+        "sparsifier": tr.sparsifier.state_dict(),
+        "step": tr.step,
+    }
 
 
 @pytest.mark.parametrize("method", SPARSE)
 def test_checkpoint_round_trip_gives_identical_masks_and_next_steps(tiny_raw, method):
     import copy
+
     a = _trainer(tiny_raw, method)
     for _ in range(5):
         a.train_step()
@@ -254,8 +271,9 @@ def test_gmp_prunes_on_its_cubic_ramp(tiny_raw):
     sp = tr.sparsifier
     for step in range(16):
         tr.train_step()
-        s = gmp_sparsity(sp.updates[-1]["step"] if sp.updates else 0, final=1.0, start=sp.schedule.start,
-                         end=sp.schedule.end)
+        s = gmp_sparsity(
+            sp.updates[-1]["step"] if sp.updates else 0, final=1.0, start=sp.schedule.start, end=sp.schedule.end
+        )
         for n, m in sp.masks.items():
             final = 1.0 - sp.target_density[n]
             keep = m.numel() - round(final * s * m.numel()) if s < 1 else round(sp.mask_density[n] * m.numel())
@@ -295,9 +313,13 @@ def test_drop_and_grow_is_exact():
 
 # ----- layer densities ---------------------------------------------------------------------------------------
 
-SHAPES = {"embed_proj.weight": (32, 16), "encoder.layer.0.attention.self.query.weight": (32, 32),
-          "encoder.layer.0.intermediate.dense.weight": (128, 32), "encoder.layer.0.output.dense.weight": (32, 128),
-          "head_transform.weight": (16, 32)}
+SHAPES = {
+    "embed_proj.weight": (32, 16),
+    "encoder.layer.0.attention.self.query.weight": (32, 32),
+    "encoder.layer.0.intermediate.dense.weight": (128, 32),
+    "encoder.layer.0.output.dense.weight": (32, 128),
+    "head_transform.weight": (16, 32),
+}
 SIZES = {n: a * b for n, (a, b) in SHAPES.items()}
 
 
@@ -356,7 +378,7 @@ def test_drop_fraction_schedules():
 
 def test_gmp_cubic_ramp():
     assert gmp_sparsity(0, final=0.8, start=10, end=110) == 0.0
-    assert gmp_sparsity(60, final=0.8, start=10, end=110) == pytest.approx(0.8 * (1 - 0.5 ** 3))
+    assert gmp_sparsity(60, final=0.8, start=10, end=110) == pytest.approx(0.8 * (1 - 0.5**3))
     assert gmp_sparsity(200, final=0.8, start=10, end=110) == 0.8
 
 
@@ -486,7 +508,8 @@ def test_gmp_catches_up_when_its_last_prune_was_skipped(tiny_raw):
     for _ in range(2):
         tr.train_step()
     assert {n: int(m.sum()) for n, m in sp.masks.items()} == {
-        n: round(sp.target_density[n] * m.numel()) for n, m in sp.masks.items()}
+        n: round(sp.target_density[n] * m.numel()) for n, m in sp.masks.items()
+    }
     assert all(u["grown"] == 0 and u["dropped"] > 0 for u in sp.updates if "changed" in u)
 
 
@@ -551,5 +574,6 @@ def test_grow_starts_at_half_the_final_density_and_ramps_late(tiny_raw):
 
 def test_grow_initial_level_below_level_is_refused():
     from sparsesearch.checks import check_spec
+
     with pytest.raises(SpecError, match=r"sparsity.initial_level: must be >= sparsity.level \(0.8\)"):
         check_spec(spec_from_dict({"sparsity": {"method": "grow", "level": 0.8, "initial_level": 0.5}}))

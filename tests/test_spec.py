@@ -29,8 +29,16 @@ def test_shipped_specs_validate(name):
 
 
 def test_overrides_by_dotted_path_parse_yaml_values():
-    spec = spec_from_dict({}, ["train.lr=3e-4", "model.num_layers=3", "target.loss=5.5",
-                               "train.grad_clip=null", "model.freeze_embedding=false"])
+    spec = spec_from_dict(
+        {},
+        [
+            "train.lr=3e-4",
+            "model.num_layers=3",
+            "target.loss=5.5",
+            "train.grad_clip=null",
+            "model.freeze_embedding=false",
+        ],
+    )
     assert spec.train.lr == pytest.approx(3e-4)
     assert spec.model.num_layers == 3
     assert spec.target.loss == 5.5
@@ -46,6 +54,7 @@ def test_yaml_exponent_without_dot_is_a_number():
 def test_defaults_document_every_key():
     text = describe_defaults()
     import dataclasses
+
     def keys(obj, indent):
         for f in dataclasses.fields(obj):
             assert f"{indent}{f.name}:" in text and f.metadata["doc"]
@@ -85,8 +94,7 @@ BAD_SPECS = [
 ]
 
 
-@pytest.mark.parametrize("raw,message", BAD_SPECS, ids=[m.split(":")[0] + str(i) for i, (_, m) in
-                                                          enumerate(BAD_SPECS)])
+@pytest.mark.parametrize("raw,message", BAD_SPECS, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(BAD_SPECS)])
 def test_bad_spec_names_field_and_rule(raw, message):
     with pytest.raises(SpecError) as e:
         check_spec(spec_from_dict(raw), raw)
@@ -94,13 +102,16 @@ def test_bad_spec_names_field_and_rule(raw, message):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("train.lr", "must be KEY=VALUE"),
-    ("=3", "key must be a dotted path"),
-    ("train..lr=3", "key must be a dotted path"),
-    ("train.lr.x=3", "train.lr: is a value"),
-    ("train.nope=3", "train.nope: unknown key"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.lr", "must be KEY=VALUE"),
+        ("=3", "key must be a dotted path"),
+        ("train..lr=3", "key must be a dotted path"),
+        ("train.lr.x=3", "train.lr: is a value"),
+        ("train.nope=3", "train.nope: unknown key"),
+    ],
+)
 def test_bad_override(override, message):
     with pytest.raises(SpecError, match=None) as e:
         spec_from_dict({"train": {"lr": 0.1}}, [override])
@@ -116,12 +127,15 @@ def test_file_errors(tmp_path):
         load_spec(bad)
 
 
-@pytest.mark.parametrize("args", [
-    ["train", "missing.yaml"],
-    ["flops", "search_spaces/smoke.yaml", "--set", "model.hidden_size=-4"],
-    ["train", "search_spaces/smoke.yaml", "--set", "sparsity.method=nope"],
-    ["flops", "search_spaces/smoke.yaml", "--set", "model.embedding=/no/such/dir"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "missing.yaml"],
+        ["flops", "search_spaces/smoke.yaml", "--set", "model.hidden_size=-4"],
+        ["train", "search_spaces/smoke.yaml", "--set", "sparsity.method=nope"],
+        ["flops", "search_spaces/smoke.yaml", "--set", "model.embedding=/no/such/dir"],
+    ],
+)
 def test_cli_reports_bad_input_in_one_line_with_exit_2(args, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert main(args) == 2
@@ -130,7 +144,6 @@ def test_cli_reports_bad_input_in_one_line_with_exit_2(args, capsys, monkeypatch
 
 
 def test_cli_bad_arguments_exit_2_in_one_line():
-    proc = subprocess.run([sys.executable, "-m", "sparsesearch.cli", "train"], capture_output=True, text=True,
-                          cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "sparsesearch.cli", "train"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "required" in proc.stderr

@@ -31,8 +31,9 @@ def test_auto_target_is_computed_once_then_cached(tiny_spec, tiny_data, monkeypa
     again = resolve_target(tiny_spec, tiny_data)
     assert (again.loss, again.source) == (first.loss, "cached")
     # Budget, eval cadence and device do not change the target: same cache entry.
-    other = dataclasses.replace(tiny_spec, train=dataclasses.replace(tiny_spec.train, max_steps=7, eval_every=3,
-                                                                     device="cpu", max_time_s=1.0))
+    other = dataclasses.replace(
+        tiny_spec, train=dataclasses.replace(tiny_spec.train, max_steps=7, eval_every=3, device="cpu", max_time_s=1.0)
+    )
     assert resolve_target(other, tiny_data).loss == first.loss
 
 
@@ -43,13 +44,16 @@ def test_target_reproduces_the_dense_reference_curve(tiny_spec, tiny_data):
     assert result.reached_target and result.steps_to_target <= tiny_spec.target.dense_steps
 
 
-@pytest.mark.parametrize("change", [
-    lambda s: dataclasses.replace(s, model=dataclasses.replace(s.model, hidden_size=16)),
-    lambda s: dataclasses.replace(s, train=dataclasses.replace(s.train, lr=1e-2)),
-    lambda s: dataclasses.replace(s, train=dataclasses.replace(s.train, seed=5)),
-    lambda s: dataclasses.replace(s, target=dataclasses.replace(s.target, dense_steps=31)),
-    lambda s: dataclasses.replace(s, data=dataclasses.replace(s.data, mask_prob=0.2)),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: dataclasses.replace(s, model=dataclasses.replace(s.model, hidden_size=16)),
+        lambda s: dataclasses.replace(s, train=dataclasses.replace(s.train, lr=1e-2)),
+        lambda s: dataclasses.replace(s, train=dataclasses.replace(s.train, seed=5)),
+        lambda s: dataclasses.replace(s, target=dataclasses.replace(s.target, dense_steps=31)),
+        lambda s: dataclasses.replace(s, data=dataclasses.replace(s.data, mask_prob=0.2)),
+    ],
+)
 def test_cache_key_changes_with_what_determines_the_target(tiny_spec, tiny_data, change):
     assert target_path(change(tiny_spec), tiny_data) != target_path(tiny_spec, tiny_data)
 

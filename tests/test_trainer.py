@@ -29,8 +29,19 @@ def test_loss_falls_and_metrics_are_complete(tiny_spec, tiny_data):
     trainer = Trainer(_spec(tiny_spec, max_steps=60), tiny_data, None)
     rows = list(trainer.run())
     assert [r["step"] for r in rows] == [0, 10, 20, 30, 40, 50, 60]
-    keys = {"step", "train_loss", "eval_loss", "train_time_s", "flops", "dense_flops", "flop_ratio",
-            "net_time_s", "net_flops", "avg_sparsity", "status"}
+    keys = {
+        "step",
+        "train_loss",
+        "eval_loss",
+        "train_time_s",
+        "flops",
+        "dense_flops",
+        "flop_ratio",
+        "net_time_s",
+        "net_flops",
+        "avg_sparsity",
+        "status",
+    }
     assert all(keys <= set(r) for r in rows)
     assert rows[0]["train_loss"] is None and rows[0]["flops"] == 0 and rows[0]["status"] == "running"
     assert rows[-1]["eval_loss"] < rows[0]["eval_loss"] - 0.5
@@ -126,6 +137,7 @@ def test_lr_warmup_then_schedule(tiny_spec, tiny_data):
 
 def test_cpu_device_and_bad_device(tiny_spec, tiny_data):
     from sparsesearch.spec import SpecError
+
     assert Trainer(_spec(tiny_spec, device="cpu"), tiny_data, None).device == torch.device("cpu")
     if not torch.cuda.is_available():
         with pytest.raises(SpecError, match="train.device"):
@@ -135,8 +147,12 @@ def test_cpu_device_and_bad_device(tiny_spec, tiny_data):
 @pytest.mark.parametrize("method", ["dense", "rigl"])
 def test_checkpoint_resume_continues_exactly(tiny_spec, tiny_data, tmp_path, method):
     spec = _spec(tiny_spec, max_steps=50, eval_every=10)
-    spec = dataclasses.replace(spec, sparsity=dataclasses.replace(
-        spec.sparsity, method=method, level=0.0 if method == "dense" else 0.7, update_every=5))
+    spec = dataclasses.replace(
+        spec,
+        sparsity=dataclasses.replace(
+            spec.sparsity, method=method, level=0.0 if method == "dense" else 0.7, update_every=5
+        ),
+    )
     full = Trainer(spec, tiny_data, 4.0)
     whole = list(full.run())
 

@@ -13,6 +13,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -70,7 +71,7 @@ def _tokenize(docs: list[str], model_dir: str) -> list[list[int]]:
     tok = load_tokenizer(model_dir)
     out: list[list[int]] = []
     for i in range(0, len(docs), 256):
-        enc = tok(docs[i:i + 256], add_special_tokens=False, truncation=False, verbose=False)
+        enc = tok(docs[i : i + 256], add_special_tokens=False, truncation=False, verbose=False)
         out.extend(enc["input_ids"])
     return out
 
@@ -79,18 +80,28 @@ def prepare_data(data: DataSpec, model: ModelSpec, *, use_cache: bool = True) ->
     """Load, split, tokenize and pack the corpus; cached by (source content, tokenizer, seq_len, split)."""
     model_dir = str(resolve_model_dir(model.embedding))
     info = tokenizer_info(model_dir)
-    where = {"config": data.config, "split": data.split, "text_field": data.text_field,
-             "max_documents": data.max_documents}
-    key = json.dumps([DATA_FORMAT_VERSION, source_key(data.source, **where), info.fingerprint,  # type: ignore[arg-type]
-                      model.seq_len, data.heldout_fraction])
+    where: dict[str, Any] = {
+        "config": data.config,
+        "split": data.split,
+        "text_field": data.text_field,
+        "max_documents": data.max_documents,
+    }
+    key = json.dumps(
+        [DATA_FORMAT_VERSION, source_key(data.source, **where), info.fingerprint, model.seq_len, data.heldout_fraction]
+    )
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:20]
     path = cache_root(data) / "data" / f"{fingerprint}.pt"
     if use_cache and path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        return TokenizedData(train=blob["train"].long(), heldout=blob["heldout"].long(), tokenizer=info,
-                             fingerprint=fingerprint, stats=json.loads(blob["stats"]))
+        return TokenizedData(
+            train=blob["train"].long(),
+            heldout=blob["heldout"].long(),
+            tokenizer=info,
+            fingerprint=fingerprint,
+            stats=json.loads(blob["stats"]),
+        )
 
-    corpus = load_corpus(data.source, **where)  # type: ignore[arg-type]
+    corpus = load_corpus(data.source, **where)
     held = [d for d in corpus.documents if _in_heldout(d, data.heldout_fraction)]
     train = [d for d in corpus.documents if not _in_heldout(d, data.heldout_fraction)]
     if not held:  # tiny corpora: hold out at least one document
@@ -99,8 +110,10 @@ def prepare_data(data: DataSpec, model: ModelSpec, *, use_cache: bool = True) ->
     train_seq, held_seq = _pack(train_ids, model.seq_len, info), _pack(held_ids, model.seq_len, info)
     if len(train_seq) == 0 or len(held_seq) == 0:
         side = "training" if len(train_seq) == 0 else "held-out"
-        raise SpecError(f"data.source: the {side} side has fewer tokens than one sequence of "
-                         f"model.seq_len={model.seq_len}; use more text or a shorter seq_len")
+        raise SpecError(
+            f"data.source: the {side} side has fewer tokens than one sequence of "
+            f"model.seq_len={model.seq_len}; use more text or a shorter seq_len"
+        )
     stats = {
         "source": corpus.description,
         "documents": len(corpus.documents),
@@ -119,8 +132,9 @@ def prepare_data(data: DataSpec, model: ModelSpec, *, use_cache: bool = True) ->
     return TokenizedData(train=train_seq, heldout=held_seq, tokenizer=info, fingerprint=fingerprint, stats=stats)
 
 
-def mask_tokens(ids: torch.Tensor, mask_prob: float, info: TokenizerInfo,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    ids: torch.Tensor, mask_prob: float, info: TokenizerInfo, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking (Devlin et al. 2019): select ``mask_prob`` of non-special tokens; of those 80% -> [MASK],
     10% -> a random token, 10% unchanged. Returns (inputs, labels) with labels -100 where not selected."""
     special = torch.zeros_like(ids, dtype=torch.bool)
@@ -146,8 +160,7 @@ class Batches:
         self.steps_per_epoch = max(1, data.train.shape[0] // batch_size)
         self._perm_epoch, self._perm = -1, torch.arange(0)
         held = data.heldout[:eval_sequences]
-        self.eval_inputs, self.eval_labels = mask_tokens(held, mask_prob, data.tokenizer,
-                                                         _generator(EVAL_MASK_SEED))
+        self.eval_inputs, self.eval_labels = mask_tokens(held, mask_prob, data.tokenizer, _generator(EVAL_MASK_SEED))
 
     def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and labels for training step ``step`` (0-based)."""
@@ -158,13 +171,12 @@ class Batches:
         n = self.data.train.shape[0]
         # Wraps around only when the corpus holds fewer sequences than one batch.
         idx = self._perm[torch.arange(k * self.batch_size, (k + 1) * self.batch_size) % n]
-        return mask_tokens(self.data.train[idx], self.mask_prob, self.data.tokenizer,
-                           _generator(self.seed, 1, step))
+        return mask_tokens(self.data.train[idx], self.mask_prob, self.data.tokenizer, _generator(self.seed, 1, step))
 
     def eval_chunks(self):
         """The fixed evaluation set in chunks of at most ``batch_size`` sequences."""
         for i in range(0, self.eval_inputs.shape[0], self.batch_size):
-            yield self.eval_inputs[i:i + self.batch_size], self.eval_labels[i:i + self.batch_size]
+            yield self.eval_inputs[i : i + self.batch_size], self.eval_labels[i : i + self.batch_size]
 
 
 def _generator(*key: int) -> torch.Generator:

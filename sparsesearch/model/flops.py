@@ -45,6 +45,7 @@ class Component:
 @dataclass(frozen=True)
 class StepFlops:
     """The matmul FLOPs of one training step, by component, and the non-matmul estimate apart."""
+
     components: tuple[Component, ...]
     nonmatmul: Mapping[str, float] = field(default_factory=dict)
 
@@ -74,21 +75,42 @@ class StepFlops:
         """FLOPs per encoder block, with the embedding projection and the head apart."""
         out: dict[str, float] = defaultdict(float)
         for c in self.components:
-            out["embedding" if c.group == "embed_proj" else "head" if c.layer is None else f"layer {c.layer}"] \
-                += c.total
+            out["embedding" if c.group == "embed_proj" else "head" if c.layer is None else f"layer {c.layer}"] += (
+                c.total
+            )
         return dict(out)
 
 
-def _linear(name: str, group: str, layer: int | None, rows: float, k: int, n: int, *, density: Density,
-            input_grad: bool, weight_grad: bool, sparsifiable: bool = True) -> Component:
+def _linear(
+    name: str,
+    group: str,
+    layer: int | None,
+    rows: float,
+    k: int,
+    n: int,
+    *,
+    density: Density,
+    input_grad: bool,
+    weight_grad: bool,
+    sparsifiable: bool = True,
+) -> Component:
     fwd, inp, wgt = (density, density, density) if isinstance(density, (int, float)) else density
     f = 2.0 * rows * k * n
-    return Component(name, group, layer, forward=f * fwd, backward_input=f * inp if input_grad else 0.0,
-                     backward_weight=f * wgt if weight_grad else 0.0, sparsifiable=sparsifiable, density=fwd)
+    return Component(
+        name,
+        group,
+        layer,
+        forward=f * fwd,
+        backward_input=f * inp if input_grad else 0.0,
+        backward_weight=f * wgt if weight_grad else 0.0,
+        sparsifiable=sparsifiable,
+        density=fwd,
+    )
 
 
-def step_flops(shape: ModelShape, batch_size: int, n_masked: float,
-               densities: Mapping[str, Density] | None = None) -> StepFlops:
+def step_flops(
+    shape: ModelShape, batch_size: int, n_masked: float, densities: Mapping[str, Density] | None = None
+) -> StepFlops:
     """FLOPs of one training step (forward + backward, no optimizer).
 
     Args:
@@ -110,17 +132,42 @@ def step_flops(shape: ModelShape, batch_size: int, n_masked: float,
             rows, input_grad = tokens, s.embedding_trainable
         else:
             rows, input_grad = tokens, True
-        comps.append(_linear(w.name, w.group, w.layer, rows, w.in_features, w.out_features,
-                             density=dens.get(w.name, 1.0), input_grad=input_grad, weight_grad=True))
+        comps.append(
+            _linear(
+                w.name,
+                w.group,
+                w.layer,
+                rows,
+                w.in_features,
+                w.out_features,
+                density=dens.get(w.name, 1.0),
+                input_grad=input_grad,
+                weight_grad=True,
+            )
+        )
         if w.group == "ffn_out":  # the block's activation products follow its weights
             p = f"encoder.layer.{w.layer}."
-            comps.append(Component(f"{p}attention.scores", "attn_scores", w.layer, att, 2 * att, 0.0,
-                                   sparsifiable=False))
-            comps.append(Component(f"{p}attention.values", "attn_values", w.layer, att, 2 * att, 0.0,
-                                   sparsifiable=False))
+            comps.append(
+                Component(f"{p}attention.scores", "attn_scores", w.layer, att, 2 * att, 0.0, sparsifiable=False)
+            )
+            comps.append(
+                Component(f"{p}attention.values", "attn_values", w.layer, att, 2 * att, 0.0, sparsifiable=False)
+            )
     # Tied to the token embedding: one parameter, trainable only with the embedding, never masked here.
-    comps.append(_linear("decoder", "decoder", None, logit_rows, s.emb_dim, s.vocab, density=1.0,
-                         input_grad=True, weight_grad=s.embedding_trainable, sparsifiable=False))
+    comps.append(
+        _linear(
+            "decoder",
+            "decoder",
+            None,
+            logit_rows,
+            s.emb_dim,
+            s.vocab,
+            density=1.0,
+            input_grad=True,
+            weight_grad=s.embedding_trainable,
+            sparsifiable=False,
+        )
+    )
     return StepFlops(tuple(comps), _nonmatmul(shape, batch_size, logit_rows))
 
 
@@ -140,8 +187,9 @@ def weight_costs(shape: ModelShape, batch_size: int, n_masked: float) -> dict[st
     """Dense training FLOPs per step of one weight of each sparsifiable matrix (what methods that price
     growth by compute, such as flop_rigl, divide by)."""
     sizes = {w.name: w.out_features * w.in_features for w in shape.weights()}
-    return {c.name: c.total / sizes[c.name] for c in step_flops(shape, batch_size, n_masked).components
-            if c.name in sizes}
+    return {
+        c.name: c.total / sizes[c.name] for c in step_flops(shape, batch_size, n_masked).components if c.name in sizes
+    }
 
 
 def expected_masked(shape: ModelShape, batch_size: int, mask_prob: float) -> float:

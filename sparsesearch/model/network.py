@@ -31,6 +31,7 @@ from .shape import ModelShape
 
 class MLMModel(nn.Module):
     """The masked-LM model of the module docstring."""
+
     def __init__(self, cfg: ModelSpec, token_embedding: torch.Tensor):
         super().__init__()
         vocab, emb_dim = token_embedding.shape
@@ -43,10 +44,17 @@ class MLMModel(nn.Module):
         self.position_embedding = nn.Embedding(cfg.seq_len, h)
         self.embed_norm = nn.LayerNorm(h, eps=1e-12)
         self.dropout = nn.Dropout(cfg.dropout)
-        bert_cfg = BertConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=cfg.num_layers,
-                              num_attention_heads=cfg.num_heads, intermediate_size=cfg.ffn_size,
-                              hidden_act="gelu", hidden_dropout_prob=cfg.dropout,
-                              attention_probs_dropout_prob=cfg.dropout, max_position_embeddings=cfg.seq_len)
+        bert_cfg = BertConfig(
+            vocab_size=vocab,
+            hidden_size=h,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            intermediate_size=cfg.ffn_size,
+            hidden_act="gelu",
+            hidden_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.dropout,
+            max_position_embeddings=cfg.seq_len,
+        )
         bert_cfg._attn_implementation = "sdpa" if cfg.attention == "sdpa" else "eager"
         self.encoder = BertEncoder(bert_cfg)
         self._table_cache: tuple[tuple, torch.Tensor] | None = None
@@ -55,11 +63,13 @@ class MLMModel(nn.Module):
         self.decoder_bias = nn.Parameter(torch.zeros(vocab))
         self._init_weights()
         self.shape = ModelShape.from_spec(cfg, vocab, emb_dim)
-        linear = {f"{name}.weight": tuple(m.weight.shape) for name, m in self.named_modules()
-                  if isinstance(m, nn.Linear)}
+        linear = {
+            f"{name}.weight": tuple(m.weight.shape) for name, m in self.named_modules() if isinstance(m, nn.Linear)
+        }
         if linear != self.shape.weight_shapes():  # every Linear weight is sparsifiable, and the list says which
-            raise AssertionError(f"the network's Linear weights {linear} differ from the weight list "
-                                 f"{self.shape.weight_shapes()}")
+            raise AssertionError(
+                f"the network's Linear weights {linear} differ from the weight list {self.shape.weight_shapes()}"
+            )
 
     def _init_weights(self) -> None:
         # BERT's initialisation (Devlin et al. 2019): N(0, 0.02) weights, zero biases, unit LayerNorm.
@@ -158,8 +168,9 @@ def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return _CrossEntropySum.apply(logits, targets)
 
 
-def build_model(cfg: ModelSpec, token_embedding: torch.Tensor, seed: int,
-                device: torch.device | None = None) -> MLMModel:
+def build_model(
+    cfg: ModelSpec, token_embedding: torch.Tensor, seed: int, device: torch.device | None = None
+) -> MLMModel:
     """The model with its random parts initialised from ``seed`` (the same seed gives the same model), on
     ``device`` (default CPU) with the attention kernel chosen for it."""
     with torch.random.fork_rng(devices=[]):

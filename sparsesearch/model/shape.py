@@ -11,10 +11,16 @@ from typing import Any
 
 # Sparsifiable weight groups, by the end of the parameter name. 'attention.output.dense' also ends in
 # 'output.dense', so the longer suffix is listed first.
-_SUFFIX_GROUPS = {"embed_proj.weight": "embed_proj", "attention.self.query.weight": "attn_qkv",
-                  "attention.self.key.weight": "attn_qkv", "attention.self.value.weight": "attn_qkv",
-                  "attention.output.dense.weight": "attn_out", "intermediate.dense.weight": "ffn_in",
-                  "output.dense.weight": "ffn_out", "head_transform.weight": "head_transform"}
+_SUFFIX_GROUPS = {
+    "embed_proj.weight": "embed_proj",
+    "attention.self.query.weight": "attn_qkv",
+    "attention.self.key.weight": "attn_qkv",
+    "attention.self.value.weight": "attn_qkv",
+    "attention.output.dense.weight": "attn_out",
+    "intermediate.dense.weight": "ffn_in",
+    "output.dense.weight": "ffn_out",
+    "head_transform.weight": "head_transform",
+}
 SPARSIFIABLE_GROUPS = tuple(dict.fromkeys(_SUFFIX_GROUPS.values()))
 # Groups of every matmul of a step: the sparsifiable ones, the tied decoder, and the attention products.
 GROUPS = (*SPARSIFIABLE_GROUPS, "decoder", "attn_scores", "attn_values")
@@ -61,9 +67,17 @@ class ModelShape:
     @classmethod
     def from_spec(cls, model: Any, vocab: int, emb_dim: int) -> ModelShape:
         """From a ``ModelSpec`` and the embedding's [vocab, emb_dim] (``embedding.model_shape`` reads them)."""
-        return cls(vocab=vocab, emb_dim=emb_dim, hidden=model.hidden_size, layers=model.num_layers,
-                   heads=model.num_heads, ffn=model.ffn_size, seq_len=model.seq_len,
-                   embedding_trainable=not model.freeze_embedding, logits_at_all_positions=model.logits == "all")
+        return cls(
+            vocab=vocab,
+            emb_dim=emb_dim,
+            hidden=model.hidden_size,
+            layers=model.num_layers,
+            heads=model.num_heads,
+            ffn=model.ffn_size,
+            seq_len=model.seq_len,
+            embedding_trainable=not model.freeze_embedding,
+            logits_at_all_positions=model.logits == "all",
+        )
 
     @property
     def has_embed_proj(self) -> bool:
@@ -77,8 +91,7 @@ class ModelShape:
             out.append(Weight("embed_proj.weight", "embed_proj", None, h, self.emb_dim))
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
-            for sub in ("attention.self.query", "attention.self.key", "attention.self.value",
-                        "attention.output.dense"):
+            for sub in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
                 out.append(Weight(f"{p}{sub}.weight", weight_group(f"{sub}.weight"), i, h, h))
             out.append(Weight(f"{p}intermediate.dense.weight", "ffn_in", i, self.ffn, h))
             out.append(Weight(f"{p}output.dense.weight", "ffn_out", i, h, self.ffn))

@@ -31,14 +31,23 @@ def export(path: str | Path, out: str | Path | None = None, *, by: str = "net_ti
     out.mkdir(parents=True, exist_ok=True)
     fr = front(df, by)
     params = [c for c in df.attrs.get("params", []) if c in df.columns]
-    files = {"trials.csv": out / "trials.csv", "pareto.csv": out / "pareto.csv", "pareto.json": out / "pareto.json",
-             "pareto.png": out / "pareto.png", "pareto.html": out / "pareto.html"}
+    files = {
+        "trials.csv": out / "trials.csv",
+        "pareto.csv": out / "pareto.csv",
+        "pareto.json": out / "pareto.json",
+        "pareto.png": out / "pareto.png",
+        "pareto.html": out / "pareto.html",
+    }
     trial_table(df).to_csv(files["trials.csv"], index=False)
     trial_table(fr).to_csv(files["pareto.csv"], index=False)
     payload = plots.front_json(fr, params, by=by, experiment=df.attrs["name"], target=df.attrs["target_loss"])
     files["pareto.json"].write_text(json.dumps(payload, indent=1))
-    title = f"{df.attrs['name']}: sparsity vs. {'net time' if by == 'net_time' else 'net FLOPs'} to loss " \
-            f"{df.attrs['target_loss']:.3f}" if df.attrs.get("target_loss") else df.attrs["name"]
+    title = (
+        f"{df.attrs['name']}: sparsity vs. {'net time' if by == 'net_time' else 'net FLOPs'} to loss "
+        f"{df.attrs['target_loss']:.3f}"
+        if df.attrs.get("target_loss")
+        else df.attrs["name"]
+    )
     plots.pareto_png(df, fr, files["pareto.png"], by=by, title=title)
     plots.pareto_html(df, fr, files["pareto.html"], by=by, title=title)
     return files

@@ -17,6 +17,7 @@ def param_importances(study_file: str | Path) -> tuple[dict[str, float], str]:
     are left out). Returns (importances, note); empty importances with the reason when there is too little.
     """
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(study_file)
     if not path.is_file():
@@ -26,8 +27,11 @@ def param_importances(study_file: str | Path) -> tuple[dict[str, float], str]:
     if not names:
         return {}, "the Optuna study is empty"
     study = optuna.load_study(study_name=names[0], storage=storage)
-    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.values and all(math.isfinite(v) for v in t.values)]
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.values and all(math.isfinite(v) for v in t.values)
+    ]
     if len(done) < 3:
         return {}, f"{len(done)} completed trials with a finite objective; importances need at least 3"
     common = set.intersection(*(set(t.params) for t in done))
@@ -36,11 +40,14 @@ def param_importances(study_file: str | Path) -> tuple[dict[str, float], str]:
         return {}, "no parameter varied across the completed trials"
     scratch = optuna.create_study(directions=study.directions)
     scratch.add_trials(done)
-    imp = get_param_importances(scratch, evaluator=FanovaImportanceEvaluator(seed=0), params=varying,
-                                target=lambda t: t.values[0])
+    imp = get_param_importances(
+        scratch, evaluator=FanovaImportanceEvaluator(seed=0), params=varying, target=lambda t: t.values[0]
+    )
     left_out = sorted(set().union(*(set(t.params) for t in done)) - set(varying))
-    note = (f"fANOVA over {len(done)} completed trials (objective: the first study value; the dense reference "
-            "is not part of the study)")
+    note = (
+        f"fANOVA over {len(done)} completed trials (objective: the first study value; the dense reference "
+        "is not part of the study)"
+    )
     if left_out:
         note += "; left out (constant, or only in some trials): " + ", ".join(left_out)
     return dict(imp), note

@@ -21,8 +21,10 @@ _FRONT, _REF, _GREY = "#1f77b4", "#d62728", "#9a9a9a"
 
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -31,22 +33,43 @@ def _ref(df: pd.DataFrame) -> pd.Series | None:
     return r.iloc[0] if len(r) else None
 
 
-def pareto_png(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str = "net_time",
-               title: str = "") -> Path:
+def pareto_png(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str = "net_time", title: str = "") -> Path:
     """Every trial in grey, the front highlighted and connected, the dense reference marked."""
     plt = _plt()
     col, (ylabel, scale) = OBJECTIVES[by], _AXIS[by]
     fig, ax = plt.subplots(figsize=(8, 5.2), dpi=120)
     reached = df[(df["status"] == REACHED) & ~df["reference"]]
     others = df[(df["status"] != REACHED) & df[col].map(lambda v: not missing(v) and math.isfinite(v))]
-    ax.scatter(100 * reached["avg_sparsity"], reached[col] * scale, s=28, color=_GREY, alpha=0.8,
-               label=f"reached the target ({len(reached)})", zorder=2)
+    ax.scatter(
+        100 * reached["avg_sparsity"],
+        reached[col] * scale,
+        s=28,
+        color=_GREY,
+        alpha=0.8,
+        label=f"reached the target ({len(reached)})",
+        zorder=2,
+    )
     if len(others):
-        ax.scatter(100 * others["avg_sparsity"], others[col] * scale, s=26, marker="x", color="#c8c8c8",
-                   label=f"not reached: projected, never on the front ({len(others)})", zorder=1)
+        ax.scatter(
+            100 * others["avg_sparsity"],
+            others[col] * scale,
+            s=26,
+            marker="x",
+            color="#c8c8c8",
+            label=f"not reached: projected, never on the front ({len(others)})",
+            zorder=1,
+        )
     if len(front_df):
-        ax.plot(100 * front_df["avg_sparsity"], front_df[col] * scale, "-o", color=_FRONT, lw=2, ms=7,
-                label=f"Pareto front ({len(front_df)})", zorder=3)
+        ax.plot(
+            100 * front_df["avg_sparsity"],
+            front_df[col] * scale,
+            "-o",
+            color=_FRONT,
+            lw=2,
+            ms=7,
+            label=f"Pareto front ({len(front_df)})",
+            zorder=3,
+        )
     ref = _ref(df)
     if ref is not None:
         y = ref[col] * scale
@@ -54,12 +77,19 @@ def pareto_png(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str 
         ax.axhline(y / 2, color=_REF, ls=":", lw=1, zorder=0)
         ax.scatter([0], [y], marker="*", s=220, color=_REF, label="dense reference", zorder=4)
         ax.annotate("dense", (0, y), xytext=(4, 4), textcoords="offset points", color=_REF, fontsize=9)
-        ax.annotate("2x faster than dense", (0, y / 2), xytext=(4, 4), textcoords="offset points",
-                    color=_REF, fontsize=9)
+        ax.annotate(
+            "2x faster than dense", (0, y / 2), xytext=(4, 4), textcoords="offset points", color=_REF, fontsize=9
+        )
         for _, r in front_df.iterrows():
             if not r["reference"]:
-                ax.annotate(f"{ref[col] / r[col]:.2f}x", (100 * r["avg_sparsity"], r[col] * scale),
-                            xytext=(5, -12), textcoords="offset points", color=_FRONT, fontsize=8)
+                ax.annotate(
+                    f"{ref[col] / r[col]:.2f}x",
+                    (100 * r["avg_sparsity"], r[col] * scale),
+                    xytext=(5, -12),
+                    textcoords="offset points",
+                    color=_FRONT,
+                    fontsize=8,
+                )
     ax.set_xlabel("average sparsity of the sparsifiable weights (%)")
     ax.set_ylabel(ylabel + ("  (lower is better)"))
     ax.set_xlim(-3, 100)
@@ -74,8 +104,9 @@ def pareto_png(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str 
     return path
 
 
-def curves_png(history: pd.DataFrame, trial_ids: list[str], labels: dict[str, str], target: float | None,
-               path: Path) -> Path:
+def curves_png(
+    history: pd.DataFrame, trial_ids: list[str], labels: dict[str, str], target: float | None, path: Path
+) -> Path:
     """Held-out loss against cumulative FLOPs actually spent, one line per trial."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
@@ -84,9 +115,15 @@ def curves_png(history: pd.DataFrame, trial_ids: list[str], labels: dict[str, st
         if h.empty:
             continue
         ref = bool(h["reference"].iloc[0])
-        ax.plot(h["flops"] * 1e-12, h["eval_loss"], "-" if not ref else "--", marker=".",
-                color=_REF if ref else plt.cm.viridis(i / max(1, len(trial_ids))), lw=2 if ref else 1.5,
-                label=labels.get(tid, tid))
+        ax.plot(
+            h["flops"] * 1e-12,
+            h["eval_loss"],
+            "-" if not ref else "--",
+            marker=".",
+            color=_REF if ref else plt.cm.viridis(i / max(1, len(trial_ids))),
+            lw=2 if ref else 1.5,
+            label=labels.get(tid, tid),
+        )
     if target is not None:
         ax.axhline(target, color="black", lw=0.8, ls=":")
         ax.annotate(f"target {target:.3f}", (0, target), xytext=(2, 3), textcoords="offset points", fontsize=8)
@@ -119,21 +156,26 @@ def importances_png(importances: dict[str, float], path: Path, title: str) -> Pa
     return path
 
 
-def pareto_html(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str = "net_time",
-                title: str = "") -> Path:
+def pareto_html(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str = "net_time", title: str = "") -> Path:
     """The same plot, interactive: hover shows a trial's parameters and metrics. plotly.js is embedded, so
     the file opens offline."""
     import plotly.graph_objects as go
+
     col, (ylabel, scale) = OBJECTIVES[by], _AXIS[by]
     params = [c for c in df.attrs.get("params", []) if c in df.columns]
     on_front = set(front_df["trial_id"])
 
     def hover(r: pd.Series) -> str:
-        lines = [f"<b>trial {r['trial']} ({r['trial_id']})</b>", f"status: {r['status']}",
-                 f"method: {r['method']}", f"sparsity: {r['avg_sparsity']:.3f}",
-                 f"net time: {r['net_time_s']:.1f} s" + (" (projected)" if r["projected"] else ""),
-                 f"net FLOPs: {r['net_flops']:.3g}", f"FLOP ratio: {r['flop_ratio']:.3f}",
-                 f"final eval loss: {r['final_eval_loss']:.4f}"]
+        lines = [
+            f"<b>trial {r['trial']} ({r['trial_id']})</b>",
+            f"status: {r['status']}",
+            f"method: {r['method']}",
+            f"sparsity: {r['avg_sparsity']:.3f}",
+            f"net time: {r['net_time_s']:.1f} s" + (" (projected)" if r["projected"] else ""),
+            f"net FLOPs: {r['net_flops']:.3g}",
+            f"FLOP ratio: {r['flop_ratio']:.3f}",
+            f"final eval loss: {r['final_eval_loss']:.4f}",
+        ]
         if not missing(r.get("speedup")):
             lines.append(f"speedup vs dense: {r['speedup']:.2f}x (FLOPs {r['flop_speedup']:.2f}x)")
         lines += [f"{k} = {value(r[k])}" for k in params if not missing(r[k])]
@@ -141,42 +183,93 @@ def pareto_html(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str
 
     fig = go.Figure()
     finite = df[df[col].map(lambda v: not missing(v) and math.isfinite(v))]
-    groups = [("reached the target", finite[(finite["status"] == REACHED) & ~finite["reference"]
-                                            & ~finite["trial_id"].isin(on_front)],
-               dict(color=_GREY, size=8)),
-              ("not reached (projected)", finite[finite["status"] != REACHED],
-               dict(color="#c8c8c8", size=8, symbol="x")),
-              ("dense reference", finite[finite["reference"] & (finite["status"] == REACHED)],
-               dict(color=_REF, size=16, symbol="star"))]
+    groups = [
+        (
+            "reached the target",
+            finite[(finite["status"] == REACHED) & ~finite["reference"] & ~finite["trial_id"].isin(on_front)],
+            dict(color=_GREY, size=8),
+        ),
+        ("not reached (projected)", finite[finite["status"] != REACHED], dict(color="#c8c8c8", size=8, symbol="x")),
+        (
+            "dense reference",
+            finite[finite["reference"] & (finite["status"] == REACHED)],
+            dict(color=_REF, size=16, symbol="star"),
+        ),
+    ]
     for name, part, marker in groups:
         if len(part):
-            fig.add_trace(go.Scatter(x=100 * part["avg_sparsity"], y=part[col] * scale, mode="markers",
-                                     name=f"{name} ({len(part)})", marker=marker,
-                                     text=[hover(r) for _, r in part.iterrows()], hoverinfo="text"))
+            fig.add_trace(
+                go.Scatter(
+                    x=100 * part["avg_sparsity"],
+                    y=part[col] * scale,
+                    mode="markers",
+                    name=f"{name} ({len(part)})",
+                    marker=marker,
+                    text=[hover(r) for _, r in part.iterrows()],
+                    hoverinfo="text",
+                )
+            )
     if len(front_df):
-        fig.add_trace(go.Scatter(x=100 * front_df["avg_sparsity"], y=front_df[col] * scale, mode="lines+markers",
-                                 name=f"Pareto front ({len(front_df)})", marker=dict(color=_FRONT, size=10),
-                                 line=dict(color=_FRONT, width=2),
-                                 text=[hover(r) for _, r in front_df.iterrows()], hoverinfo="text"))
-    fig.update_layout(title=title or "Pareto front", template="plotly_white",
-                      xaxis_title="average sparsity of the sparsifiable weights (%)",
-                      yaxis_title=ylabel + " (lower is better)", xaxis=dict(range=[-3, 100]))
+        fig.add_trace(
+            go.Scatter(
+                x=100 * front_df["avg_sparsity"],
+                y=front_df[col] * scale,
+                mode="lines+markers",
+                name=f"Pareto front ({len(front_df)})",
+                marker=dict(color=_FRONT, size=10),
+                line=dict(color=_FRONT, width=2),
+                text=[hover(r) for _, r in front_df.iterrows()],
+                hoverinfo="text",
+            )
+        )
+    fig.update_layout(
+        title=title or "Pareto front",
+        template="plotly_white",
+        xaxis_title="average sparsity of the sparsifiable weights (%)",
+        yaxis_title=ylabel + " (lower is better)",
+        xaxis=dict(range=[-3, 100]),
+    )
     fig.write_html(str(path), include_plotlyjs=True, full_html=True)
     return path
 
 
 def front_json(front_df: pd.DataFrame, params: list[str], *, by: str, experiment: str, target) -> dict:
     """The front as plain JSON: experiment, objective, and one entry per trial with metrics and parameters."""
-    metrics = ("avg_sparsity", "net_time_s", "net_flops", "flop_ratio", "time_to_target_s", "steps_to_target",
-               "final_eval_loss", "speedup", "flop_speedup")
+    metrics = (
+        "avg_sparsity",
+        "net_time_s",
+        "net_flops",
+        "flop_ratio",
+        "time_to_target_s",
+        "steps_to_target",
+        "final_eval_loss",
+        "speedup",
+        "flop_speedup",
+    )
     points = []
     for _, r in front_df.iterrows():
-        points.append({"trial": int(r["trial"]), "trial_id": r["trial_id"], "reference": bool(r["reference"]),
-                       "method": r["method"],
-                       **{m: (None if missing(r[m]) else float(r[m])) for m in metrics},
-                       "params": {k: _plain(r[k]) for k in params if not missing(r[k])}})
-    return json.loads(json.dumps({"experiment": experiment, "objective": by, "maximise": "avg_sparsity",
-                                  "minimise": OBJECTIVES[by], "target_loss": target, "front": points}))
+        points.append(
+            {
+                "trial": int(r["trial"]),
+                "trial_id": r["trial_id"],
+                "reference": bool(r["reference"]),
+                "method": r["method"],
+                **{m: (None if missing(r[m]) else float(r[m])) for m in metrics},
+                "params": {k: _plain(r[k]) for k in params if not missing(r[k])},
+            }
+        )
+    return json.loads(
+        json.dumps(
+            {
+                "experiment": experiment,
+                "objective": by,
+                "maximise": "avg_sparsity",
+                "minimise": OBJECTIVES[by],
+                "target_loss": target,
+                "front": points,
+            }
+        )
+    )
 
 
 def _plain(v):

@@ -20,9 +20,14 @@ from .importances import param_importances
 from .pareto import OBJECTIVES, front
 from .table import experiment_dir, load_history, load_results, load_state
 
-_FILES = ["## Files", "", "- `trials.csv`: every trial, its parameters, status and metrics",
-          "- `pareto.csv`, `pareto.json`: the front", "- `pareto.png`, `pareto.html`: the front, static and "
-          "interactive", ""]
+_FILES = [
+    "## Files",
+    "",
+    "- `trials.csv`: every trial, its parameters, status and metrics",
+    "- `pareto.csv`, `pareto.json`: the front",
+    "- `pareto.png`, `pareto.html`: the front, static and interactive",
+    "",
+]
 
 
 def report(path: str | Path, out: str | Path | None = None, *, by: str | None = None) -> Path:
@@ -40,9 +45,13 @@ def report(path: str | Path, out: str | Path | None = None, *, by: str | None = 
     fr = front(df, by)
     reached = df[(df["status"] == REACHED) & ~df["reference"]].sort_values(OBJECTIVES[by])
     best = reached.iloc[0] if len(reached) else None
-    lines = [f"# Experiment `{df.attrs['name']}`", "",
-             f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from `{exp}` by `sparsesearch report`. "
-             "Every number comes from the stored trial results; nothing was re-trained.", ""]
+    lines = [
+        f"# Experiment `{df.attrs['name']}`",
+        "",
+        f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} from `{exp}` by `sparsesearch report`. "
+        "Every number comes from the stored trial results; nothing was re-trained.",
+        "",
+    ]
     lines += _summary(df, state, by)
     lines += _reference(df)
     lines += _best(reached, by, params)
@@ -72,51 +81,99 @@ def _summary(df: pd.DataFrame, state: dict, by: str) -> list[str]:
         defined = f"the loss a dense run reaches in {target_cfg.get('dense_steps', 200)} steps"
     else:
         defined = "given in the spec"
-    lines = ["## Summary", "",
-             f"- Spec: `{state.get('spec_path', '?')}`; objective `{by}` (net time = time to target x FLOP "
-             "ratio; net FLOPs = FLOPs actually needed to the target); sampler "
-             f"`{search.get('sampler', 'tpe')}`, {search.get('num_samples', '?')} sampled trials + the dense "
-             "reference.",
-             f"- Target: held-out MLM loss **{number(df.attrs.get('target_loss'), '.4f')}** ({defined}).",
-             f"- {len(df)} trials: " + ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in STATUSES
-                                                 if counts.get(s, 0)) + ".",
-             f"- Compute spent: {number(df['train_time_s'].sum(), '.0f')} s of training, "
-             f"{number(df['flops'].sum(), '.3g')} FLOPs; nodes used: {df['node'].dropna().nunique()}; precision: "
-             f"{_precisions(df)}.", ""]
-    lines += _table(["status", "trials", "meaning"],
-                    [[s, str(counts.get(s, 0)), STATUS_HELP[s]] for s in STATUSES if counts.get(s, 0)]) + [""]
+    lines = [
+        "## Summary",
+        "",
+        f"- Spec: `{state.get('spec_path', '?')}`; objective `{by}` (net time = time to target x FLOP "
+        "ratio; net FLOPs = FLOPs actually needed to the target); sampler "
+        f"`{search.get('sampler', 'tpe')}`, {search.get('num_samples', '?')} sampled trials + the dense "
+        "reference.",
+        f"- Target: held-out MLM loss **{number(df.attrs.get('target_loss'), '.4f')}** ({defined}).",
+        f"- {len(df)} trials: "
+        + ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in STATUSES if counts.get(s, 0))
+        + ".",
+        f"- Compute spent: {number(df['train_time_s'].sum(), '.0f')} s of training, "
+        f"{number(df['flops'].sum(), '.3g')} FLOPs; nodes used: {df['node'].dropna().nunique()}; precision: "
+        f"{_precisions(df)}.",
+        "",
+    ]
+    lines += _table(
+        ["status", "trials", "meaning"],
+        [[s, str(counts.get(s, 0)), STATUS_HELP[s]] for s in STATUSES if counts.get(s, 0)],
+    ) + [""]
     if counts.get(UNFINISHED, 0):
-        lines += [f"**{counts[UNFINISHED]} trial(s) are unfinished**: the search is still running or was "
-                  "interrupted; their numbers are the latest reports.", ""]
+        lines += [
+            f"**{counts[UNFINISHED]} trial(s) are unfinished**: the search is still running or was "
+            "interrupted; their numbers are the latest reports.",
+            "",
+        ]
     return lines
 
 
 def _reference(df: pd.DataFrame) -> list[str]:
     rows = df[df["reference"]]
     if not len(rows):
-        return ["## Dense reference", "", "No dense reference trial has reported yet; speedups cannot be computed.",
-                ""]
+        return ["## Dense reference", "", "No dense reference trial has reported yet; speedups cannot be computed.", ""]
     r = rows.iloc[0]
-    return ["## Dense reference", ""] + _table(
-        ["status", "steps to target", "time to target", "net time", "net FLOPs", "final loss"],
-        [[r["status"], number(r["steps_to_target"], ".1f"), number(r["time_to_target_s"], ".1f", " s"),
-          number(r["net_time_s"], ".1f", " s"), number(r["net_flops"], ".3g"),
-          number(r["final_eval_loss"], ".4f")]]) + [""]
+    return (
+        ["## Dense reference", ""]
+        + _table(
+            ["status", "steps to target", "time to target", "net time", "net FLOPs", "final loss"],
+            [
+                [
+                    r["status"],
+                    number(r["steps_to_target"], ".1f"),
+                    number(r["time_to_target_s"], ".1f", " s"),
+                    number(r["net_time_s"], ".1f", " s"),
+                    number(r["net_flops"], ".3g"),
+                    number(r["final_eval_loss"], ".4f"),
+                ]
+            ],
+        )
+        + [""]
+    )
 
 
 def _best(reached: pd.DataFrame, by: str, params: list[str]) -> list[str]:
     lines = [f"## Best configurations (by {by})", ""]
     if reached.empty:
         return lines + ["No sparse trial reached the target yet.", ""]
-    rows = [[str(r["trial"]), r["method"], number(r["avg_sparsity"], ".3f"), number(r["net_time_s"], ".1f", " s"),
-             number(r["speedup"], ".2f", "x"), number(r["net_flops"], ".3g"), number(r["flop_speedup"], ".2f", "x"),
-             number(r["steps_to_target"], ".0f"), number(r["flop_ratio"], ".3f"), _params(r, params)]
-            for _, r in reached.head(5).iterrows()]
-    lines += _table(["trial", "method", "sparsity", "net time", "speedup", "net FLOPs", "FLOP speedup",
-                     "steps", "FLOP ratio", "parameters"], rows) + [""]
-    return lines + ["Speedups are the dense reference's net time (or net FLOPs) over the trial's, at the same "
-                    "target loss. Net time is wall-clock and noisy on a shared machine; net FLOPs are "
-                    "deterministic.", ""]
+    rows = [
+        [
+            str(r["trial"]),
+            r["method"],
+            number(r["avg_sparsity"], ".3f"),
+            number(r["net_time_s"], ".1f", " s"),
+            number(r["speedup"], ".2f", "x"),
+            number(r["net_flops"], ".3g"),
+            number(r["flop_speedup"], ".2f", "x"),
+            number(r["steps_to_target"], ".0f"),
+            number(r["flop_ratio"], ".3f"),
+            _params(r, params),
+        ]
+        for _, r in reached.head(5).iterrows()
+    ]
+    lines += _table(
+        [
+            "trial",
+            "method",
+            "sparsity",
+            "net time",
+            "speedup",
+            "net FLOPs",
+            "FLOP speedup",
+            "steps",
+            "FLOP ratio",
+            "parameters",
+        ],
+        rows,
+    ) + [""]
+    return lines + [
+        "Speedups are the dense reference's net time (or net FLOPs) over the trial's, at the same "
+        "target loss. Net time is wall-clock and noisy on a shared machine; net FLOPs are "
+        "deterministic.",
+        "",
+    ]
 
 
 def _params(row: pd.Series, params: list[str]) -> str:
@@ -124,17 +181,32 @@ def _params(row: pd.Series, params: list[str]) -> str:
 
 
 def _pareto(fr: pd.DataFrame, by: str, params: list[str]) -> list[str]:
-    lines = ["## Pareto front: sparsity vs. " + ("net time" if by == "net_time" else "net FLOPs"), "",
-             "![Pareto front](pareto.png)", "",
-             "Grey: trials that reached the target; crosses: trials that did not (their projected value, never on "
-             "the front); blue: the non-dominated trials (less net time, more sparsity); red star and dashed "
-             "line: the dense reference; dotted line: half of it. Interactive version: [pareto.html](pareto.html).",
-             ""]
+    lines = [
+        "## Pareto front: sparsity vs. " + ("net time" if by == "net_time" else "net FLOPs"),
+        "",
+        "![Pareto front](pareto.png)",
+        "",
+        "Grey: trials that reached the target; crosses: trials that did not (their projected value, never on "
+        "the front); blue: the non-dominated trials (less net time, more sparsity); red star and dashed "
+        "line: the dense reference; dotted line: half of it. Interactive version: [pareto.html](pareto.html).",
+        "",
+    ]
     if len(fr):
-        lines += _table(["trial", "method", "sparsity", "net time", "speedup", "net FLOPs", "parameters"],
-                        [[str(r["trial"]), r["method"], number(r["avg_sparsity"], ".3f"),
-                          number(r["net_time_s"], ".1f", " s"), number(r["speedup"], ".2f", "x"),
-                          number(r["net_flops"], ".3g"), _params(r, params)] for _, r in fr.iterrows()]) + [""]
+        lines += _table(
+            ["trial", "method", "sparsity", "net time", "speedup", "net FLOPs", "parameters"],
+            [
+                [
+                    str(r["trial"]),
+                    r["method"],
+                    number(r["avg_sparsity"], ".3f"),
+                    number(r["net_time_s"], ".1f", " s"),
+                    number(r["speedup"], ".2f", "x"),
+                    number(r["net_flops"], ".3g"),
+                    _params(r, params),
+                ]
+                for _, r in fr.iterrows()
+            ],
+        ) + [""]
     return lines
 
 
@@ -145,14 +217,23 @@ def _curves(df: pd.DataFrame, fr: pd.DataFrame, history: pd.DataFrame, out: Path
         ids = [ref.iloc[0]["trial_id"], *ids]
     if not ids or history.empty:
         return []
-    labels = {r["trial_id"]: ("dense reference" if r["reference"] else
-                              f"trial {r['trial']}: {r['method']} {r['avg_sparsity']:.2f}")
-              for _, r in df.iterrows()}
+    labels = {
+        r["trial_id"]: (
+            "dense reference" if r["reference"] else f"trial {r['trial']}: {r['method']} {r['avg_sparsity']:.2f}"
+        )
+        for _, r in df.iterrows()
+    }
     plots.curves_png(history, ids, labels, df.attrs.get("target_loss"), out / "curves.png")
-    return ["## Loss against compute", "", "![Loss against FLOPs](curves.png)", "",
-            "Held-out loss at each evaluation against the FLOPs each run actually needed so far (sparse "
-            "matmuls at their density, method overheads included). A curve left of the dense one reaches a "
-            "loss with less compute.", ""]
+    return [
+        "## Loss against compute",
+        "",
+        "![Loss against FLOPs](curves.png)",
+        "",
+        "Held-out loss at each evaluation against the FLOPs each run actually needed so far (sparse "
+        "matmuls at their density, method overheads included). A curve left of the dense one reaches a "
+        "loss with less compute.",
+        "",
+    ]
 
 
 def _importances(exp: Path, by: str, out: Path) -> list[str]:
@@ -164,8 +245,11 @@ def _importances(exp: Path, by: str, out: Path) -> list[str]:
     plots.importances_png(imp, out / "importances.png", f"What drives {by} (fANOVA on the Optuna study)")
     lines += ["![Parameter importances](importances.png)", ""]
     lines += _table(["parameter", "importance"], [[f"`{k}`", f"{v:.3f}"] for k, v in imp.items()]) + [""]
-    return lines + [note + ". Trials stopped early enter with their projected objective, so importances "
-                    "describe the search's ranking, not measured times.", ""]
+    return lines + [
+        note + ". Trials stopped early enter with their projected objective, so importances "
+        "describe the search's ranking, not measured times.",
+        "",
+    ]
 
 
 def _per_method(df: pd.DataFrame) -> list[str]:
@@ -173,43 +257,73 @@ def _per_method(df: pd.DataFrame) -> list[str]:
     for m, g in df.groupby("method", dropna=False, sort=True):
         ok = g[g["status"] == REACHED]
         some = len(ok) > 0
-        rows.append([str(m), str(len(g)), str(len(ok)),
-                     number(ok["net_time_s"].min() if some else None, ".1f", " s"),
-                     number(ok["net_time_s"].median() if some else None, ".1f", " s"),
-                     number(ok["speedup"].max() if some else None, ".2f", "x"),
-                     number(ok["flop_speedup"].max() if some else None, ".2f", "x"),
-                     number(ok["avg_sparsity"].mean() if some else None, ".2f")])
-    return ["## Per method", ""] + _table(
-        ["method", "trials", "reached", "best net time", "median net time", "best speedup", "best FLOP speedup",
-         "mean sparsity (reached)"], rows) + [""]
+        rows.append(
+            [
+                str(m),
+                str(len(g)),
+                str(len(ok)),
+                number(ok["net_time_s"].min() if some else None, ".1f", " s"),
+                number(ok["net_time_s"].median() if some else None, ".1f", " s"),
+                number(ok["speedup"].max() if some else None, ".2f", "x"),
+                number(ok["flop_speedup"].max() if some else None, ".2f", "x"),
+                number(ok["avg_sparsity"].mean() if some else None, ".2f"),
+            ]
+        )
+    return (
+        ["## Per method", ""]
+        + _table(
+            [
+                "method",
+                "trials",
+                "reached",
+                "best net time",
+                "median net time",
+                "best speedup",
+                "best FLOP speedup",
+                "mean sparsity (reached)",
+            ],
+            rows,
+        )
+        + [""]
+    )
 
 
 def _flops_section(state: dict, best: pd.Series | None, config: dict) -> list[str]:
     if "model_shape" not in state:
-        return ["The model shape was not stored with this experiment (it predates that), so this section is "
-                "left out."]
+        return ["The model shape was not stored with this experiment (it predates that), so this section is left out."]
     shape, n_masked = ModelShape(**state["model_shape"]), float(state["expected_masked"])
     batch = spec_from_dict(base_raw(state["raw"])).train.batch_size
     dense = step_flops(shape, batch, n_masked)
     sparse = None
     if best is not None and not best["reference"]:
         sparsity = trial_spec(state["raw"], config).sparsity
-        dens = layer_densities(shape.weight_shapes(), sparsity.level, sparsity.distribution,
-                               dense_groups=sparsity.dense_groups, group_levels=sparsity.group_levels)
+        dens = layer_densities(
+            shape.weight_shapes(),
+            sparsity.level,
+            sparsity.distribution,
+            dense_groups=sparsity.dense_groups,
+            group_levels=sparsity.group_levels,
+        )
         sparse = step_flops(shape, batch, n_masked, dens)
-    lines = [f"Matmul FLOPs of one training step (forward and backward, batch {batch} x {shape.seq_len} tokens, "
-             f"~{n_masked:.0f} masked positions), from the analytic FLOP model."]
+    lines = [
+        f"Matmul FLOPs of one training step (forward and backward, batch {batch} x {shape.seq_len} tokens, "
+        f"~{n_masked:.0f} masked positions), from the analytic FLOP model."
+    ]
     if sparse is not None:
-        lines[0] += (" The best trial's column uses the layer densities its sparsity settings give (no "
-                     "method overhead such as RigL's dense gradient on update steps; the trial's FLOP ratio "
-                     "in the tables above includes it; methods that move density between layers, such as "
-                     "snfs and flop_rigl, end with other per-layer densities).")
+        lines[0] += (
+            " The best trial's column uses the layer densities its sparsity settings give (no "
+            "method overhead such as RigL's dense gradient on update steps; the trial's FLOP ratio "
+            "in the tables above includes it; methods that move density between layers, such as "
+            "snfs and flop_rigl, end with other per-layer densities)."
+        )
     lines += [""] + _flops_table(dense, sparse, best) + [""]
     fixed = dense.total - dense.sparsifiable
-    lines.append(f"{fixed / dense.total:.1%} of a dense step cannot be made sparse here (the tied "
-                 f"{'trainable' if shape.embedding_trainable else 'frozen'} {shape.vocab:,}-token decoder, "
-                 "attention scores and values), so even a fully sparse model needs a FLOP ratio of at least "
-                 f"{fixed / dense.total:.2f}: at most {dense.total / fixed:.2f}x fewer FLOPs than dense.")
+    lines.append(
+        f"{fixed / dense.total:.1%} of a dense step cannot be made sparse here (the tied "
+        f"{'trainable' if shape.embedding_trainable else 'frozen'} {shape.vocab:,}-token decoder, "
+        "attention scores and values), so even a fully sparse model needs a FLOP ratio of at least "
+        f"{fixed / dense.total:.2f}: at most {dense.total / fixed:.2f}x fewer FLOPs than dense."
+    )
     return lines
 
 

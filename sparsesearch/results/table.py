@@ -29,15 +29,49 @@ from ..definitions import (
 from ..experiment import REFERENCE_KEY, STATE_FILE
 
 # Per-trial columns from the trial's last report (a ``TrialReport``), renamed where the meaning narrows.
-_LAST = {"eval_loss": "final_eval_loss", "step": "steps", "target_loss": "target_loss",
-         "time_to_target_s": "time_to_target_s", "flop_ratio": "flop_ratio", "net_time_s": "net_time_s",
-         "net_flops": "net_flops", "avg_sparsity": "avg_sparsity", "train_time_s": "train_time_s",
-         "flops": "flops", "method": "method", "level": "level", "node": "node", "precision": "precision"}
+_LAST = {
+    "eval_loss": "final_eval_loss",
+    "step": "steps",
+    "target_loss": "target_loss",
+    "time_to_target_s": "time_to_target_s",
+    "flop_ratio": "flop_ratio",
+    "net_time_s": "net_time_s",
+    "net_flops": "net_flops",
+    "avg_sparsity": "avg_sparsity",
+    "train_time_s": "train_time_s",
+    "flops": "flops",
+    "method": "method",
+    "level": "level",
+    "node": "node",
+    "precision": "precision",
+}
 _TEXT = ("method", "node", "precision")
-COLUMNS = ("trial", "trial_id", "reference", "status", "method", "target_loss", "final_eval_loss",
-           "best_eval_loss", "steps", "steps_to_target", "time_to_target_s", "projected", "flop_ratio",
-           "net_time_s", "net_flops", "avg_sparsity", "speedup", "flop_speedup", "train_time_s", "flops", "reports",
-           "node", "precision", "trial_dir")
+COLUMNS = (
+    "trial",
+    "trial_id",
+    "reference",
+    "status",
+    "method",
+    "target_loss",
+    "final_eval_loss",
+    "best_eval_loss",
+    "steps",
+    "steps_to_target",
+    "time_to_target_s",
+    "projected",
+    "flop_ratio",
+    "net_time_s",
+    "net_flops",
+    "avg_sparsity",
+    "speedup",
+    "flop_speedup",
+    "train_time_s",
+    "flops",
+    "reports",
+    "node",
+    "precision",
+    "trial_dir",
+)
 
 
 class ResultsError(ValueError):
@@ -55,8 +89,7 @@ def experiment_dir(path: str | Path) -> Path:
     if len(inside) == 1:
         return inside[0]
     if inside:
-        raise ResultsError(f"{p} holds {len(inside)} experiments; name one: "
-                           + ", ".join(d.name for d in inside))
+        raise ResultsError(f"{p} holds {len(inside)} experiments; name one: " + ", ".join(d.name for d in inside))
     raise ResultsError(f"{p}: not a sparsesearch experiment (no {STATE_FILE}, and none in its subfolders)")
 
 
@@ -115,8 +148,9 @@ def _status(last: dict | None, ray_status: str, has_error: bool) -> str:
 
 
 def _trial_dirs(exp: Path) -> list[Path]:
-    return sorted(d for d in exp.iterdir() if d.is_dir() and ((d / "result.json").exists()
-                                                               or (d / "params.json").exists()))
+    return sorted(
+        d for d in exp.iterdir() if d.is_dir() and ((d / "result.json").exists() or (d / "params.json").exists())
+    )
 
 
 def _config(d: Path, rows: list[dict]) -> dict:
@@ -184,9 +218,15 @@ def load_results(path: str | Path) -> pd.DataFrame:
         status = _status(last, ray_status.get(tid, ""), (d / "error.txt").exists())
         ref = bool(cfg.get(REFERENCE_KEY))
         configs[tid] = cfg
-        rec: dict[str, Any] = {"trial": _trial_number(d), "trial_id": tid, "reference": ref, "status": status,
-                               "trial_dir": d.name, "reports": len(rows),
-                               "projected": bool(last.get("projected")) if last else True}
+        rec: dict[str, Any] = {
+            "trial": _trial_number(d),
+            "trial_id": tid,
+            "reference": ref,
+            "status": status,
+            "trial_dir": d.name,
+            "reports": len(rows),
+            "projected": bool(last.get("projected")) if last else True,
+        }
         for src, dst in _LAST.items():
             v = (last or {}).get(src)
             rec[dst] = v if src in _TEXT else _num(v)
@@ -211,9 +251,14 @@ def load_results(path: str | Path) -> pd.DataFrame:
         df["flop_speedup"] = (r["net_flops"] / df["net_flops"]).where(reached)
     df["reference"] = df["reference"].astype(bool)
     df["projected"] = df["projected"].astype(bool)
-    df.attrs.update(experiment=str(exp), name=state.get("name", exp.name), target_loss=state.get("target_loss"),
-                    objective=_objective(state), params=list(param_keys),
-                    configs=configs)  # the sampled values as Ray passed them (a column may widen int to float)
+    df.attrs.update(
+        experiment=str(exp),
+        name=state.get("name", exp.name),
+        target_loss=state.get("target_loss"),
+        objective=_objective(state),
+        params=list(param_keys),
+        configs=configs,
+    )  # the sampled values as Ray passed them (a column may widen int to float)
     return df.sort_values("trial", kind="stable").reset_index(drop=True)
 
 

@@ -114,16 +114,23 @@ def _searcher(spec: Spec, raw: dict, exp_dir: Path, name: str):
     storage = optuna.storages.RDBStorage(f"sqlite:///{(exp_dir / STUDY_FILE).resolve()}")
     metric: Any = ["objective", "avg_sparsity"] if spec.search.pareto else "objective"
     mode: Any = ["min", "max"] if spec.search.pareto else "min"
-    inner = OptunaSearch(space=define_by_run(spec, raw), metric=metric, mode=mode, sampler=_sampler(spec),
-                         storage=storage, study_name=name)
+    inner = OptunaSearch(
+        space=define_by_run(spec, raw),
+        metric=metric,
+        mode=mode,
+        sampler=_sampler(spec),
+        storage=storage,
+        study_name=name,
+    )
     return ConcurrencyLimiter(WithReference(inner), max_concurrent=spec.tune.max_concurrent)
 
 
 def dense_step_flops(spec: Spec) -> float:
     """Matmul FLOPs of one dense training step (expected masked positions): the unit of ASHA's budget."""
     shape = model_shape(spec.model)
-    return step_flops(shape, spec.train.batch_size, expected_masked(shape, spec.train.batch_size,
-                                                                   spec.data.mask_prob)).total
+    return step_flops(
+        shape, spec.train.batch_size, expected_masked(shape, spec.train.batch_size, spec.data.mask_prob)
+    ).total
 
 
 def gpus_per_trial(spec: Spec, cluster_gpus: float) -> float:
@@ -137,9 +144,16 @@ def gpus_per_trial(spec: Spec, cluster_gpus: float) -> float:
 
 
 def _trainable(spec: Spec, raw: dict, data, target_loss: float, unit_flops: float, gpus: float):
-    fn = tune.with_parameters(run_trial, raw=raw, data=data, target_loss=target_loss,
-                              objective=spec.search.objective, budget_unit=spec.search.asha.unit,
-                              dense_step_flops=unit_flops, threads=max(1, int(spec.tune.cpus_per_trial)))
+    fn = tune.with_parameters(
+        run_trial,
+        raw=raw,
+        data=data,
+        target_loss=target_loss,
+        objective=spec.search.objective,
+        budget_unit=spec.search.asha.unit,
+        dense_step_flops=unit_flops,
+        threads=max(1, int(spec.tune.cpus_per_trial)),
+    )
     return tune.with_resources(fn, {"cpu": spec.tune.cpus_per_trial, "gpu": gpus})
 
 
@@ -160,20 +174,30 @@ def _scheduler(spec: Spec, unit_flops: float):
     if a.grace_period > max_t:
         raise SpecError(f"search.asha.grace_period: must be <= max_t ({max_t:g}), got {a.grace_period:g}")
     # Budgets are floats (dense-equivalent steps or FLOPs); ASHA compares them as numbers, whatever its hints say.
-    return ReferenceKeepingASHA(time_attr="budget", metric="eval_loss", mode="min", max_t=max_t,  # type: ignore[arg-type]
-                                grace_period=a.grace_period,  # type: ignore[arg-type]
-                                reduction_factor=a.reduction_factor)
+    return ReferenceKeepingASHA(
+        time_attr="budget",
+        metric="eval_loss",
+        mode="min",
+        max_t=max_t,  # type: ignore[arg-type]
+        grace_period=a.grace_period,  # type: ignore[arg-type]
+        reduction_factor=a.reduction_factor,
+    )
 
 
 def _progress_callback(log: Callable[[str], None]):
     class Progress(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             cfg = trial.config
-            what = "dense reference" if cfg.get(REFERENCE_KEY) else (
-                f"{result.get('method')} level={result.get('level', 0):.3f}")
-            log(f"  {trial.trial_id}  {what:<28} step {result['step']:>5}  eval {result['eval_loss']:.4f}  "
+            what = (
+                "dense reference"
+                if cfg.get(REFERENCE_KEY)
+                else (f"{result.get('method')} level={result.get('level', 0):.3f}")
+            )
+            log(
+                f"  {trial.trial_id}  {what:<28} step {result['step']:>5}  eval {result['eval_loss']:.4f}  "
                 f"net {result['net_time_s']:8.1f}s{' (proj.)' if result['projected'] else '        '}  "
-                f"{result['status']}")
+                f"{result['status']}"
+            )
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             status = (trial.last_result or {}).get("status", "?")
@@ -185,8 +209,9 @@ def _progress_callback(log: Callable[[str], None]):
     return Progress()
 
 
-def run_search(spec_path: str | Path, raw: dict, spec: Spec, *, log: Callable[[str], None] = print,
-               num_cpus: int | None = None) -> Path:
+def run_search(
+    spec_path: str | Path, raw: dict, spec: Spec, *, log: Callable[[str], None] = print, num_cpus: int | None = None
+) -> Path:
     """Run the search of ``spec`` (see module docstring); returns the experiment directory."""
     check_spec(spec, raw)
     _quiet_ray_logs()
@@ -194,23 +219,33 @@ def run_search(spec_path: str | Path, raw: dict, spec: Spec, *, log: Callable[[s
     storage = _storage_path(spec.tune.storage)
     exp_dir = Path(storage) / name
     if (exp_dir / STATE_FILE).exists():
-        raise SpecError(f"tune.name: experiment {exp_dir} exists; continue it with `sparsesearch resume "
-                        f"{exp_dir}` or choose another name")
+        raise SpecError(
+            f"tune.name: experiment {exp_dir} exists; continue it with `sparsesearch resume "
+            f"{exp_dir}` or choose another name"
+        )
     data = prepare_data(spec.data, spec.model)
     log(f"data    {data.stats['source']}: {data.stats['train_sequences']:,} training sequences")
     target = resolve_target(spec, data, log=log)  # once, before any trial starts
     log(f"target  held-out MLM loss {target.loss:.4f} ({target.source})")
     exp_dir.mkdir(parents=True, exist_ok=True)
     shape = model_shape(spec.model)
-    state = {"spec_path": str(spec_path), "raw": raw, "target_loss": target.loss, "name": name,
-             "storage": storage, "created": time.time(), "model_shape": dataclasses.asdict(shape),
-             "expected_masked": expected_masked(shape, spec.train.batch_size, spec.data.mask_prob)}
+    state = {
+        "spec_path": str(spec_path),
+        "raw": raw,
+        "target_loss": target.loss,
+        "name": name,
+        "storage": storage,
+        "created": time.time(),
+        "model_shape": dataclasses.asdict(shape),
+        "expected_masked": expected_masked(shape, spec.train.batch_size, spec.data.mask_prob),
+    }
     (exp_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
     return _fit(spec, raw, data, target.loss, exp_dir, name, storage, log, num_cpus, restore=False)
 
 
-def resume_search(exp_dir: str | Path, *, log: Callable[[str], None] = print,
-                  num_cpus: int | None = None, address: str | None = None) -> Path:
+def resume_search(
+    exp_dir: str | Path, *, log: Callable[[str], None] = print, num_cpus: int | None = None, address: str | None = None
+) -> Path:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume from their
     checkpoints, the searcher continues from its saved state."""
     _quiet_ray_logs()
@@ -225,41 +260,65 @@ def resume_search(exp_dir: str | Path, *, log: Callable[[str], None] = print,
     spec = spec_from_dict(raw)
     data = prepare_data(spec.data, spec.model)
     log(f"resuming {exp_dir} (target {state['target_loss']:.4f})")
-    return _fit(spec, raw, data, state["target_loss"], exp_dir, exp_dir.name, str(exp_dir.parent), log,
-                num_cpus, restore=True)
+    return _fit(
+        spec, raw, data, state["target_loss"], exp_dir, exp_dir.name, str(exp_dir.parent), log, num_cpus, restore=True
+    )
 
 
 def _storage_path(storage: str) -> str:
     if "://" in storage:  # the experiment state and the SQLite study are files next to Ray's results
-        raise SpecError(f"tune.storage: {storage!r}: URIs are not supported; use a directory every node can "
-                        f"reach (e.g. on NFS)")
+        raise SpecError(
+            f"tune.storage: {storage!r}: URIs are not supported; use a directory every node can reach (e.g. on NFS)"
+        )
     return str(Path(storage).expanduser().resolve())
 
 
-def _fit(spec: Spec, raw: dict, data, target_loss: float, exp_dir: Path, name: str, storage: str, log,
-         num_cpus: int | None, *, restore: bool) -> Path:
+def _fit(
+    spec: Spec,
+    raw: dict,
+    data,
+    target_loss: float,
+    exp_dir: Path,
+    name: str,
+    storage: str,
+    log,
+    num_cpus: int | None,
+    *,
+    restore: bool,
+) -> Path:
     _init_ray(spec.tune.address, num_cpus)
     unit_flops = dense_step_flops(spec)
     gpus = gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)))
     if spec.tune.gpus_per_trial is None and gpus > 0:
-        log(f"gpus    tune.gpus_per_trial not set and the cluster has GPUs: each trial gets {gpus:g} GPU "
-            f"(set tune.gpus_per_trial to change it, or train.device: cpu to train on CPUs)")
+        log(
+            f"gpus    tune.gpus_per_trial not set and the cluster has GPUs: each trial gets {gpus:g} GPU "
+            f"(set tune.gpus_per_trial to change it, or train.device: cpu to train on CPUs)"
+        )
     trainable = _trainable(spec, raw, data, target_loss, unit_flops, gpus)
     if restore:
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=_searcher(spec, raw, exp_dir, name),
-                                        scheduler=_scheduler(spec, unit_flops),
-                                        num_samples=spec.search.num_samples + 1,  # + the dense reference
-                                        # A new worker process per trial costs seconds of imports and set-up.
-                                        reuse_actors=True),
+            tune_config=tune.TuneConfig(
+                search_alg=_searcher(spec, raw, exp_dir, name),
+                scheduler=_scheduler(spec, unit_flops),
+                num_samples=spec.search.num_samples + 1,  # + the dense reference
+                # A new worker process per trial costs seconds of imports and set-up.
+                reuse_actors=True,
+            ),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage, verbose=0, callbacks=[_progress_callback(log)],
+                name=name,
+                storage_path=storage,
+                verbose=0,
+                callbacks=[_progress_callback(log)],
                 failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
-    log(f"search  {spec.search.num_samples} trials + dense reference, {spec.tune.max_concurrent} at a time; "
-        f"results in {exp_dir}")
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    log(
+        f"search  {spec.search.num_samples} trials + dense reference, {spec.tune.max_concurrent} at a time; "
+        f"results in {exp_dir}"
+    )
     tuner.fit()
     return exp_dir

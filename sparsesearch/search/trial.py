@@ -26,8 +26,17 @@ def _finite(x: float) -> float:
     return x if not (isinstance(x, float) and math.isnan(x)) else math.inf
 
 
-def run_trial(config: dict, *, raw: dict, data, target_loss: float, objective: str, budget_unit: str,
-              dense_step_flops: float, threads: int) -> None:
+def run_trial(
+    config: dict,
+    *,
+    raw: dict,
+    data,
+    target_loss: float,
+    objective: str,
+    budget_unit: str,
+    dense_step_flops: float,
+    threads: int,
+) -> None:
     """Train one configuration to the target, reporting to Ray Tune after every evaluation."""
     started = time.perf_counter()
     gc.collect()  # the worker's previous trial (a reused actor): its trainer is a cycle of references
@@ -44,8 +53,9 @@ def run_trial(config: dict, *, raw: dict, data, target_loss: float, objective: s
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry after a failure, or a resumed experiment
         with checkpoint.as_directory() as d:
-            trainer.load_state_dict(torch.load(Path(d) / CHECKPOINT_FILE, map_location=trainer.device,
-                                               weights_only=False))
+            trainer.load_state_dict(
+                torch.load(Path(d) / CHECKPOINT_FILE, map_location=trainer.device, weights_only=False)
+            )
     cost = {"startup_s": time.perf_counter() - started, "report_s": 0.0}
     for row in trainer.run():
         if row["step"] == 0 and row["status"] == RUNNING:
@@ -67,14 +77,29 @@ def _report(trainer: Trainer, row: dict, objective: str, budget_unit: str, dense
     train_loss = row["train_loss"] if row["train_loss"] is not None else row["eval_loss"]
     budget = row["net_flops"] if budget_unit == "flops" else row["net_flops"] / dense_step_flops
     return TrialReport(
-        step=row["step"], budget=budget, eval_loss=_finite(row["eval_loss"]), train_loss=_finite(train_loss),
-        train_time_s=row["train_time_s"], flops=row["flops"], dense_flops=row["dense_flops"],
-        flop_ratio=_finite(row["flop_ratio"]), net_time_s=_finite(obj["net_time_s"]),
-        net_flops=_finite(obj["net_flops"]), time_to_target_s=_finite(obj["time_to_target_s"]),
+        step=row["step"],
+        budget=budget,
+        eval_loss=_finite(row["eval_loss"]),
+        train_loss=_finite(train_loss),
+        train_time_s=row["train_time_s"],
+        flops=row["flops"],
+        dense_flops=row["dense_flops"],
+        flop_ratio=_finite(row["flop_ratio"]),
+        net_time_s=_finite(obj["net_time_s"]),
+        net_flops=_finite(obj["net_flops"]),
+        time_to_target_s=_finite(obj["time_to_target_s"]),
         objective=_finite(obj["net_time_s"] if objective == "net_time" else obj["net_flops"]),
-        avg_sparsity=row["avg_sparsity"], target_loss=trainer.target, reached=int(row["status"] == REACHED),
-        projected=int(obj["projected"]), diverged=int(row["status"] == DIVERGED), status=row["status"],
-        method=sparsity.method, level=sparsity.level, node=_node(), precision=trainer.precision.name)
+        avg_sparsity=row["avg_sparsity"],
+        target_loss=trainer.target,
+        reached=int(row["status"] == REACHED),
+        projected=int(obj["projected"]),
+        diverged=int(row["status"] == DIVERGED),
+        status=row["status"],
+        method=sparsity.method,
+        level=sparsity.level,
+        node=_node(),
+        precision=trainer.precision.name,
+    )
 
 
 def _node() -> str:
@@ -83,7 +108,13 @@ def _node() -> str:
 
 
 def _invalid_report(message: str, target_loss: float, config: dict) -> TrialReport:
-    return TrialReport(target_loss=target_loss, status=INVALID, message=message,
-                       method=str(config.get("sparsity.method", "")),
-                       level=float(config.get("sparsity.level", 0.0) or 0.0), node=_node(), rss_mb=rss_mb(),
-                       peak_rss_mb=peak_rss_mb())
+    return TrialReport(
+        target_loss=target_loss,
+        status=INVALID,
+        message=message,
+        method=str(config.get("sparsity.method", "")),
+        level=float(config.get("sparsity.level", 0.0) or 0.0),
+        node=_node(),
+        rss_mb=rss_mb(),
+        peak_rss_mb=peak_rss_mb(),
+    )

@@ -16,9 +16,14 @@ from ..model.shape import weight_group
 from ..spec import SpecError
 
 
-def layer_densities(shapes: Mapping[str, tuple[int, int]], level: float, distribution: str, *,
-                    dense_groups: tuple[str, ...] = (), group_levels: Mapping[str, float] | None = None
-                    ) -> dict[str, float]:
+def layer_densities(
+    shapes: Mapping[str, tuple[int, int]],
+    level: float,
+    distribution: str,
+    *,
+    dense_groups: tuple[str, ...] = (),
+    group_levels: Mapping[str, float] | None = None,
+) -> dict[str, float]:
     """Density of each weight so that the overall fraction of zeros over all of ``shapes`` is ``level``.
 
     Args:
@@ -41,9 +46,11 @@ def layer_densities(shapes: Mapping[str, tuple[int, int]], level: float, distrib
     free_size = sum(sizes[n] for n in free)
     if budget < -1e-9 or budget > free_size + 1e-9 or (not free and abs(budget) > 1e-6 * total):
         fixed = 1.0 - sum(dens[n] * sizes[n] for n in dens) / total if dens else 0.0
-        raise SpecError(f"sparsity.level: {level:g} cannot be met with the fixed groups (dense_groups and "
-                        f"group_levels alone give {fixed:.3f} of all weights zero, the free groups "
-                        f"{free_size / total:.3f} of the weights)")
+        raise SpecError(
+            f"sparsity.level: {level:g} cannot be met with the fixed groups (dense_groups and "
+            f"group_levels alone give {fixed:.3f} of all weights zero, the free groups "
+            f"{free_size / total:.3f} of the weights)"
+        )
     if not free:
         return dens
     if distribution == "uniform":

@@ -24,8 +24,9 @@ def top_fraction(score: torch.Tensor, density: float) -> torch.Tensor:
     return mask.view(score.shape)
 
 
-def drop_and_grow(mask: torch.Tensor, drop_score: torch.Tensor, grow_score: torch.Tensor | None,
-                  n_drop: int, n_grow: int) -> torch.Tensor:
+def drop_and_grow(
+    mask: torch.Tensor, drop_score: torch.Tensor, grow_score: torch.Tensor | None, n_drop: int, n_grow: int
+) -> torch.Tensor:
     """New mask: the ``n_drop`` active entries with the lowest drop score removed, then the ``n_grow`` entries
     with the highest grow score among those now inactive (just-dropped ones included, as in RigL) added."""
     flat = mask.reshape(-1)

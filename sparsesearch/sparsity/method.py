@@ -29,9 +29,17 @@ class SparsityView:
     ``masks`` is a live, read-only mapping; ``weight`` and ``grad`` return detached tensors. None of them may be
     changed in place."""
 
-    def __init__(self, masks: dict[str, torch.Tensor], weights: Mapping[str, torch.nn.Parameter], *,
-                 target_density: Mapping[str, float], mask_density: Mapping[str, float],
-                 weight_cost: Mapping[str, float], schedule: UpdateSchedule, generator: torch.Generator):
+    def __init__(
+        self,
+        masks: dict[str, torch.Tensor],
+        weights: Mapping[str, torch.nn.Parameter],
+        *,
+        target_density: Mapping[str, float],
+        mask_density: Mapping[str, float],
+        weight_cost: Mapping[str, float],
+        schedule: UpdateSchedule,
+        generator: torch.Generator,
+    ):
         self.masks: Mapping[str, torch.Tensor] = MappingProxyType(masks)
         self._weights = weights
         self.target_density = MappingProxyType(dict(target_density))  # forward density at the end of training
@@ -95,8 +103,9 @@ class Method(ABC):
     def layer_densities(self, shapes: Mapping[str, tuple[int, int]]) -> dict[str, float]:
         """Forward density of every sparsifiable weight at the end of training (1.0: no mask)."""
         s = self.sparsity
-        return layer_densities(shapes, s.level, s.distribution, dense_groups=s.dense_groups,
-                               group_levels=s.group_levels)
+        return layer_densities(
+            shapes, s.level, s.distribution, dense_groups=s.dense_groups, group_levels=s.group_levels
+        )
 
     def mask_density(self, density: float) -> float:
         """Density the mask of a weight holds, given the weight's forward density (Top-KAST's is larger)."""

@@ -32,8 +32,10 @@ class Dense(_FixedMasks):
     @classmethod
     def check_spec(cls, sparsity, path):
         if sparsity.level > 0 or sparsity.group_levels:
-            raise SpecError(f"{path}.method: 'dense' trains every weight, but sparsity.level is "
-                            f"{sparsity.level:g}; choose a sparse method or level 0")
+            raise SpecError(
+                f"{path}.method: 'dense' trains every weight, but sparsity.level is "
+                f"{sparsity.level:g}; choose a sparse method or level 0"
+            )
 
     def layer_densities(self, shapes):
         return {n: 1.0 for n in shapes}
@@ -111,8 +113,7 @@ class SNFS(Method):
         names = list(view.masks)
         # Capacity after the drop: inactive slots a layer can regrow into.
         cap = {n: view.masks[n].numel() - view.active(n) + drops[n] for n in names}
-        mean_m = {n: float(self.momentum[n][view.masks[n]].abs().mean()) if view.masks[n].any() else 0.0
-                  for n in names}
+        mean_m = {n: float(self.momentum[n][view.masks[n]].abs().mean()) if view.masks[n].any() else 0.0 for n in names}
         grow = allocate(sum(drops.values()), mean_m, cap)
         return {n: (drops[n], grow[n]) for n in names}
 
@@ -193,14 +194,19 @@ class TopKAST(Method):
     def check_spec(cls, sparsity, path):
         backward = sparsity.topkast_backward_level
         if backward is not None and backward > sparsity.level:
-            raise SpecError(f"{path}.topkast_backward_level: must be <= sparsity.level ({sparsity.level:g}): the "
-                            f"backward set contains the forward set, got {backward:g}")
+            raise SpecError(
+                f"{path}.topkast_backward_level: must be <= sparsity.level ({sparsity.level:g}): the "
+                f"backward set contains the forward set, got {backward:g}"
+            )
 
     def __init__(self, sparsity: SparsitySpec):
         super().__init__(sparsity)
         forward_density = 1.0 - sparsity.level
-        backward_level = (sparsity.topkast_backward_level if sparsity.topkast_backward_level is not None
-                          else max(0.0, 1.0 - 2.0 * forward_density))
+        backward_level = (
+            sparsity.topkast_backward_level
+            if sparsity.topkast_backward_level is not None
+            else max(0.0, 1.0 - 2.0 * forward_density)
+        )
         self.factor = (1.0 - backward_level) / forward_density if forward_density > 0 else 1.0
         self.theta: dict[str, torch.Tensor] = {}  # the dense store: the weight's value on B, stale values off it
         self.forward: dict[str, torch.Tensor] = {}  # A, inside the mask B
@@ -300,8 +306,10 @@ class Grow(RigL):
     @classmethod
     def check_spec(cls, sparsity, path):
         if sparsity.initial_level is not None and sparsity.initial_level < sparsity.level:
-            raise SpecError(f"{path}.initial_level: must be >= sparsity.level ({sparsity.level:g}): grow only "
-                            f"adds weights, got {sparsity.initial_level:g}")
+            raise SpecError(
+                f"{path}.initial_level: must be >= sparsity.level ({sparsity.level:g}): grow only "
+                f"adds weights, got {sparsity.initial_level:g}"
+            )
 
     def __init__(self, sparsity: SparsitySpec):
         super().__init__(sparsity)
@@ -319,7 +327,7 @@ class Grow(RigL):
         if step + sch.every >= sch.end:  # no update after this one: finish the ramp
             return 1.0
         r = min(1.0, max(0.0, (step - sch.start) / max(1, sch.end - sch.start)))
-        return r ** 3
+        return r**3
 
     def counts(self, view, step):
         frac = view.schedule.drop_fraction_at(step)

@@ -7,8 +7,7 @@ from ..spec import SparsitySpec, SpecError
 from .method import Method
 from .methods import GMP, SET, SNFS, Dense, FlopRigL, Grow, RigL, Static, TopKAST
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Dense, Static, SET, RigL, SNFS, GMP, TopKAST, FlopRigL,
-                                                          Grow)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Dense, Static, SET, RigL, SNFS, GMP, TopKAST, FlopRigL, Grow)}
 
 
 def get_method(name: str) -> type[Method]:

@@ -40,9 +40,13 @@ class UpdateSchedule:
     @classmethod
     def from_spec(cls, sparsity: SparsitySpec, horizon: int) -> UpdateSchedule:
         """The schedule of the sparsity settings, laid over ``horizon`` steps."""
-        return cls(every=sparsity.update_every, start=round(sparsity.update_start * horizon),
-                   end=max(1, round(sparsity.update_end * horizon)), drop_fraction=sparsity.drop_fraction,
-                   kind=sparsity.drop_schedule)
+        return cls(
+            every=sparsity.update_every,
+            start=round(sparsity.update_start * horizon),
+            end=max(1, round(sparsity.update_end * horizon)),
+            drop_fraction=sparsity.drop_fraction,
+            kind=sparsity.drop_schedule,
+        )
 
 
 def gmp_sparsity(step: int, *, final: float, start: int, end: int, initial: float = 0.0) -> float:

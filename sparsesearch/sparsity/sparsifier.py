@@ -33,8 +33,16 @@ from .schedules import UpdateSchedule
 class Sparsifier:
     """Masks over a model's sparsifiable weights, changed by one method's decisions."""
 
-    def __init__(self, model: MLMModel, optimizer: torch.optim.Optimizer, sparsity: SparsitySpec, *,
-                 horizon: int, seed: int, weight_cost: dict[str, float] | None = None):
+    def __init__(
+        self,
+        model: MLMModel,
+        optimizer: torch.optim.Optimizer,
+        sparsity: SparsitySpec,
+        *,
+        horizon: int,
+        seed: int,
+        weight_cost: dict[str, float] | None = None,
+    ):
         """``weight_cost``: training FLOPs per step of one active weight, by name (methods that price growth
         by compute use it; default 1 for every weight)."""
         self.sparsity = sparsity
@@ -49,9 +57,14 @@ class Sparsifier:
         self.mask_density = {n: self.method.mask_density(d) for n, d in self.target_density.items() if d < 1.0}
         self.masks: dict[str, torch.Tensor] = {}
         self.view = SparsityView(
-            self.masks, self.weights, target_density=self.target_density, mask_density=self.mask_density,
+            self.masks,
+            self.weights,
+            target_density=self.target_density,
+            mask_density=self.mask_density,
             weight_cost={n: float((weight_cost or {}).get(n, 1.0)) for n in self.weights},
-            schedule=self.schedule, generator=self.generator)
+            schedule=self.schedule,
+            generator=self.generator,
+        )
         for name, d in self.mask_density.items():
             self.masks[name] = self.method.initial_mask(self.view, name, d).to(self.weights[name].device)
         self._inactive = {n: ~m for n, m in self.masks.items()}
@@ -133,8 +146,9 @@ class Sparsifier:
                 new = drop_and_grow(mask, self.method.drop_score(self.view, name), grow, n_drop, n_grow)
                 changed[name] = self._set_mask(name, new)
         self.method.after_masks_changed(self.view)
-        self.updates.append({"step": step, "dropped": dropped / max(1, active), "grown": grown / max(1, active),
-                             "changed": changed})
+        self.updates.append(
+            {"step": step, "dropped": dropped / max(1, active), "grown": grown / max(1, active), "changed": changed}
+        )
 
     def _set_mask(self, name: str, new: torch.Tensor) -> float:
         """Replace a mask. Weights that leave it become zero; those that enter were inactive, hence already
@@ -195,25 +209,31 @@ class Sparsifier:
         if self.method.needs_dense_gradient(self.is_update_step(step)):
             return {n: ((d, d, 1.0) if n in self.masks else d) for n, d in dens.items()}
         # Weight gradients are needed for the whole mask (Top-KAST's backward set may exceed the forward set).
-        return {n: ((d, d, self._backward[n]) if n in self.masks and self._backward[n] != d else d)
-                for n, d in dens.items()}
+        return {
+            n: ((d, d, self._backward[n]) if n in self.masks and self._backward[n] != d else d) for n, d in dens.items()
+        }
 
     # ----- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Masks, the mask generator, the update log and the method's state, for a checkpoint."""
-        return {"masks": {n: m.cpu().clone() for n, m in self.masks.items()},
-                "generator": self.generator.get_state(), "updates": list(self.updates),
-                "method": self.method.state_dict()}
+        return {
+            "masks": {n: m.cpu().clone() for n, m in self.masks.items()},
+            "generator": self.generator.get_state(),
+            "updates": list(self.updates),
+            "method": self.method.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict``; refuses masks of another model."""
         if set(state["masks"]) != set(self.masks):
-            raise ValueError(f"checkpoint masks {sorted(state['masks'])} do not match this model's "
-                             f"{sorted(self.masks)}")
+            raise ValueError(
+                f"checkpoint masks {sorted(state['masks'])} do not match this model's {sorted(self.masks)}"
+            )
         for n, m in state["masks"].items():
             if m.shape != self.masks[n].shape:
-                raise ValueError(f"checkpoint mask {n} has shape {tuple(m.shape)}, expected "
-                                 f"{tuple(self.masks[n].shape)}")
+                raise ValueError(
+                    f"checkpoint mask {n} has shape {tuple(m.shape)}, expected {tuple(self.masks[n].shape)}"
+                )
             self.masks[n] = m.to(self.masks[n].device, dtype=torch.bool)
             self._inactive[n] = ~self.masks[n]
         self.generator.set_state(state["generator"])

@@ -45,8 +45,11 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         pass
     mkldnn = getattr(torch.backends, "mkldnn", None)
-    return bool(mkldnn is not None and getattr(mkldnn, "is_available", lambda: False)()
-                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(
+        mkldnn is not None
+        and getattr(mkldnn, "is_available", lambda: False)()
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

@@ -30,6 +30,7 @@ TARGET_FORMAT_VERSION = 2  # 2: keyed by the resolved precision
 @dataclass(frozen=True)
 class Target:
     """The target loss and where it came from."""
+
     loss: float
     source: str  # spec | cached | computed
     path: str | None = None  # the cache file for auto targets
@@ -40,7 +41,8 @@ def reference_spec(spec: Spec) -> Spec:
     return dataclasses.replace(
         spec,
         train=dataclasses.replace(spec.train, max_steps=spec.target.dense_steps, max_time_s=None),
-        sparsity=dataclasses.replace(spec.sparsity, method="dense"))
+        sparsity=dataclasses.replace(spec.sparsity, method="dense"),
+    )
 
 
 def run_precision(spec: Spec) -> str:
@@ -51,9 +53,15 @@ def run_precision(spec: Spec) -> str:
 def target_key(spec: Spec, data: TokenizedData) -> str:
     """The cache key of the auto target: everything that can change its value."""
     train = {k: v for k, v in dataclasses.asdict(spec.train).items() if k not in _IRRELEVANT_TRAIN_KEYS}
-    ident = {"version": TARGET_FORMAT_VERSION, "model": dataclasses.asdict(spec.model), "data": data.fingerprint,
-             "mask_prob": spec.data.mask_prob, "train": train, "dense_steps": spec.target.dense_steps,
-             "precision": run_precision(spec)}
+    ident = {
+        "version": TARGET_FORMAT_VERSION,
+        "model": dataclasses.asdict(spec.model),
+        "data": data.fingerprint,
+        "mask_prob": spec.data.mask_prob,
+        "train": train,
+        "dense_steps": spec.target.dense_steps,
+        "precision": run_precision(spec),
+    }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -75,11 +83,16 @@ def resolve_target(spec: Spec, data: TokenizedData, *, log=None) -> Target:
     result = train(ref, data, target_loss=None)
     if result.status == "diverged":
         raise SpecError("target.loss: the dense reference run diverged; lower train.lr or set target.loss")
-    record = {"loss": result.final_eval_loss, "dense_steps": spec.target.dense_steps,
-              "train_time_s": result.train_time_s, "device": result.device, "precision": result.precision,
-              "created": time.time(),
-              "spec": ref.to_dict(), "history": [{k: h[k] for k in ("step", "eval_loss", "train_time_s")}
-                                                 for h in result.history]}
+    record = {
+        "loss": result.final_eval_loss,
+        "dense_steps": spec.target.dense_steps,
+        "train_time_s": result.train_time_s,
+        "device": result.device,
+        "precision": result.precision,
+        "created": time.time(),
+        "spec": ref.to_dict(),
+        "history": [{k: h[k] for k in ("step", "eval_loss", "train_time_s")} for h in result.history],
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(record, indent=1))

@@ -37,6 +37,7 @@ from .precision import Precision, pick_device
 @dataclass
 class RunResult:
     """The outcome of one training run (see the module docstring for the definitions)."""
+
     status: str  # reached | not_reached | diverged (sparsesearch.definitions)
     reached_target: bool
     target_loss: float | None
@@ -67,8 +68,9 @@ _AT_TARGET = ("step", "train_time_s", "flops", "dense_flops")  # interpolated at
 class Trainer:
     """One training run of ``spec`` on prepared ``data`` towards ``target_loss`` (None: run the whole budget)."""
 
-    def __init__(self, spec: Spec, data: TokenizedData, target_loss: float | None,
-                 token_embedding: torch.Tensor | None = None):
+    def __init__(
+        self, spec: Spec, data: TokenizedData, target_loss: float | None, token_embedding: torch.Tensor | None = None
+    ):
         self.spec, self.data, self.target = spec, data, target_loss
         tr = spec.train
         if tr.num_threads:
@@ -78,24 +80,38 @@ class Trainer:
         if token_embedding is None:
             token_embedding = shared_token_embedding(str(resolve_model_dir(spec.model.embedding)))
         if token_embedding.shape[0] != data.tokenizer.vocab_size:
-            raise SpecError(f"model.embedding: embedding has {token_embedding.shape[0]} rows but the tokenizer "
-                             f"has {data.tokenizer.vocab_size} tokens")
+            raise SpecError(
+                f"model.embedding: embedding has {token_embedding.shape[0]} rows but the tokenizer "
+                f"has {data.tokenizer.vocab_size} tokens"
+            )
         self.model: MLMModel = build_model(spec.model, token_embedding, tr.seed, self.device)
         self.shape: ModelShape = self.model.shape
-        self.batches = Batches(data, batch_size=tr.batch_size, mask_prob=spec.data.mask_prob, seed=tr.seed,
-                               eval_sequences=tr.eval_sequences)
+        self.batches = Batches(
+            data,
+            batch_size=tr.batch_size,
+            mask_prob=spec.data.mask_prob,
+            seed=tr.seed,
+            eval_sequences=tr.eval_sequences,
+        )
         decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
         # One fused kernel for all parameters instead of a dozen small ops per parameter (same arithmetic).
         self.optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": tr.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2), fused=True)
+            lr=tr.lr,
+            betas=(tr.adam_beta1, tr.adam_beta2),
+            fused=True,
+        )
         self.scaler = self.precision.grad_scaler()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.sparsifier = Sparsifier(
-            self.model, self.optimizer, spec.sparsity, seed=tr.seed,
+            self.model,
+            self.optimizer,
+            spec.sparsity,
+            seed=tr.seed,
             horizon=spec.sparsity.horizon_steps or spec.target.dense_steps,
-            weight_cost=weight_costs(self.shape, tr.batch_size, self.expected_masked()))
+            weight_cost=weight_costs(self.shape, tr.batch_size, self.expected_masked()),
+        )
         self.step = 0
         self.train_time = self.flops = self.dense_flops = 0.0  # training seconds, cumulative FLOPs
         self.eval_time = 0.0  # evaluation seconds (excluded from train_time)
@@ -126,8 +142,7 @@ class Trainer:
         total = sum(w.numel() for w in weights.values())
         return 1.0 - sum(dens[n] * w.numel() for n, w in weights.items()) / total
 
-    def step_flops(self, n_masked: float, densities: dict[str, Density] | None = None
-                   ) -> tuple[StepFlops, StepFlops]:
+    def step_flops(self, n_masked: float, densities: dict[str, Density] | None = None) -> tuple[StepFlops, StepFlops]:
         """(actual, dense-equivalent) FLOPs of a step with ``n_masked`` positions at the head; ``densities``
         default to the current step's, method overheads (e.g. a dense gradient on update steps) included."""
         bs = self.spec.train.batch_size
@@ -213,8 +228,9 @@ class Trainer:
             self.flops += actual.total
             self.dense_flops += dense.total
             self.pending_losses.append(loss_value)
-            out_of_budget = self.step >= tr.max_steps or (tr.max_time_s is not None
-                                                          and self.train_time >= tr.max_time_s)
+            out_of_budget = self.step >= tr.max_steps or (
+                tr.max_time_s is not None and self.train_time >= tr.max_time_s
+            )
             if self.step % tr.eval_every and not out_of_budget:
                 continue
             prev = self.history[-1]
@@ -233,15 +249,23 @@ class Trainer:
 
     def _record(self, eval_loss: float, train_loss: float | None) -> dict:
         ratio = self.flops / self.dense_flops if self.dense_flops > 0 else 1.0
-        updates = self.sparsifier.updates[self._reported_updates:]
+        updates = self.sparsifier.updates[self._reported_updates :]
         self._reported_updates = len(self.sparsifier.updates)
-        row = {"step": self.step, "train_loss": train_loss, "eval_loss": eval_loss,
-               "train_time_s": self.train_time, "flops": self.flops, "dense_flops": self.dense_flops,
-               "flop_ratio": ratio, "net_time_s": self.train_time * ratio, "net_flops": self.flops,
-               "avg_sparsity": self.avg_sparsity(), "lr": self.scheduler.get_last_lr()[0],
-               "layer_density": {n: d for n, d in self.sparsifier.densities().items()
-                                 if n in self.sparsifier.masks},
-               "mask_updates": updates}
+        row = {
+            "step": self.step,
+            "train_loss": train_loss,
+            "eval_loss": eval_loss,
+            "train_time_s": self.train_time,
+            "flops": self.flops,
+            "dense_flops": self.dense_flops,
+            "flop_ratio": ratio,
+            "net_time_s": self.train_time * ratio,
+            "net_flops": self.flops,
+            "avg_sparsity": self.avg_sparsity(),
+            "lr": self.scheduler.get_last_lr()[0],
+            "layer_density": {n: d for n, d in self.sparsifier.densities().items() if n in self.sparsifier.masks},
+            "mask_updates": updates,
+        }
         self.history.append(row)
         return row
 
@@ -253,12 +277,20 @@ class Trainer:
         if self.spec.model.freeze_embedding:  # 47 MB that never changes: reloaded from the pre-trained files
             model.pop("token_embedding.weight")
         return {
-            "model": model, "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "sparsifier": self.sparsifier.state_dict(),
-            "step": self.step, "train_time": self.train_time, "flops": self.flops,
-            "dense_flops": self.dense_flops, "eval_time": self.eval_time, "history": self.history,
+            "model": model,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sparsifier": self.sparsifier.state_dict(),
+            "step": self.step,
+            "train_time": self.train_time,
+            "flops": self.flops,
+            "dense_flops": self.dense_flops,
+            "eval_time": self.eval_time,
+            "history": self.history,
             "pending_losses": self.pending_losses,
-            "status": self.status, "at_target": self.at_target, "reported_updates": self._reported_updates,
+            "status": self.status,
+            "at_target": self.at_target,
+            "reported_updates": self._reported_updates,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
@@ -290,13 +322,25 @@ class Trainer:
         finite = [h["eval_loss"] for h in history if math.isfinite(h["eval_loss"])]
         obj = self.objective_so_far()
         return RunResult(
-            status=status, reached_target=status == REACHED, target_loss=self.target,
-            final_eval_loss=last["eval_loss"], best_eval_loss=min(finite) if finite else math.inf,
-            steps=self.step, steps_to_target=at_target["step"] if at_target else None,
-            train_time_s=last["train_time_s"], time_to_target_s=obj["time_to_target_s"],
-            flop_ratio=obj["flop_ratio"], net_time_s=obj["net_time_s"], net_flops=obj["net_flops"],
-            dense_flops=obj["dense_flops"], avg_sparsity=self.avg_sparsity(), projected=obj["projected"],
-            device=str(self.device), precision=self.precision.name, history=history)
+            status=status,
+            reached_target=status == REACHED,
+            target_loss=self.target,
+            final_eval_loss=last["eval_loss"],
+            best_eval_loss=min(finite) if finite else math.inf,
+            steps=self.step,
+            steps_to_target=at_target["step"] if at_target else None,
+            train_time_s=last["train_time_s"],
+            time_to_target_s=obj["time_to_target_s"],
+            flop_ratio=obj["flop_ratio"],
+            net_time_s=obj["net_time_s"],
+            net_flops=obj["net_flops"],
+            dense_flops=obj["dense_flops"],
+            avg_sparsity=self.avg_sparsity(),
+            projected=obj["projected"],
+            device=str(self.device),
+            precision=self.precision.name,
+            history=history,
+        )
 
     def objective_so_far(self) -> dict:
         """Time-to-target, net time and net FLOPs as they stand now: interpolated once the target is reached,
@@ -314,15 +358,21 @@ class Trainer:
             ratio = f / d
         else:  # no FLOPs yet, or no finite projection: the ratio so far (diverged: infinite)
             ratio = math.inf if self.status == DIVERGED else self.history[-1]["flop_ratio"]
-        return {"time_to_target_s": t, "flop_ratio": ratio, "net_time_s": t * ratio, "net_flops": f,
-                "dense_flops": d, "projected": projected}
+        return {
+            "time_to_target_s": t,
+            "flop_ratio": ratio,
+            "net_time_s": t * ratio,
+            "net_flops": f,
+            "dense_flops": d,
+            "projected": projected,
+        }
 
     def _project(self, history: list[dict]) -> tuple[float, float, float]:
         """Projected (time, FLOPs, dense FLOPs) to the target for a run that stopped short of it."""
         last = history[-1]
         if self.target is None:
             return last["train_time_s"], last["flops"], last["dense_flops"]
-        window = history[-(max(1, (len(history) - 1) // 4) + 1):]  # the last quarter of the intervals
+        window = history[-(max(1, (len(history) - 1) // 4) + 1) :]  # the last quarter of the intervals
         first = window[0]
         fall = first["eval_loss"] - last["eval_loss"]
         if len(window) < 2 or fall <= 0 or not math.isfinite(fall):
