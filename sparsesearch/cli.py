@@ -24,8 +24,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_spec_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="YAML spec file (see `sparsesearch defaults` for every key)")
+def _add_set_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
         dest="overrides",
@@ -34,6 +33,11 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a spec key by dotted path, e.g. --set train.lr=3e-4 (repeatable)",
     )
+
+
+def _add_spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="YAML spec file (see `sparsesearch defaults` for every key)")
+    _add_set_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a readable summary")
 
 
@@ -90,14 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate, print the resolved space and a few sampled configurations; train nothing",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec key by dotted path (repeatable)",
-    )
+    _add_set_arg(p)
     p = sub.add_parser(
         "resume",
         help="continue an interrupted experiment",
@@ -256,7 +253,6 @@ def cmd_train(args) -> int:
     import torch
 
     from .data.batches import prepare_data
-    from .definitions import DIVERGED, NOT_REACHED, REACHED
     from .train.target import resolve_target
     from .train.trainer import Trainer
 
@@ -296,28 +292,36 @@ def cmd_train(args) -> int:
         }
         print(json.dumps(_json_safe(payload)))
         return 0
+    say("\n".join(_result_lines(r)))
+    say("\n".join(["", *_sparsity_lines(trainer), ""]))
+    say("\n".join(_flops_table(step_actual, "FLOPs per training step (masks at the end of the run)")))
+    return 0
+
+
+def _result_lines(r) -> list[str]:
+    """The readable summary of a run's result."""
+    from .definitions import DIVERGED, NOT_REACHED, REACHED
+
     verdict = {
         REACHED: "REACHED the target",
         NOT_REACHED: "did NOT reach the target (budget spent)",
         DIVERGED: "DIVERGED (non-finite loss)",
     }[r.status]
     proj = "  (projected: target not reached)" if r.projected else ""
-    say(
+    lines = [
         f"\nresult  {verdict} after {r.steps} steps; final held-out loss {r.final_eval_loss:.4f}, "
         f"target {r.target_loss:.4f}"
-    )
+    ]
     if r.steps_to_target is not None:
-        say(f"  steps to target   {r.steps_to_target:.1f} (interpolated between evaluations)")
-    say(f"  time to target    {r.time_to_target_s:.2f} s (training only, evaluation excluded){proj}")
-    say(f"  FLOP ratio        {r.flop_ratio:.4f} (FLOPs needed / dense FLOPs for the same steps)")
-    say(f"  net time          {r.net_time_s:.2f} s (time to target x FLOP ratio){proj}")
-    say(f"  net FLOPs         {r.net_flops:.4g}")
-    say(f"  avg sparsity      {r.avg_sparsity:.4f}")
-    say("")
-    say("\n".join(_sparsity_lines(trainer)))
-    say("")
-    say("\n".join(_flops_table(step_actual, "FLOPs per training step (masks at the end of the run)")))
-    return 0
+        lines.append(f"  steps to target   {r.steps_to_target:.1f} (interpolated between evaluations)")
+    return [
+        *lines,
+        f"  time to target    {r.time_to_target_s:.2f} s (training only, evaluation excluded){proj}",
+        f"  FLOP ratio        {r.flop_ratio:.4f} (FLOPs needed / dense FLOPs for the same steps)",
+        f"  net time          {r.net_time_s:.2f} s (time to target x FLOP ratio){proj}",
+        f"  net FLOPs         {r.net_flops:.4g}",
+        f"  avg sparsity      {r.avg_sparsity:.4f}",
+    ]
 
 
 def _run_overrides(args) -> list[str]:

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from helpers import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = {
     "status",
     "reached_target",
@@ -27,13 +22,6 @@ REQUIRED = {
 }
 
 
-def _cli(*args, env_extra=None, cwd=ROOT):
-    exe = shutil.which("sparsesearch") or ""
-    cmd = [exe] if exe else [sys.executable, "-m", "sparsesearch.cli"]
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def tiny_spec_file(tmp_path_factory, tiny_raw):
     path = tmp_path_factory.mktemp("spec") / "tiny.yaml"
@@ -42,7 +30,7 @@ def tiny_spec_file(tmp_path_factory, tiny_raw):
 
 
 def test_train_json_reports_every_required_key(tiny_spec_file):
-    proc = _cli("train", str(tiny_spec_file), "--json", "--set", "train.max_steps=100")
+    proc = run_cli("train", str(tiny_spec_file), "--json", "--set", "train.max_steps=100")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)  # stdout is exactly one JSON object; progress goes to stderr
     assert set(result) >= REQUIRED
@@ -55,7 +43,7 @@ def test_train_json_reports_every_required_key(tiny_spec_file):
 
 
 def test_train_readable_summary(tiny_spec_file):
-    proc = _cli("train", str(tiny_spec_file), "--set", "target.loss=0.01", "--set", "train.max_steps=20")
+    proc = run_cli("train", str(tiny_spec_file), "--set", "target.loss=0.01", "--set", "train.max_steps=20")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for text in (
@@ -71,30 +59,30 @@ def test_train_readable_summary(tiny_spec_file):
 
 
 def test_train_smoke_spec_with_builtin_corpus_and_default_embedding():
-    proc = _cli("train", "search_spaces/smoke.yaml", "--json")
+    proc = run_cli("train", "search_spaces/smoke.yaml", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["reached_target"] and result["data"]["source"].startswith("python-docs")
 
 
 def test_flops_json_and_table(tiny_spec_file):
-    proc = _cli("flops", str(tiny_spec_file), "--json")
+    proc = run_cli("flops", str(tiny_spec_file), "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["total"] == pytest.approx(sum(data["by_group"].values()))
-    table = _cli("flops", "search_spaces/rigl.yaml")
+    table = run_cli("flops", "search_spaces/rigl.yaml")
     assert table.returncode == 0 and "sparsifiable weights" in table.stdout and "decoder" in table.stdout
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["flops"], ["defaults"]])
 def test_help_explains_each_command(command):
-    proc = _cli(*command, "--help")
+    proc = run_cli(*command, "--help")
     assert proc.returncode == 0 and "usage: sparsesearch" in proc.stdout and len(proc.stdout) > 150
 
 
 def test_bad_spec_file_one_line_exit_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  lr: -3\n")
-    proc = _cli("train", str(bad))
+    proc = run_cli("train", str(bad))
     assert proc.returncode == 2
     assert proc.stderr.strip() == "sparsesearch train: error: train.lr: must be > 0, got -3.0"

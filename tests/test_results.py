@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from helpers import run_cli
 
 import sparsesearch
 from sparsesearch.definitions import STATUSES
 from sparsesearch.results.pareto import front, front_mask, non_dominated
 from sparsesearch.results.table import COLUMNS, ResultsError, load_results, steps_to_target
-
-ROOT = Path(__file__).resolve().parent.parent
-
 
 # ----- the Pareto front -------------------------------------------------------------------------------------------
 
@@ -175,6 +170,9 @@ def test_statuses_speedups_and_parameters_from_stored_reports(tmp_path):
             "err": (cfg, [_report(20, 6.0)], {"error.txt": "Traceback ..."}),
             "inv": (cfg, [_report(0, math.inf, "invalid", done=True)], {}),
             "run": (cfg, [_report(20, 6.0)], {}),
+            # Statuses as older experiments stored them read the same.
+            "old_inv": (cfg, [_report(0, math.inf, "invalid: train.lr clashes", done=True)], {}),
+            "new_bud": (cfg, [_report(100, 5.5), _report(200, 5.2, "not_reached", done=True)], {}),
         },
     )
     # A running trial's last line may be half written: it is skipped, not fatal.
@@ -191,6 +189,8 @@ def test_statuses_speedups_and_parameters_from_stored_reports(tmp_path):
         "err": "errored",
         "inv": "invalid",
         "run": "unfinished",
+        "old_inv": "invalid",
+        "new_bud": "not_reached",
     }
     assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS)
     ok = df.set_index("trial_id").loc["ok"]
@@ -236,23 +236,11 @@ def test_not_an_experiment_is_one_clear_error(tmp_path):
     _write_experiment(tmp_path / "store", {}, "two")
     with pytest.raises(ResultsError, match="holds 2 experiments; name one: one, two"):
         load_results(tmp_path / "store")
-    proc = _cli("export", str(tmp_path / "missing"))
+    proc = run_cli("export", str(tmp_path / "missing"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no such directory" in proc.stderr
 
 
 # ----- end to end: a real smoke experiment ------------------------------------------------------------------------
-
-
-def _cli(*args):
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "sparsesearch.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=900,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +263,7 @@ def smoke_experiment(tmp_path_factory, tiny_raw) -> Path:
     }
     spec = tmp / "smoke.yaml"
     spec.write_text(yaml.safe_dump(raw))
-    proc = _cli("run", str(spec), "--name", "smoke")
+    proc = run_cli("run", str(spec), "--name", "smoke")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "runs" / "smoke"
 
@@ -288,7 +276,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
     out = tmp_path / "out"
-    proc = _cli("export", str(smoke_experiment), "--out", str(out))
+    proc = run_cli("export", str(smoke_experiment), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 5 and trials["reference"].sum() == 1
@@ -328,7 +316,7 @@ def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
     assert "sparsity.level = " in html  # parameters in the hover text
 
     rep = tmp_path / "rep"
-    proc = _cli("report", str(smoke_experiment), "--out", str(rep))
+    proc = run_cli("report", str(smoke_experiment), "--out", str(rep))
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = (rep / "report.md").read_text()
     for heading in (
@@ -352,6 +340,6 @@ def test_results_of_a_copied_experiment_are_the_same(smoke_experiment, tmp_path)
     shutil.copytree(smoke_experiment, copy)
     a, b = load_results(smoke_experiment), load_results(copy)
     pd.testing.assert_frame_equal(a, b)
-    proc = _cli("report", str(copy))
+    proc = run_cli("report", str(copy))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (copy / "report" / "report.md").is_file()

@@ -8,13 +8,13 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
+from helpers import ROOT, run_cli, start_cli
 
 from sparsesearch.checks import check_spec
 from sparsesearch.cli import main
@@ -22,7 +22,6 @@ from sparsesearch.experiment import METRICS
 from sparsesearch.search.space import define_by_run, sample_configs
 from sparsesearch.spec import SpecError, search_params, spec_from_dict
 
-ROOT = Path(__file__).resolve().parents[1]
 BASE = {"sparsity": {"method": "rigl", "level": 0.7}}
 
 
@@ -196,19 +195,6 @@ def _spec_file(tmp_path, tiny_raw, num_samples=3, **tune):
     return path
 
 
-def _cli(*args, **kw):
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "sparsesearch.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=900,
-        **kw,
-    )
-
-
 def _trial_results(exp: Path) -> dict[str, list[dict]]:
     out = {}
     for f in exp.glob("*/result.json"):
@@ -220,7 +206,7 @@ def _trial_results(exp: Path) -> dict[str, list[dict]]:
 
 def test_run_end_to_end(tmp_path, tiny_raw):
     spec = _spec_file(tmp_path, tiny_raw)
-    proc = _cli("run", str(spec), "--name", "e2e")
+    proc = run_cli("run", str(spec), "--name", "e2e")
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / "runs" / "e2e"
     assert "best configurations by net_time" in proc.stdout and str(exp) in proc.stdout
@@ -255,15 +241,7 @@ def _wait_for(predicate, timeout):
 def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_raw, sig):
     spec = _spec_file(tmp_path, tiny_raw, num_samples=5, max_concurrent=1)
     exp = tmp_path / "runs" / "interrupted"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sparsesearch.cli", "run", str(spec), "--name", "interrupted"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_cli("run", str(spec), "--name", "interrupted")
     try:
 
         def finished() -> bool:
@@ -291,7 +269,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     df = load_results(exp)
     assert len(df) >= len(before) and set(df["status"]) <= set(STATUSES)
     assert export(exp, tmp_path / "export")["pareto.png"].stat().st_size > 10_000
-    res = _cli("resume", str(exp))
+    res = run_cli("resume", str(exp))
     assert res.returncode == 0, res.stderr[-3000:]
     after = _trial_results(exp)
     assert len(after) == 6, "every trial (5 + reference) is there, none lost"
@@ -347,16 +325,7 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
     raw["search"]["asha"] = {"grace_period": 600}
     spec_path.write_text(yaml.safe_dump(raw))
     exp = tmp_path / "runs" / "killed"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sparsesearch.cli", "run", str(spec_path), "--name", "killed"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_cli("run", str(spec_path), "--name", "killed", text=True)
     try:
 
         def sampled_trial_running():
@@ -397,7 +366,7 @@ def test_diverging_trials_are_marked_and_the_search_carries_on(tmp_path, tiny_ra
         "sparsity.level": {"uniform": [0.5, 0.9]},
     }
     spec_path.write_text(yaml.safe_dump(raw))
-    proc = _cli("run", str(spec_path), "--name", "diverge")
+    proc = run_cli("run", str(spec_path), "--name", "diverge")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 diverged" in proc.stdout
     trials = _trial_results(tmp_path / "runs" / "diverge")

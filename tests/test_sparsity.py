@@ -447,15 +447,20 @@ def test_rigl_flop_ratio_is_reported_by_the_trainer(tiny_raw):
     assert [u["step"] for row in rows for u in row["mask_updates"]] == [2, 4, 6, 8, 10]
 
 
+def _regularized_gradient(tr) -> tuple[str, torch.Tensor]:
+    """After a step, the gradient the sparsifier leaves on a zero gradient of the first masked weight."""
+    tr.train_step()
+    name = next(iter(tr.sparsifier.masks))
+    w = tr.sparsifier.weights[name]
+    w.grad = torch.zeros_like(w)
+    tr.sparsifier.before_optimizer_step(tr.step)
+    return name, w.grad
+
+
 def test_l2_regularizer_adds_to_active_gradients(tiny_raw):
     tr = _trainer(tiny_raw, "static", regularizer="l2", regularizer_strength=0.5)
-    sp = tr.sparsifier
-    tr.train_step()
-    name = next(iter(sp.masks))
-    w = sp.weights[name]
-    w.grad = torch.zeros_like(w)
-    sp.before_optimizer_step(tr.step)
-    assert torch.allclose(w.grad, 0.5 * w.detach() * sp.masks[name])
+    name, grad = _regularized_gradient(tr)
+    assert torch.allclose(grad, 0.5 * tr.sparsifier.weights[name].detach() * tr.sparsifier.masks[name])
 
 
 # ----- edge cases ----------------------------------------------------------------------------------------------
@@ -515,16 +520,11 @@ def test_gmp_catches_up_when_its_last_prune_was_skipped(tiny_raw):
 
 def test_topkast_regularizer_reaches_the_backward_set(tiny_raw):
     tr = _trainer(tiny_raw, "topkast", regularizer="l2", regularizer_strength=0.5)
-    sp = tr.sparsifier
-    tr.train_step()
-    name = next(iter(sp.masks))
-    w = sp.weights[name]
-    w.grad = torch.zeros_like(w)
-    sp.before_optimizer_step(tr.step)
-    theta = sp.method.theta[name]
-    between = sp.masks[name] & ~sp.method.forward[name]
+    name, grad = _regularized_gradient(tr)
+    theta = tr.sparsifier.method.theta[name]
+    between = tr.sparsifier.masks[name] & ~tr.sparsifier.method.forward[name]
     assert between.any()
-    assert torch.allclose(w.grad[between], 0.5 * theta[between])
+    assert torch.allclose(grad[between], 0.5 * theta[between])
 
 
 # ----- our methods ------------------------------------------------------------------------------------------------

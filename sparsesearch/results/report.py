@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -134,50 +135,39 @@ def _reference(df: pd.DataFrame) -> list[str]:
     )
 
 
+# The cells of a trial in the report's tables, by column.
+_CELLS: dict[str, Callable[[pd.Series], str]] = {
+    "trial": lambda r: str(r["trial"]),
+    "method": lambda r: str(r["method"]),
+    "sparsity": lambda r: number(r["avg_sparsity"], ".3f"),
+    "net time": lambda r: number(r["net_time_s"], ".1f", " s"),
+    "speedup": lambda r: number(r["speedup"], ".2f", "x"),
+    "net FLOPs": lambda r: number(r["net_flops"], ".3g"),
+    "FLOP speedup": lambda r: number(r["flop_speedup"], ".2f", "x"),
+    "steps": lambda r: number(r["steps_to_target"], ".0f"),
+    "FLOP ratio": lambda r: number(r["flop_ratio"], ".3f"),
+}
+
+
+def _trials_table(df: pd.DataFrame, columns: list[str], params: list[str]) -> list[str]:
+    rows = [[*(_CELLS[c](r) for c in columns), params_text(r, params, quote="`") or "–"] for _, r in df.iterrows()]
+    return _table([*columns, "parameters"], rows) + [""]
+
+
 def _best(reached: pd.DataFrame, by: str, params: list[str]) -> list[str]:
     lines = [f"## Best configurations (by {by})", ""]
     if reached.empty:
         return lines + ["No sparse trial reached the target yet.", ""]
-    rows = [
-        [
-            str(r["trial"]),
-            r["method"],
-            number(r["avg_sparsity"], ".3f"),
-            number(r["net_time_s"], ".1f", " s"),
-            number(r["speedup"], ".2f", "x"),
-            number(r["net_flops"], ".3g"),
-            number(r["flop_speedup"], ".2f", "x"),
-            number(r["steps_to_target"], ".0f"),
-            number(r["flop_ratio"], ".3f"),
-            _params(r, params),
+    columns = ["trial", "method", "sparsity", "net time", "speedup", "net FLOPs", "FLOP speedup", "steps", "FLOP ratio"]
+    return (
+        lines
+        + _trials_table(reached.head(5), columns, params)
+        + [
+            "Speedups are the dense reference's net time (or net FLOPs) over the trial's, at the same target loss. Net "
+            "time is wall-clock and noisy on a shared machine; net FLOPs are deterministic.",
+            "",
         ]
-        for _, r in reached.head(5).iterrows()
-    ]
-    lines += _table(
-        [
-            "trial",
-            "method",
-            "sparsity",
-            "net time",
-            "speedup",
-            "net FLOPs",
-            "FLOP speedup",
-            "steps",
-            "FLOP ratio",
-            "parameters",
-        ],
-        rows,
-    ) + [""]
-    return lines + [
-        "Speedups are the dense reference's net time (or net FLOPs) over the trial's, at the same "
-        "target loss. Net time is wall-clock and noisy on a shared machine; net FLOPs are "
-        "deterministic.",
-        "",
-    ]
-
-
-def _params(row: pd.Series, params: list[str]) -> str:
-    return params_text(row, params, quote="`") or "–"
+    )
 
 
 def _pareto(fr: pd.DataFrame, by: str, params: list[str]) -> list[str]:
@@ -186,27 +176,13 @@ def _pareto(fr: pd.DataFrame, by: str, params: list[str]) -> list[str]:
         "",
         "![Pareto front](pareto.png)",
         "",
-        "Grey: trials that reached the target; crosses: trials that did not (their projected value, never on "
-        "the front); blue: the non-dominated trials (less net time, more sparsity); red star and dashed "
-        "line: the dense reference; dotted line: half of it. Interactive version: [pareto.html](pareto.html).",
+        "Grey: trials that reached the target; crosses: trials that did not (their projected value, never on the "
+        "front); blue: the non-dominated trials (less net time, more sparsity); red star and dashed line: the dense "
+        "reference; dotted line: half of it. Interactive version: [pareto.html](pareto.html).",
         "",
     ]
     if len(fr):
-        lines += _table(
-            ["trial", "method", "sparsity", "net time", "speedup", "net FLOPs", "parameters"],
-            [
-                [
-                    str(r["trial"]),
-                    r["method"],
-                    number(r["avg_sparsity"], ".3f"),
-                    number(r["net_time_s"], ".1f", " s"),
-                    number(r["speedup"], ".2f", "x"),
-                    number(r["net_flops"], ".3g"),
-                    _params(r, params),
-                ]
-                for _, r in fr.iterrows()
-            ],
-        ) + [""]
+        lines += _trials_table(fr, ["trial", "method", "sparsity", "net time", "speedup", "net FLOPs"], params)
     return lines
 
 

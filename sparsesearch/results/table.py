@@ -195,6 +195,34 @@ def _num(v) -> float:
         return math.nan
 
 
+def _trial_record(d: Path, rows: list[dict], cfg: dict, ray_status: dict[str, str], state: dict) -> dict[str, Any]:
+    """One trial's row of the table (without its sampled parameters)."""
+    tid = _trial_id(d, rows)
+    last = rows[-1] if rows else None
+    status = _status(last, ray_status.get(tid, ""), (d / "error.txt").exists())
+    ref = bool(cfg.get(REFERENCE_KEY))
+    rec: dict[str, Any] = {
+        "trial": _trial_number(d),
+        "trial_id": tid,
+        "reference": ref,
+        "status": status,
+        "trial_dir": d.name,
+        "reports": len(rows),
+        "projected": bool(last.get("projected")) if last else True,
+    }
+    for src, dst in _LAST.items():
+        v = (last or {}).get(src)
+        rec[dst] = v if src in _TEXT else _num(v)
+    if rec["target_loss"] != rec["target_loss"]:
+        rec["target_loss"] = _num(state.get("target_loss"))
+    rec["method"] = rec["method"] or ("dense" if ref else cfg.get("sparsity.method"))
+    rec["best_eval_loss"] = min((_num(r["eval_loss"]) for r in rows), default=math.nan)
+    rec["steps_to_target"] = steps_to_target(rows, rec["target_loss"]) if status == REACHED else math.nan
+    if status != REACHED:  # only a reached target has a measured time; the rest is projection
+        rec["projected"] = status != INVALID and rec["projected"]
+    return rec
+
+
 def load_results(path: str | Path) -> pd.DataFrame:
     """One row per trial of the experiment at ``path`` (an experiment directory, or a storage directory that
     holds exactly one experiment).
@@ -213,30 +241,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
     for d in _trial_dirs(exp):
         rows = [r for r in _rows(d / "result.json") if "eval_loss" in r]
         cfg = _config(d, rows)
-        tid = _trial_id(d, rows)
-        last = rows[-1] if rows else None
-        status = _status(last, ray_status.get(tid, ""), (d / "error.txt").exists())
-        ref = bool(cfg.get(REFERENCE_KEY))
-        configs[tid] = cfg
-        rec: dict[str, Any] = {
-            "trial": _trial_number(d),
-            "trial_id": tid,
-            "reference": ref,
-            "status": status,
-            "trial_dir": d.name,
-            "reports": len(rows),
-            "projected": bool(last.get("projected")) if last else True,
-        }
-        for src, dst in _LAST.items():
-            v = (last or {}).get(src)
-            rec[dst] = v if src in _TEXT else _num(v)
-        if rec["target_loss"] != rec["target_loss"]:
-            rec["target_loss"] = _num(state.get("target_loss"))
-        rec["method"] = rec["method"] or ("dense" if ref else cfg.get("sparsity.method"))
-        rec["best_eval_loss"] = min((_num(r["eval_loss"]) for r in rows), default=math.nan)
-        rec["steps_to_target"] = steps_to_target(rows, rec["target_loss"]) if status == REACHED else math.nan
-        if status != REACHED:  # only a reached target has a measured time; the rest is projection
-            rec["projected"] = status != INVALID and rec["projected"]
+        rec = _trial_record(d, rows, cfg, ray_status, state)
+        configs[rec["trial_id"]] = cfg
         for k, v in cfg.items():
             if k != REFERENCE_KEY:
                 param_keys[k] = None

@@ -1,0 +1,42 @@
+"""Shared by the end-to-end tests: run the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _command(args: tuple[str, ...]) -> list[str]:
+    exe = shutil.which("sparsesearch")  # the installed console script, as users run it
+    return [*([exe] if exe else [sys.executable, "-m", "sparsesearch.cli"]), *args]
+
+
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", **(extra or {})}
+
+
+def run_cli(
+    *args: str, env_extra: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 900, **kw
+) -> subprocess.CompletedProcess:
+    """Run ``sparsesearch ARGS`` to the end, capturing its output as text."""
+    return subprocess.run(
+        _command(args), capture_output=True, text=True, cwd=cwd, env=_env(env_extra), timeout=timeout, **kw
+    )
+
+
+def start_cli(*args: str, cwd: Path = ROOT, **kw) -> subprocess.Popen:
+    """Start ``sparsesearch ARGS`` in its own session (so a test can signal the whole process group)."""
+    return subprocess.Popen(
+        _command(args),
+        cwd=cwd,
+        env=_env(None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **kw,
+    )
