@@ -27,7 +27,7 @@ from sparsesearch.results.table import load_history
 RESULTS = ROOT / "analysis" / "results"
 # name -> (spec, number of sampled trials); methods.yaml is cut from 24 to 8 trials to fit a 3-hour session.
 SEARCHES = {"rigl": ("search_spaces/rigl.yaml", 16), "methods": ("search_spaces/methods.yaml", 8)}
-HISTORY_COLUMNS = ["trial_id", "reference", "step", "eval_loss", "flops", "net_flops", "train_time_s", "status"]
+HISTORY_COLUMNS = ["trial_id", "role", "reference", "step", "eval_loss", "flops", "net_flops", "train_time_s", "status"]
 
 
 def store(name: str, exp: Path) -> Path:

@@ -47,7 +47,7 @@ def _cpu_s() -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("spec", nargs="?", default=str(Path(__file__).parents[1] / "search_spaces" / "rigl.yaml"))
-    p.add_argument("--num-samples", type=int, help="trials besides the dense reference (default: the spec's)")
+    p.add_argument("--num-samples", type=int, help="sparse trials besides the dense family (default: the spec's)")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = p.parse_args()
@@ -71,7 +71,7 @@ def main() -> None:
     parts = {k: sum(r.get(k, 0.0) for r in reports) for k in ("startup_s", "eval_time_s", "report_s")}
     peak = max((r.get("peak_rss_mb", 0.0) for r in reports), default=0.0)
     print(
-        f"spec {args.spec}; {len(reports)} trials (dense reference included), {spec.tune.max_concurrent} at a "
+        f"spec {args.spec}; {len(reports)} trials (the dense family included), {spec.tune.max_concurrent} at a "
         f"time, {spec.tune.cpus_per_trial:g} CPUs each; statuses: "
         + ", ".join(f"{k} {v}" for k, v in table["status"].value_counts().items())
     )

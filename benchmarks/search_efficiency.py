@@ -35,8 +35,8 @@ def _run(spec_path: str, raw: dict, overrides: list[str], storage: str, name: st
 
 
 def _curve(df, objective: str) -> list[tuple[float, float]]:
-    """(cumulative compute, best objective so far) in the order trials finished; the reference excluded."""
-    df = df[~df["reference"]].sort_values("finished")
+    """(cumulative compute, best objective so far) in the order sparse trials finished; the dense family excluded."""
+    df = df[df["role"] == "sparse"].sort_values("finished")
     spent, best, out = 0.0, math.inf, []
     for _, row in df.iterrows():
         spent += row["flops"]

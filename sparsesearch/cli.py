@@ -81,14 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="search the spec's space with Optuna + ASHA on Ray Tune",
         description="Search the spec's `search` section: Optuna proposes configurations, ASHA stops "
         "unpromising ones at equal compute, Ray Tune runs them here or on a cluster. "
-        "A dense reference trial is part of every experiment. Prints the best "
-        "configurations and the result directory.",
+        "A dense family (the spec's model and narrower ones, tuned alike) is part of every experiment. Prints "
+        "the dense family, the best sparse configurations with both speedups, and the result directory.",
     )
     p.add_argument("spec", help="YAML spec file with a search section")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
     p.add_argument("--storage", help="directory (or URI) holding experiments; shared by every node of a cluster")
     p.add_argument("--name", help="experiment name (default: spec name and a timestamp)")
-    p.add_argument("--num-samples", type=int, help="number of trials (besides the dense reference)")
+    p.add_argument("--num-samples", type=int, help="number of sparse trials (besides the dense family)")
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="write a markdown report of an experiment with its figures",
         description="Write report.md with its figures (and everything `export` writes): summary, "
-        "dense reference, best configurations, Pareto front, loss against compute, "
+        "dense family, best configurations, speedup per rung, Pareto front, loss against compute, "
         "parameter importances, per-method comparison, where the FLOPs go.",
     )
     _add_results_args(p, "report")
@@ -267,8 +267,10 @@ def cmd_train(args) -> int:
     )
     target = resolve_target(spec, data, log=say)
     where = f" ({target.source}: {target.path})" if target.path else f" ({target.source})"
-    say(f"target  held-out MLM loss {target.loss:.4f}{where}")
-    trainer = Trainer(spec, data, target.loss)
+    say(f"target  held-out MLM loss {target.describe()}{where}")
+    trainer = Trainer(
+        spec, data, target.losses, eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else ()
+    )
     say(
         f"model   {spec.model.num_layers} layers, hidden {spec.model.hidden_size}, method "
         f"{spec.sparsity.method}, device {trainer.device}, precision {trainer.precision.name}, "
@@ -356,11 +358,13 @@ def cmd_run(args) -> int:
 
         print(
             f"search space of {args.spec} ({spec.search.sampler}, objective {spec.search.objective}"
-            f"{' + sparsity' if spec.search.pareto else ''}, {spec.search.num_samples} trials + dense reference):"
+            f"{' + sparsity' if spec.search.pareto else ''}, {spec.search.num_samples} sparse trials + the dense "
+            "family):"
         )
         for p in params:
             cond = "" if not p.when else "  when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when)
             print(f"  {p.key:<28} {p.kind:<10} {list(p.values)}{cond}")
+        print(_family_text(spec, raw, params))
         print("sampled configurations (random, validated):")
         for cfg in sample_configs(spec, raw, 5, seed=spec.search.seed):
             print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in cfg.items()))
@@ -371,6 +375,26 @@ def cmd_run(args) -> int:
     exp = run_search(args.spec, raw, spec)
     print("\n".join(summarize(exp)))
     return 0
+
+
+def _family_text(spec: Spec, raw: dict, params) -> str:
+    """The dense family a search would train: its sizes and its tuning budget."""
+    from .model.embedding import model_shape
+    from .search.family import family_sizes, tuned_keys
+
+    sizes = family_sizes(spec, model_shape(spec.model), params)
+    keys = tuned_keys(params)
+    fam = spec.search.dense_family
+    lines = [
+        f"dense family: {len(sizes)} size(s) x {fam.configs if keys else 1} configuration(s), tuned on "
+        + (", ".join(keys) if keys else "nothing (no searched key outside sparsity)")
+    ]
+    lines += [
+        f"  size {s.index}: hidden {s.hidden}, ffn {s.ffn}, {s.heads} heads, {s.flop_ratio:.2f} of the spec's "
+        "FLOPs per step"
+        for s in sizes
+    ]
+    return "\n".join(lines)
 
 
 def cmd_resume(args) -> int:

@@ -21,7 +21,11 @@ from .spec import Spec, spec_from_dict, with_values
 STATE_FILE = "sparsesearch.json"  # the spec, the resolved target and what `resume` needs
 STUDY_FILE = "study.db"  # the Optuna study (SQLite)
 CHECKPOINT_FILE = "trainer.pt"  # inside each of a trial's checkpoints
-REFERENCE_KEY = "reference"  # config key of the dense reference trial
+REFERENCE_KEY = "reference"  # config key of the dense reference trial of older experiments
+ROLE_KEY = "role"  # config key of a dense family trial: its role
+DENSE_FAMILY, SPARSE = "dense_family", "sparse"  # the roles of trials
+SIZE_KEY, CONFIG_KEY = "family_size", "family_config"  # a dense family trial's size (0: the spec's model), config
+FAMILY_KEYS = (REFERENCE_KEY, ROLE_KEY, SIZE_KEY, CONFIG_KEY)  # config keys that are not spec keys
 
 
 @dataclass
@@ -60,13 +64,26 @@ class TrialReport:
     report_s: float = 0.0
     rss_mb: float = 0.0
     peak_rss_mb: float = 0.0
+    # Per rung of the target ladder (``Trainer.rungs``): stored flat as rung<i>_<key> (RUNG_KEYS).
+    rungs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """The report as Ray Tune stores it: a flat dict."""
-        return dataclasses.asdict(self)
+        """The report as Ray Tune stores it: a flat dict (a rung's missing numbers are infinite, never NaN)."""
+        out = dataclasses.asdict(self)
+        for i, rung in enumerate(out.pop("rungs")):
+            for k in RUNG_KEYS:
+                v = rung.get(k)
+                out[rung_key(i, k)] = int(v) if k == "reached" else (math.inf if v is None else v)
+        return out
 
 
-METRICS = tuple(f.name for f in dataclasses.fields(TrialReport))
+METRICS = tuple(f.name for f in dataclasses.fields(TrialReport) if f.name != "rungs")
+RUNG_KEYS = ("loss", "reached", "steps", "train_time_s", "flops", "net_time_s", "net_flops")
+
+
+def rung_key(rung: int, key: str) -> str:
+    """The flat name of a rung's metric in a report or a table, e.g. rung1_net_flops."""
+    return f"rung{rung}_{key}"
 
 
 def encode_value(value: Any) -> Any:
@@ -86,12 +103,25 @@ def base_raw(raw: dict) -> dict:
     return {k: v for k, v in raw.items() if k not in ("search", "tune")}
 
 
+def role(config: dict) -> str:
+    """A trial's role: dense_family (a dense baseline, the old dense reference included) or sparse."""
+    return DENSE_FAMILY if config.get(ROLE_KEY) == DENSE_FAMILY or config.get(REFERENCE_KEY) else SPARSE
+
+
+def family_size(config: dict) -> int | None:
+    """A dense family trial's size (0: the spec's own model); None for a sparse trial."""
+    if role(config) != DENSE_FAMILY:
+        return None
+    return int(config.get(SIZE_KEY, 0))
+
+
 def trial_spec(raw: dict, config: dict) -> Spec:
-    """The spec of one trial: the experiment's spec with the trial's sampled values, or the dense reference.
+    """The spec of one trial: the experiment's spec with the trial's values (a dense family trial: dense, at its
+    size, with its values of the searched keys).
 
     Raises ``SpecError`` when the values clash with each other or with the rest of the spec."""
     base = base_raw(raw)
-    if config.get(REFERENCE_KEY):
-        return spec_from_dict({**base, "sparsity": {"method": "dense"}})
-    values = {k: decode_value(v) for k, v in config.items() if k != REFERENCE_KEY}
+    values = {k: decode_value(v) for k, v in config.items() if k not in FAMILY_KEYS}
+    if role(config) == DENSE_FAMILY:
+        base = {**base, "sparsity": {"method": "dense"}}
     return spec_from_dict(with_values(base, values))

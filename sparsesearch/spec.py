@@ -8,6 +8,7 @@ and the rule it broke, e.g. ``train.lr: must be > 0, got -1``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -136,14 +137,43 @@ class TrainSpec:
 class TargetSpec:
     """The ``target`` section: the held-out loss every run trains to."""
 
-    loss: float | Literal["auto"] = _field(
+    loss: float | tuple[float, ...] | Literal["auto"] = _field(
         "auto",
-        "target held-out MLM loss, or 'auto': the loss a dense run "
-        "reaches after dense_steps steps (computed once and cached)",
+        "target held-out MLM loss; a list of them (a ladder of rungs, easiest first); or 'auto': the losses a "
+        "dense run reaches after each of dense_steps steps (computed once and cached)",
         lo=0.0,
         lo_open=True,
     )
-    dense_steps: int = _field(200, "steps of the dense reference run that defines the 'auto' target", lo=1)
+    dense_steps: int | tuple[int, ...] = _field(
+        200,
+        "steps of the dense reference run at which the 'auto' rungs are read: one number, or a list such as "
+        "[200, 1000, 3000]",
+        lo=1,
+    )
+    objective_rung: int = _field(
+        -1, "the rung the search minimises and the sparsity schedules are laid over: its index (-1: the last)"
+    )
+
+    @property
+    def rung_steps(self) -> tuple[int, ...]:
+        """The dense steps of the rungs (one entry when dense_steps is a number)."""
+        return self.dense_steps if isinstance(self.dense_steps, tuple) else (self.dense_steps,)
+
+    @property
+    def rung_count(self) -> int:
+        """How many rungs the ladder has."""
+        return len(self.loss) if isinstance(self.loss, tuple) else len(self.rung_steps) if self.loss == "auto" else 1
+
+    @property
+    def objective_index(self) -> int:
+        """The objective rung as an index from 0."""
+        return self.objective_rung % self.rung_count
+
+    @property
+    def horizon(self) -> int:
+        """Steps the sparsity schedules are laid over by default: the objective rung's dense steps."""
+        steps = self.rung_steps
+        return steps[min(self.objective_index, len(steps) - 1)]
 
 
 @dataclass(frozen=True)
@@ -178,7 +208,8 @@ class SparsitySpec:
     update_end: float = _field(0.75, "no mask updates from here on, as a fraction of horizon_steps", lo=0.0, hi=1.0)
     horizon_steps: int | None = _field(
         None,
-        "steps the schedules are laid over (null: target.dense_steps, the length of the dense run to the auto target)",
+        "steps the schedules are laid over (null: the objective rung's target.dense_steps, the length of the dense "
+        "run to that auto target)",
         lo=1,
     )
     momentum: float = _field(
@@ -237,6 +268,32 @@ class SearchParam:
 
 
 @dataclass(frozen=True)
+class DenseFamilySpec:
+    """The ``search.dense_family`` section: dense models of several sizes, tuned, trained beside the sparse ones."""
+
+    sizes: int = _field(
+        4,
+        "dense sizes: the spec's own model (the same-size dense) and sizes-1 narrower ones whose FLOPs per step "
+        "reach down to below the sparsest sparse trial's",
+        lo=1,
+    )
+    configs: int = _field(
+        2,
+        "configurations per size: the spec's own values of the searched keys outside sparsity, then configs-1 "
+        "drawn by the search's sampler over those keys",
+        lo=1,
+    )
+    smallest_flop_ratio: float | None = _field(
+        None,
+        "FLOPs per step of the smallest size over the spec's model (null: 0.9 x the expected FLOP ratio of the "
+        "sparsest sparse trial)",
+        lo=0.0,
+        hi=1.0,
+        lo_open=True,
+    )
+
+
+@dataclass(frozen=True)
 class SearchSpec:
     """The ``search`` section: the space, the objective and the sampler."""
 
@@ -250,8 +307,11 @@ class SearchSpec:
     pareto: bool = _field(False, "also maximise average sparsity (two objectives: the Pareto front)")
     sampler: Literal["tpe", "nsga2", "random"] = _field("tpe", "Optuna sampler")
     seed: int = _field(0, "sampler seed", lo=0)
-    num_samples: int = _field(16, "trials to run (the dense reference trial not counted)", lo=1)
+    num_samples: int = _field(16, "sparse trials to run (the dense family not counted)", lo=1)
     asha: AshaSpec = _section(AshaSpec, "early stopping (ASHA) on the held-out loss at equal compute")
+    dense_family: DenseFamilySpec = _section(
+        DenseFamilySpec, "the dense baselines every search trains: sizes and tuning budget (never stopped early)"
+    )
 
 
 @dataclass(frozen=True)
@@ -405,6 +465,10 @@ def _check_cross_field(obj: Any, path: str) -> None:
         raise SpecError(f"{path}.num_heads: must divide model.hidden_size ({obj.hidden_size}), got {obj.num_heads}")
     if isinstance(obj, SparsitySpec):
         _check_sparsity(obj, path)
+    if isinstance(obj, TargetSpec):
+        _check_target(obj, path)
+    if isinstance(obj, Spec):
+        _check_rungs_reachable(obj)
     if isinstance(obj, TrainSpec):
         if obj.device != "auto" and not (
             obj.device == "cpu" or obj.device == "cuda" or (obj.device.startswith("cuda:") and obj.device[5:].isdigit())
@@ -412,6 +476,34 @@ def _check_cross_field(obj: Any, path: str) -> None:
             raise SpecError(f"{path}.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {obj.device!r}")
         if obj.precision == "fp16" and obj.device == "cpu":
             raise SpecError(f"{path}.precision: fp16 needs a CUDA device (train.device is 'cpu'); use bf16 or auto")
+
+
+def _check_target(target: TargetSpec, path: str) -> None:
+    """Rungs in order (easiest first) and an objective rung that exists."""
+    steps = target.rung_steps
+    if any(b <= a for a, b in itertools.pairwise(steps)):
+        raise SpecError(f"{path}.dense_steps: rungs must increase (easiest first), got {list(steps)}")
+    if isinstance(target.loss, tuple):
+        losses = target.loss
+        if not losses or any(v <= 0 for v in losses):
+            raise SpecError(f"{path}.loss: a list of rungs must hold losses > 0, got {list(losses)}")
+        if any(b >= a for a, b in itertools.pairwise(losses)):
+            raise SpecError(f"{path}.loss: rungs must decrease (easiest, highest loss first), got {list(losses)}")
+    n = target.rung_count
+    if not -n <= target.objective_rung < n:
+        raise SpecError(
+            f"{path}.objective_rung: must index one of the {n} rung(s) (0..{n - 1}, or -1 for the last), "
+            f"got {target.objective_rung}"
+        )
+
+
+def _check_rungs_reachable(spec: Spec) -> None:
+    last = spec.target.rung_steps[-1]
+    if spec.target.loss == "auto" and spec.train.max_steps < last:
+        raise SpecError(
+            f"target.dense_steps: the last rung ({last} steps) needs train.max_steps >= {last}, got "
+            f"{spec.train.max_steps}: no run could reach it"
+        )
 
 
 def _check_sparsity(sparsity: SparsitySpec, path: str) -> None:

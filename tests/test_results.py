@@ -258,6 +258,7 @@ def smoke_experiment(tmp_path_factory, tiny_raw) -> Path:
                 "train.lr": {"loguniform": [2e-3, 1e-2]},
             },
             "asha": {"grace_period": 10, "reduction_factor": 2},
+            "dense_family": {"sizes": 2, "configs": 1},
         },
         "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp / "runs")},
     }
@@ -279,7 +280,8 @@ def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
     proc = run_cli("export", str(smoke_experiment), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = pd.read_csv(out / "trials.csv")
-    assert len(trials) == 5 and trials["reference"].sum() == 1
+    assert len(trials) == 6 and trials["reference"].sum() == 1
+    assert list(trials["role"]).count("dense_family") == 2 and set(trials["size"].dropna()) == {0, 1}
     for col in (
         "trial_id",
         "status",
@@ -296,6 +298,9 @@ def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
         "avg_sparsity",
         "speedup",
         "flop_speedup",
+        "frontier_speedup",
+        "frontier_flop_speedup",
+        "rung0_net_flops",
     ):
         assert col in trials.columns, col
     assert set(trials["status"]) <= set(STATUSES)
@@ -321,7 +326,7 @@ def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
     text = (rep / "report.md").read_text()
     for heading in (
         "## Summary",
-        "## Dense reference",
+        "## Dense family",
         "## Best configurations",
         "## Pareto front",
         "## Loss against compute",
@@ -343,3 +348,68 @@ def test_results_of_a_copied_experiment_are_the_same(smoke_experiment, tmp_path)
     proc = run_cli("report", str(copy))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (copy / "report" / "report.md").is_file()
+
+
+# ----- the two speedups, per rung ----------------------------------------------------------------------------------
+
+
+def _family(size, config=0, lr=None, hidden=None):
+    out = {"role": "dense_family", "family_size": size, "family_config": config}
+    out.update({"train.lr": lr} if lr else {})
+    out.update({"model.hidden_size": hidden} if hidden else {})
+    return out
+
+
+def _ladder(status, time, flops, rung0=None, **kw):
+    """A last report with two rungs (6.0, then the objective 5.0): ``rung0`` = (net time, net FLOPs) or None."""
+    rungs = {}
+    for i, (loss, got) in enumerate(((6.0, rung0), (5.0, (time, flops) if status == "reached" else None))):
+        t, f = got if got else (math.inf, math.inf)
+        rungs.update({f"rung{i}_loss": loss, f"rung{i}_reached": int(got is not None), f"rung{i}_steps": 100.0})
+        rungs.update({f"rung{i}_train_time_s": t, f"rung{i}_flops": f, f"rung{i}_net_time_s": t})
+        rungs[f"rung{i}_net_flops"] = f
+    loss = 4.9 if status == "reached" else 5.5
+    return _report(100, loss, status, net_time_s=time, net_flops=flops, done=True, **rungs, **kw)
+
+
+def test_same_size_and_frontier_speedups_have_one_right_answer(tmp_path):
+    exp = _write_experiment(
+        tmp_path,
+        {
+            "d0a": (_family(0), [_ladder("reached", 20.0, 8e11, (10.0, 4e11), method="dense")], {}),
+            "d0b": (
+                _family(0, 1) | {"train.lr": 0.003},
+                [_ladder("reached", 16.0, 9e11, (9.0, 5e11), method="dense")],
+                {},
+            ),
+            "d1": (
+                _family(1) | {"model.hidden_size": 16},
+                [_ladder("reached", 12.0, 6e11, (8.0, 3e11), method="dense")],
+                {},
+            ),
+            "d2": (
+                _family(2) | {"model.hidden_size": 8},
+                [_ladder("not_reached", 30.0, 9e11, (5.0, 2e11), method="dense")],
+                {},
+            ),
+            "s1": ({"sparsity.level": 0.8}, [_ladder("reached", 8.0, 4e11, (4.0, 2e11))], {}),
+            "s2": ({"sparsity.level": 0.9}, [_ladder("not_reached", 40.0, 9e11, None)], {}),
+        },
+    )
+    state = json.loads((exp / "sparsesearch.json").read_text())
+    state["target"] = {"losses": [6.0, 5.0], "objective": 1, "source": "spec", "path": None}
+    (exp / "sparsesearch.json").write_text(json.dumps(state))
+    df = load_results(exp).set_index("trial_id")
+    assert list(df["role"]) == ["dense_family"] * 4 + ["sparse"] * 2
+    s1 = df.loc["s1"]
+    # Objective rung: same-size best time min(20, 16), FLOPs min(8e11, 9e11); frontier over every reached size.
+    assert (s1["speedup"], s1["flop_speedup"]) == pytest.approx((16 / 8, 8e11 / 4e11))
+    assert (s1["frontier_speedup"], s1["frontier_flop_speedup"]) == pytest.approx((12 / 8, 6e11 / 4e11))
+    # The easier rung: the size-2 model reached it too, and is the frontier there.
+    assert (s1["rung0_speedup"], s1["rung0_flop_speedup"]) == pytest.approx((9 / 4, 4e11 / 2e11))
+    assert (s1["rung0_frontier_speedup"], s1["rung0_frontier_flop_speedup"]) == pytest.approx((5 / 4, 2e11 / 2e11))
+    assert s1["rung1_flop_speedup"] == pytest.approx(s1["flop_speedup"])
+    assert math.isnan(df.loc["s2", "speedup"]) and math.isnan(df.loc["s2", "rung0_speedup"])
+    assert list(df.index[df["reference"]]) == ["d0b"]  # the best same-size dense by the objective (net time)
+    assert df.loc["d1", "size"] == 1 and math.isnan(df.loc["s1", "size"])
+    assert "family_size" not in df.attrs["params"] and "model.hidden_size" in df.attrs["params"]

@@ -187,6 +187,7 @@ def _spec_file(tmp_path, tiny_raw, num_samples=3, **tune):
                 "train.lr": {"loguniform": [1e-3, 1e-2]},
             },
             "asha": {"grace_period": 10, "reduction_factor": 2},
+            "dense_family": {"sizes": 1, "configs": 1},  # the same-size dense alone (tests/test_family.py: more)
         },
         "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp_path / "runs"), **tune},
     }
@@ -209,11 +210,12 @@ def test_run_end_to_end(tmp_path, tiny_raw):
     proc = run_cli("run", str(spec), "--name", "e2e")
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / "runs" / "e2e"
-    assert "best configurations by net_time" in proc.stdout and str(exp) in proc.stdout
+    assert "best sparse configurations by net_time" in proc.stdout and str(exp) in proc.stdout
+    assert "dense family" in proc.stdout
     assert (exp / "sparsesearch.json").is_file()
     trials = _trial_results(exp)
-    assert len(trials) == 4  # 3 sampled + the dense reference
-    refs = [rows for rows in trials.values() if rows[0]["config"].get("reference")]
+    assert len(trials) == 4  # 3 sampled + the dense family (one size, one configuration)
+    refs = [rows for rows in trials.values() if _is_dense(rows)]
     assert len(refs) == 1 and refs[0][-1]["method"] == "dense"
     for rows in trials.values():
         for row in rows:  # every report carries every metric, none NaN
@@ -223,9 +225,13 @@ def test_run_end_to_end(tmp_path, tiny_raw):
         assert last["precision"] in ("fp32", "bf16")
         assert last["startup_s"] > 0 and last["eval_time_s"] > 0 and last["report_s"] >= 0
         assert 50 < last["rss_mb"] <= last["peak_rss_mb"]
-    # The Optuna study (SQLite) holds the sampled trials, not the reference.
+    # The Optuna study (SQLite) holds the sampled trials, not the dense family.
     with sqlite3.connect(exp / "study.db") as db:
         assert db.execute("select count(*) from trials").fetchone()[0] == 3
+
+
+def _is_dense(rows: list[dict]) -> bool:
+    return rows[0]["config"].get("role") == "dense_family"
 
 
 def _wait_for(predicate, timeout):
@@ -272,7 +278,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     res = run_cli("resume", str(exp))
     assert res.returncode == 0, res.stderr[-3000:]
     after = _trial_results(exp)
-    assert len(after) == 6, "every trial (5 + reference) is there, none lost"
+    assert len(after) == 6, "every trial (5 + the dense family) is there, none lost"
     for tid, rows in before.items():  # finished trials were not run again
         assert after[tid] == rows
     assert all(rows[-1]["status"] != "running" or rows[-1]["budget"] > 0 for rows in after.values())
@@ -370,30 +376,32 @@ def test_diverging_trials_are_marked_and_the_search_carries_on(tmp_path, tiny_ra
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 diverged" in proc.stdout
     trials = _trial_results(tmp_path / "runs" / "diverge")
-    sampled = [rows for rows in trials.values() if not rows[0]["config"].get("reference")]
+    sampled = [rows for rows in trials.values() if not _is_dense(rows)]
     assert len(sampled) == 2
     for rows in sampled:
         last = rows[-1]
         assert last["status"] == "diverged" and last["diverged"] == 1 and last["objective"] == float("inf")
         assert last["step"] < 60, "stopped at once, not at the end of its budget"
-    ref = next(rows for rows in trials.values() if rows[0]["config"].get("reference"))
+    ref = next(rows for rows in trials.values() if _is_dense(rows))
     assert ref[-1]["status"] == "reached"
 
 
-def test_asha_never_stops_the_dense_reference():
-    """Speedups are measured against the reference, so it must run to the target even when it is the worst
-    trial at a rung (at equal compute, dense is behind a good sparse run)."""
+@pytest.mark.parametrize("config", [{"role": "dense_family", "family_size": 2}, {"reference": True}])
+def test_asha_never_stops_a_dense_family_trial(config):
+    """Speedups are measured against the dense family, so each of its trials runs to the target even when it is
+    the worst trial at a rung (at equal compute, dense is behind a good sparse run). Older experiments' dense
+    reference is one of them."""
     from types import SimpleNamespace
 
     from ray.tune.schedulers import TrialScheduler
 
-    from sparsesearch.search.driver import ReferenceKeepingASHA
+    from sparsesearch.search.driver import FamilyKeepingASHA
 
-    sched = ReferenceKeepingASHA(
+    sched = FamilyKeepingASHA(
         time_attr="budget", metric="eval_loss", mode="min", max_t=100, grace_period=10, reduction_factor=2
     )
     trials = [SimpleNamespace(trial_id=f"t{i}", config={"sparsity.level": 0.5}) for i in range(4)]
-    ref = SimpleNamespace(trial_id="ref", config={"reference": True})
+    ref = SimpleNamespace(trial_id="ref", config=config)
     for t in trials + [ref]:
         sched.on_trial_add(None, t)
     for i, t in enumerate(trials):  # good sparse trials fill the first rung

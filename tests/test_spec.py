@@ -89,6 +89,13 @@ BAD_SPECS = [
     ({"target": {"loss": "low"}}, "target.loss: must be"),
     ({"target": {"loss": -2.0}}, "target.loss: must be > 0"),
     ({"sparsity": {"method": "magic"}}, "sparsity.method: unknown method 'magic' (choices: dense"),
+    (
+        {"target": {"dense_steps": [1000, 200]}, "train": {"max_steps": 2000}},
+        "target.dense_steps: rungs must increase (easiest first), got [1000, 200]",
+    ),
+    ({"target": {"loss": [5.5, 6.0]}}, "target.loss: rungs must decrease (easiest, highest loss first)"),
+    ({"target": {"dense_steps": [200, 5000]}}, "target.dense_steps: the last rung (5000 steps) needs train.max_steps"),
+    ({"target": {"loss": [6.0, 5.5], "objective_rung": 2}}, "target.objective_rung: must index one of the 2 rung(s)"),
     ({"search": {"sparsity": 1}}, "search.sparsity: unknown key"),
     ([1, 2], "spec: must be a mapping"),
 ]
@@ -133,6 +140,8 @@ def test_file_errors(tmp_path):
         ["train", "missing.yaml"],
         ["flops", "search_spaces/smoke.yaml", "--set", "model.hidden_size=-4"],
         ["train", "search_spaces/smoke.yaml", "--set", "sparsity.method=nope"],
+        ["train", "search_spaces/smoke.yaml", "--set", "target.dense_steps=[40, 20]"],
+        ["run", "search_spaces/smoke.yaml", "--dry-run", "--set", "target.dense_steps=[40, 400]"],
         ["flops", "search_spaces/smoke.yaml", "--set", "model.embedding=/no/such/dir"],
     ],
 )

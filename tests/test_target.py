@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,16 @@ def test_reference_is_dense_without_time_budget(tiny_spec):
     ref = reference_spec(spec)
     assert ref.sparsity.method == "dense" and ref.train.max_time_s is None
     assert ref.train.max_steps == spec.target.dense_steps
+
+
+def test_auto_ladder_reads_each_rung_from_one_dense_run(tiny_spec, tiny_data):
+    spec = dataclasses.replace(tiny_spec, target=dataclasses.replace(tiny_spec.target, dense_steps=(10, 30)))
+    target = resolve_target(spec, tiny_data)
+    record = json.loads(Path(target.path).read_text())
+    at = {h["step"]: h["eval_loss"] for h in record["history"]}
+    assert target.losses == tuple(at[s] for s in (10, 30)) and target.loss == at[30]
+    assert record["losses"] == list(target.losses) and record["dense_steps"] == [10, 30]
+    single = resolve_target(tiny_spec, tiny_data)  # the last rung of the ladder is the one-rung target
+    assert single.losses == (target.losses[-1],)
+    again = resolve_target(spec, tiny_data)
+    assert again.source == "cached" and again.losses == target.losses

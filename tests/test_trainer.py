@@ -170,3 +170,29 @@ def test_checkpoint_resume_continues_exactly(tiny_spec, tiny_data, tmp_path, met
     assert [key(r) for r in rows] == [key(r) for r in whole]
     assert resumed.result.status == full.result.status
     assert resumed.result.net_flops == full.result.net_flops
+
+
+def test_every_rung_is_crossed_and_interpolated_like_the_target(tiny_spec, tiny_data):
+    spec = _spec(tiny_spec, max_steps=60, eval_every=10)
+    free = Trainer(spec, tiny_data, None)
+    history = {h["step"]: h for h in free.run()}
+    # Rungs halfway between evaluations (the loss falls steadily in these first steps).
+    t0 = (history[20]["eval_loss"] + history[30]["eval_loss"]) / 2
+    t1 = (history[40]["eval_loss"] + history[50]["eval_loss"]) / 2
+    tr = Trainer(spec, tiny_data, (t0, t1))
+    rows = list(tr.run())
+    r = tr.result
+    assert r.status == "reached" and r.steps == 50  # stops once the last rung is crossed
+    assert [g["reached"] for g in r.rungs] == [True, True]
+    assert [g["steps"] for g in r.rungs] == pytest.approx([25.0, 45.0])
+    assert r.rungs[1]["net_flops"] == pytest.approx(r.net_flops) and r.steps_to_target == pytest.approx(45.0)
+    assert r.rungs[0]["net_flops"] == pytest.approx((rows[2]["flops"] + rows[3]["flops"]) / 2)
+
+
+def test_objective_rung_decides_the_status_when_the_budget_ends(tiny_spec, tiny_data):
+    spec = _spec(tiny_spec, max_steps=20, eval_every=10)
+    spec = dataclasses.replace(spec, target=dataclasses.replace(spec.target, loss=(99.0, 0.01), objective_rung=0))
+    tr = Trainer(spec, tiny_data, (99.0, 0.01))
+    list(tr.run())
+    assert tr.result.status == "reached" and tr.result.steps == 20  # the objective (easy) rung was crossed
+    assert [g["reached"] for g in tr.result.rungs] == [True, False]

@@ -12,14 +12,14 @@ from .pareto import front
 from .table import COLUMNS, experiment_dir, load_results
 
 # trials.csv: identity and status first, then the sampled parameters, then the metrics.
-_ID = ("trial", "trial_id", "reference", "status", "method")
+_ID = ("trial", "trial_id", "role", "size", "reference", "status", "method")
 
 
 def trial_table(df: pd.DataFrame) -> pd.DataFrame:
     """The trial table in the column order of trials.csv."""
     params = [c for c in df.attrs.get("params", []) if c in df.columns]
     metrics = [c for c in COLUMNS if c not in _ID]
-    return df[[*_ID, *params, *metrics]]
+    return df[[*_ID, *params, *metrics, *df.attrs.get("rung_columns", [])]]
 
 
 def export(path: str | Path, out: str | Path | None = None, *, by: str = "net_time") -> dict[str, Path]:

@@ -45,7 +45,7 @@ def param_importances(study_file: str | Path) -> tuple[dict[str, float], str]:
     )
     left_out = sorted(set().union(*(set(t.params) for t in done)) - set(varying))
     note = (
-        f"fANOVA over {len(done)} completed trials (objective: the first study value; the dense reference "
+        f"fANOVA over {len(done)} completed trials (objective: the first study value; the dense family "
         "is not part of the study)"
     )
     if left_out:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..definitions import REACHED
+from ..experiment import DENSE_FAMILY
 from .format import missing, value
 from .pareto import OBJECTIVES
 
@@ -28,17 +29,36 @@ def _plt():
     return plt
 
 
+def _dense_family(df: pd.DataFrame) -> pd.Series:
+    """Rows of dense family trials (tables of older experiments have no role column)."""
+    if "role" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["role"] == DENSE_FAMILY
+
+
 def _ref(df: pd.DataFrame) -> pd.Series | None:
     r = df[df["reference"] & (df["status"] == REACHED)]
     return r.iloc[0] if len(r) else None
 
 
 def pareto_png(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str = "net_time", title: str = "") -> Path:
-    """Every trial in grey, the front highlighted and connected, the dense reference marked."""
+    """Every trial in grey, the front highlighted and connected, the dense family (other sizes and configurations)
+    as squares, the best same-size dense (the reference) marked."""
     plt = _plt()
     col, (ylabel, scale) = OBJECTIVES[by], _AXIS[by]
     fig, ax = plt.subplots(figsize=(8, 5.2), dpi=120)
-    reached = df[(df["status"] == REACHED) & ~df["reference"]]
+    family = _dense_family(df) & (df["status"] == REACHED) & ~df["reference"]
+    reached = df[(df["status"] == REACHED) & ~df["reference"] & ~family]
+    if family.any():
+        ax.scatter(
+            100 * df.loc[family, "avg_sparsity"],
+            df.loc[family, col] * scale,
+            s=34,
+            marker="s",
+            color="#444444",
+            label=f"dense family: other sizes and configurations ({int(family.sum())})",
+            zorder=2,
+        )
     others = df[(df["status"] != REACHED) & df[col].map(lambda v: not missing(v) and math.isfinite(v))]
     ax.scatter(
         100 * reached["avg_sparsity"],
@@ -75,7 +95,7 @@ def pareto_png(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str 
         y = ref[col] * scale
         ax.axhline(y, color=_REF, ls="--", lw=1, zorder=0)
         ax.axhline(y / 2, color=_REF, ls=":", lw=1, zorder=0)
-        ax.scatter([0], [y], marker="*", s=220, color=_REF, label="dense reference", zorder=4)
+        ax.scatter([0], [y], marker="*", s=220, color=_REF, label="best same-size dense", zorder=4)
         ax.annotate("dense", (0, y), xytext=(4, 4), textcoords="offset points", color=_REF, fontsize=9)
         ax.annotate(
             "2x faster than dense", (0, y / 2), xytext=(4, 4), textcoords="offset points", color=_REF, fontsize=9
@@ -134,7 +154,32 @@ def curves_png(
         lo = min(history["eval_loss"].min(), target)
         ax.set_ylim(lo - 0.1, target + 1.5)
     ax.legend(fontsize=7, loc="upper right")
-    ax.set_title("Held-out loss against compute: the front and the dense reference", fontsize=11)
+    ax.set_title("Held-out loss against compute: the front and the best same-size dense", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def rungs_png(points: list[tuple[float, float, float]], path: Path) -> Path:
+    """FLOP speedup over the same-size dense against the target loss of each rung: the best sparse trial, the
+    dense frontier (the best dense model of any size) and the same-size dense itself (1).
+
+    Args:
+        points: per rung, (target loss, best sparse trial's FLOP speedup over the same-size dense, the same
+            trial's FLOP speedup over the frontier)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    losses = [p[0] for p in points]
+    ax.plot(losses, [p[1] for p in points], "-o", color=_FRONT, lw=2, label="best sparse trial")
+    ax.plot(losses, [p[1] / p[2] for p in points], "-s", color="#444444", lw=1.5, label="dense frontier (any size)")
+    ax.axhline(1.0, color=_REF, ls="--", lw=1, label="same-size dense")
+    ax.invert_xaxis()  # harder targets to the right
+    ax.set_xlabel("target held-out loss (rung; harder to the right)")
+    ax.set_ylabel("FLOP speedup over the same-size dense")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Speedup per target rung (net FLOPs)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -177,7 +222,11 @@ def pareto_html(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str
             f"final eval loss: {r['final_eval_loss']:.4f}",
         ]
         if not missing(r.get("speedup")):
-            lines.append(f"speedup vs dense: {r['speedup']:.2f}x (FLOPs {r['flop_speedup']:.2f}x)")
+            lines.append(f"speedup vs same-size dense: {r['speedup']:.2f}x (FLOPs {r['flop_speedup']:.2f}x)")
+        if not missing(r.get("frontier_speedup")):
+            lines.append(
+                f"speedup vs dense frontier: {r['frontier_speedup']:.2f}x (FLOPs {r['frontier_flop_speedup']:.2f}x)"
+            )
         lines += [f"{k} = {value(r[k])}" for k in params if not missing(r[k])]
         return "<br>".join(lines)
 
@@ -186,12 +235,22 @@ def pareto_html(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str
     groups = [
         (
             "reached the target",
-            finite[(finite["status"] == REACHED) & ~finite["reference"] & ~finite["trial_id"].isin(on_front)],
+            finite[
+                (finite["status"] == REACHED)
+                & ~finite["reference"]
+                & ~finite["trial_id"].isin(on_front)
+                & ~_dense_family(finite)
+            ],
             dict(color=_GREY, size=8),
+        ),
+        (
+            "dense family: other sizes and configurations",
+            finite[(finite["status"] == REACHED) & ~finite["reference"] & _dense_family(finite)],
+            dict(color="#444444", size=9, symbol="square"),
         ),
         ("not reached (projected)", finite[finite["status"] != REACHED], dict(color="#c8c8c8", size=8, symbol="x")),
         (
-            "dense reference",
+            "best same-size dense",
             finite[finite["reference"] & (finite["status"] == REACHED)],
             dict(color=_REF, size=16, symbol="star"),
         ),
@@ -245,6 +304,8 @@ def front_json(front_df: pd.DataFrame, params: list[str], *, by: str, experiment
         "final_eval_loss",
         "speedup",
         "flop_speedup",
+        "frontier_speedup",
+        "frontier_flop_speedup",
     )
     points = []
     for _, r in front_df.iterrows():

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from ..definitions import REACHED, STATUS_HELP, STATUSES, UNFINISHED
-from ..experiment import STUDY_FILE, base_raw, trial_spec
+from ..experiment import DENSE_FAMILY, SPARSE, STUDY_FILE, base_raw, rung_key, trial_spec
 from ..model.flops import StepFlops, step_flops
 from ..model.shape import ModelShape
 from ..sparsity.distributions import layer_densities
 from ..spec import spec_from_dict
 from . import plots
 from .export import export
-from .format import number, params_text
+from .format import missing, number, params_text
 from .importances import param_importances
 from .pareto import OBJECTIVES, front
 from .table import experiment_dir, load_history, load_results, load_state
@@ -44,7 +45,7 @@ def report(path: str | Path, out: str | Path | None = None, *, by: str | None = 
     export(exp, out, by=by)
     params = [c for c in df.attrs.get("params", []) if c in df.columns]
     fr = front(df, by)
-    reached = df[(df["status"] == REACHED) & ~df["reference"]].sort_values(OBJECTIVES[by])
+    reached = df[(df["status"] == REACHED) & (df["role"] == SPARSE)].sort_values(OBJECTIVES[by])
     best = reached.iloc[0] if len(reached) else None
     lines = [
         f"# Experiment `{df.attrs['name']}`",
@@ -54,8 +55,9 @@ def report(path: str | Path, out: str | Path | None = None, *, by: str | None = 
         "",
     ]
     lines += _summary(df, state, by)
-    lines += _reference(df)
+    lines += _dense_family(df, state)
     lines += _best(reached, by, params)
+    lines += _rungs(df, out)
     lines += _pareto(fr, by, params)
     lines += _curves(df, fr, load_history(exp), out)
     lines += _importances(exp, by, out)
@@ -87,9 +89,15 @@ def _summary(df: pd.DataFrame, state: dict, by: str) -> list[str]:
         "",
         f"- Spec: `{state.get('spec_path', '?')}`; objective `{by}` (net time = time to target x FLOP "
         "ratio; net FLOPs = FLOPs actually needed to the target); sampler "
-        f"`{search.get('sampler', 'tpe')}`, {search.get('num_samples', '?')} sampled trials + the dense "
-        "reference.",
-        f"- Target: held-out MLM loss **{number(df.attrs.get('target_loss'), '.4f')}** ({defined}).",
+        f"`{search.get('sampler', 'tpe')}`, {search.get('num_samples', '?')} sampled sparse trials + "
+        f"{int((df['role'] == DENSE_FAMILY).sum())} dense family trials ({len(state.get('dense_family', [])) or 1} "
+        "size(s)).",
+        f"- Target: held-out MLM loss **{number(df.attrs.get('target_loss'), '.4f')}** ({defined})"
+        + (
+            "; the ladder of rungs: " + ", ".join(f"{v:.4f}" for v in df.attrs["target_losses"]) + "."
+            if len(df.attrs.get("target_losses", [])) > 1
+            else "."
+        ),
         f"- {len(df)} trials: "
         + ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in STATUSES if counts.get(s, 0))
         + ".",
@@ -111,28 +119,99 @@ def _summary(df: pd.DataFrame, state: dict, by: str) -> list[str]:
     return lines
 
 
-def _reference(df: pd.DataFrame) -> list[str]:
-    rows = df[df["reference"]]
-    if not len(rows):
-        return ["## Dense reference", "", "No dense reference trial has reported yet; speedups cannot be computed.", ""]
-    r = rows.iloc[0]
-    return (
-        ["## Dense reference", ""]
-        + _table(
-            ["status", "steps to target", "time to target", "net time", "net FLOPs", "final loss"],
-            [
-                [
-                    r["status"],
-                    number(r["steps_to_target"], ".1f"),
-                    number(r["time_to_target_s"], ".1f", " s"),
-                    number(r["net_time_s"], ".1f", " s"),
-                    number(r["net_flops"], ".3g"),
-                    number(r["final_eval_loss"], ".4f"),
-                ]
-            ],
+SPEEDUPS_EXPLAINED = (
+    "Two speedups answer two questions. Against the **same-size dense** model (the spec's own model, trained "
+    "densely with the best of its tuned configurations): does sparse training beat dense training of this model? "
+    "Against the **dense frontier** (the best dense model of any size in the family that reached the same "
+    "target): does it beat simply training a smaller dense model? Each is the best dense run's net time (or net "
+    "FLOPs) over the trial's; a FLOP speedup is a ratio of FLOPs, a time speedup one of net times (wall time x "
+    "FLOP ratio)."
+)
+
+
+def _dense_family(df: pd.DataFrame, state: dict) -> list[str]:
+    lines = ["## Dense family", "", SPEEDUPS_EXPLAINED, ""]
+    dense = df[df["role"] == DENSE_FAMILY]
+    if dense.empty:
+        return lines + ["No dense family trial has reported yet; speedups cannot be computed.", ""]
+    sizes = {s["index"]: s for s in state.get("dense_family", [])}
+    losses = df.attrs.get("target_losses", [])
+    rows = []
+    for size, g in dense.groupby("size", sort=True):
+        info = sizes.get(int(size), {})
+        ok = g[g["status"] == REACHED]
+        best = ok.loc[ok["net_flops"].idxmin()] if len(ok) else None
+        lr = "–" if best is None else number(_value(best, "train.lr", state), ".3g")
+        row = [
+            str(int(size)),
+            str(info.get("hidden", "–")),
+            number(info.get("flops_per_step", math.nan) / 1e9, ".2f"),
+            f"{len(ok)}/{len(g)}",
+            lr,
+            number(best["steps_to_target"] if best is not None else None, ".0f"),
+            number(best["net_time_s"] if best is not None else None, ".1f", " s"),
+            number(best["net_flops"] if best is not None else None, ".3g"),
+        ]
+        row += [number(g[rung_key(i, "net_flops")].min(), ".3g") for i in range(len(losses))] if len(losses) > 1 else []
+        rows.append(row)
+    header = ["size", "hidden", "GFLOP/step", "reached", "its lr", "steps", "net time", "net FLOPs"]
+    header += [f"net FLOPs to {v:.3f}" for v in losses] if len(losses) > 1 else []
+    lines += _table(header, rows) + [""]
+    return lines + [
+        "Size 0 is the spec's own model; each row shows the configuration with the fewest net FLOPs to the target "
+        "(its learning rate when the search tunes it).",
+        "",
+    ]
+
+
+def _value(row: pd.Series, key: str, state: dict) -> object:
+    """A trial's value of a spec key: its sampled value, else the experiment spec's own."""
+    if key in row and not missing(row[key]):
+        return row[key]
+    section, name = key.split(".")
+    return getattr(getattr(spec_from_dict(base_raw(state["raw"])), section), name)
+
+
+def _rungs(df: pd.DataFrame, out: Path) -> list[str]:
+    """Per rung of the target ladder: the best sparse trial's speedups over the same-size dense and the frontier."""
+    losses = df.attrs.get("target_losses", [])
+    if len(losses) < 2:
+        return []
+    sparse = df[df["role"] == SPARSE]
+    rows, points = [], []
+    for i, loss in enumerate(losses):
+        ok = sparse[sparse[rung_key(i, "net_flops")].notna()]
+        best = ok.loc[ok[rung_key(i, "net_flops")].idxmin()] if len(ok) else None
+        cells = [rung_key(i, k) for k in ("flop_speedup", "frontier_flop_speedup", "speedup", "frontier_speedup")]
+        rows.append(
+            [f"{loss:.4f}", str(len(ok)), str(best["trial"]) if best is not None else "–"]
+            + [number(best[c] if best is not None else None, ".2f", "x") for c in cells]
         )
-        + [""]
-    )
+        if best is not None:
+            points.append((loss, best[cells[0]], best[cells[1]]))
+    lines = ["## Speedup per target rung", ""]
+    lines += _table(
+        [
+            "target loss",
+            "sparse trials reaching it",
+            "best (fewest net FLOPs)",
+            "FLOP speedup vs same-size",
+            "vs frontier",
+            "time speedup vs same-size",
+            "vs frontier",
+        ],
+        rows,
+    ) + [""]
+    if points:
+        plots.rungs_png(points, out / "rungs.png")
+        lines += [
+            "![Speedup per rung](rungs.png)",
+            "",
+            "A harder target (lower loss, to the right) needs sustained training: a speedup that holds only at "
+            "the easiest rung is an early-training effect.",
+            "",
+        ]
+    return lines
 
 
 # The cells of a trial in the report's tables, by column.
@@ -142,6 +221,8 @@ _CELLS: dict[str, Callable[[pd.Series], str]] = {
     "sparsity": lambda r: number(r["avg_sparsity"], ".3f"),
     "net time": lambda r: number(r["net_time_s"], ".1f", " s"),
     "speedup": lambda r: number(r["speedup"], ".2f", "x"),
+    "frontier speedup": lambda r: number(r["frontier_speedup"], ".2f", "x"),
+    "frontier FLOP speedup": lambda r: number(r["frontier_flop_speedup"], ".2f", "x"),
     "net FLOPs": lambda r: number(r["net_flops"], ".3g"),
     "FLOP speedup": lambda r: number(r["flop_speedup"], ".2f", "x"),
     "steps": lambda r: number(r["steps_to_target"], ".0f"),
@@ -158,13 +239,25 @@ def _best(reached: pd.DataFrame, by: str, params: list[str]) -> list[str]:
     lines = [f"## Best configurations (by {by})", ""]
     if reached.empty:
         return lines + ["No sparse trial reached the target yet.", ""]
-    columns = ["trial", "method", "sparsity", "net time", "speedup", "net FLOPs", "FLOP speedup", "steps", "FLOP ratio"]
+    columns = [
+        "trial",
+        "method",
+        "sparsity",
+        "net time",
+        "speedup",
+        "frontier speedup",
+        "net FLOPs",
+        "FLOP speedup",
+        "frontier FLOP speedup",
+        "steps",
+        "FLOP ratio",
+    ]
     return (
         lines
         + _trials_table(reached.head(5), columns, params)
         + [
-            "Speedups are the dense reference's net time (or net FLOPs) over the trial's, at the same target loss. Net "
-            "time is wall-clock and noisy on a shared machine; net FLOPs are deterministic.",
+            "Speedups against the same-size dense and against the dense frontier, as explained above. Net time is "
+            "wall-clock and noisy on a shared machine; net FLOPs are deterministic.",
             "",
         ]
     )
@@ -176,9 +269,10 @@ def _pareto(fr: pd.DataFrame, by: str, params: list[str]) -> list[str]:
         "",
         "![Pareto front](pareto.png)",
         "",
-        "Grey: trials that reached the target; crosses: trials that did not (their projected value, never on the "
-        "front); blue: the non-dominated trials (less net time, more sparsity); red star and dashed line: the dense "
-        "reference; dotted line: half of it. Interactive version: [pareto.html](pareto.html).",
+        "Grey: sparse trials that reached the target; crosses: trials that did not (their projected value, never on "
+        "the front); dark squares: the dense family's other sizes and configurations; blue: the non-dominated trials "
+        "(less net time, more sparsity); red star and dashed line: the best same-size dense; dotted line: half of it. "
+        "Interactive version: [pareto.html](pareto.html).",
         "",
     ]
     if len(fr):
@@ -195,7 +289,7 @@ def _curves(df: pd.DataFrame, fr: pd.DataFrame, history: pd.DataFrame, out: Path
         return []
     labels = {
         r["trial_id"]: (
-            "dense reference" if r["reference"] else f"trial {r['trial']}: {r['method']} {r['avg_sparsity']:.2f}"
+            "best same-size dense" if r["reference"] else f"trial {r['trial']}: {r['method']} {r['avg_sparsity']:.2f}"
         )
         for _, r in df.iterrows()
     }

@@ -26,7 +26,8 @@ from ..definitions import (
     UNFINISHED,
     at_target,
 )
-from ..experiment import REFERENCE_KEY, STATE_FILE
+from ..experiment import DENSE_FAMILY, FAMILY_KEYS, STATE_FILE, family_size, role, rung_key
+from .pareto import OBJECTIVES
 
 # Per-trial columns from the trial's last report (a ``TrialReport``), renamed where the meaning narrows.
 _LAST = {
@@ -46,9 +47,14 @@ _LAST = {
     "precision": "precision",
 }
 _TEXT = ("method", "node", "precision")
+# Per rung: from the trial's reports, and the speedups computed here (columns rung<i>_<key>).
+_RUNG_COLUMNS = ("loss", "steps", "net_time_s", "net_flops")
+_RUNG_SPEEDUPS = ("speedup", "flop_speedup", "frontier_speedup", "frontier_flop_speedup")
 COLUMNS = (
     "trial",
     "trial_id",
+    "role",
+    "size",
     "reference",
     "status",
     "method",
@@ -65,6 +71,8 @@ COLUMNS = (
     "avg_sparsity",
     "speedup",
     "flop_speedup",
+    "frontier_speedup",
+    "frontier_flop_speedup",
     "train_time_s",
     "flops",
     "reports",
@@ -195,16 +203,21 @@ def _num(v) -> float:
         return math.nan
 
 
-def _trial_record(d: Path, rows: list[dict], cfg: dict, ray_status: dict[str, str], state: dict) -> dict[str, Any]:
+def _trial_record(
+    d: Path, rows: list[dict], cfg: dict, ray_status: dict[str, str], state: dict, rungs: int
+) -> dict[str, Any]:
     """One trial's row of the table (without its sampled parameters)."""
     tid = _trial_id(d, rows)
     last = rows[-1] if rows else None
     status = _status(last, ray_status.get(tid, ""), (d / "error.txt").exists())
-    ref = bool(cfg.get(REFERENCE_KEY))
+    ref = role(cfg) == DENSE_FAMILY
+    size = family_size(cfg)
     rec: dict[str, Any] = {
         "trial": _trial_number(d),
         "trial_id": tid,
-        "reference": ref,
+        "role": role(cfg),
+        "size": math.nan if size is None else size,
+        "reference": False,  # set once the best same-size dense configuration is known
         "status": status,
         "trial_dir": d.name,
         "reports": len(rows),
@@ -220,6 +233,10 @@ def _trial_record(d: Path, rows: list[dict], cfg: dict, ray_status: dict[str, st
     rec["steps_to_target"] = steps_to_target(rows, rec["target_loss"]) if status == REACHED else math.nan
     if status != REACHED:  # only a reached target has a measured time; the rest is projection
         rec["projected"] = status != INVALID and rec["projected"]
+    for i in range(rungs):
+        crossed = bool((last or {}).get(rung_key(i, "reached")))
+        for k in _RUNG_COLUMNS:
+            rec[rung_key(i, k)] = _num((last or {}).get(rung_key(i, k))) if crossed or k == "loss" else math.nan
     return rec
 
 
@@ -234,6 +251,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     """
     exp = experiment_dir(path)
     state = load_state(exp)
+    losses = _target_losses(state)
     ray_status = _ray_statuses(exp)
     records: list[dict[str, Any]] = []
     param_keys: dict[str, None] = {}  # sampled parameters, in the order first seen
@@ -241,31 +259,60 @@ def load_results(path: str | Path) -> pd.DataFrame:
     for d in _trial_dirs(exp):
         rows = [r for r in _rows(d / "result.json") if "eval_loss" in r]
         cfg = _config(d, rows)
-        rec = _trial_record(d, rows, cfg, ray_status, state)
+        rec = _trial_record(d, rows, cfg, ray_status, state, len(losses))
         configs[rec["trial_id"]] = cfg
         for k, v in cfg.items():
-            if k != REFERENCE_KEY:
+            if k not in FAMILY_KEYS:
                 param_keys[k] = None
                 rec[k] = v
         records.append(rec)
-    df = pd.DataFrame.from_records(records, columns=[*COLUMNS, *param_keys])
-    ref_rows = df[df["reference"] & (df["status"] == REACHED)]
-    reached = df["status"] == REACHED
-    if len(ref_rows):
-        r = ref_rows.iloc[0]
-        df["speedup"] = (r["net_time_s"] / df["net_time_s"]).where(reached)
-        df["flop_speedup"] = (r["net_flops"] / df["net_flops"]).where(reached)
+    rung_columns = [rung_key(i, k) for i in range(len(losses)) for k in (*_RUNG_COLUMNS, *_RUNG_SPEEDUPS)]
+    df = pd.DataFrame.from_records(records, columns=[*COLUMNS, *rung_columns, *param_keys])
+    df = df.sort_values("trial", kind="stable").reset_index(drop=True)
+    _speedups(df, df["status"] == REACHED, "", _objective(state))
+    for i in range(len(losses)):
+        _speedups(df, df[rung_key(i, "net_flops")].notna(), rung_key(i, ""), None)
     df["reference"] = df["reference"].astype(bool)
     df["projected"] = df["projected"].astype(bool)
     df.attrs.update(
         experiment=str(exp),
         name=state.get("name", exp.name),
         target_loss=state.get("target_loss"),
+        target_losses=list(losses),
         objective=_objective(state),
         params=list(param_keys),
-        configs=configs,
-    )  # the sampled values as Ray passed them (a column may widen int to float)
-    return df.sort_values("trial", kind="stable").reset_index(drop=True)
+        rung_columns=rung_columns,
+        configs=configs,  # the sampled values as Ray passed them (a column may widen int to float)
+    )
+    return df
+
+
+def _speedups(df: pd.DataFrame, reached: pd.Series, prefix: str, objective: str | None) -> None:
+    """Speedups of every reached trial against the best same-size dense trial and the dense frontier (the best
+    dense trial of any size), in net time and in net FLOPs, each against the best dense at that measure.
+
+    ``prefix``: '' for the objective rung, rung<i>_ for a rung; ``objective``: also mark the best same-size
+    dense trial by this measure as the ``reference``."""
+    dense = df["role"] == DENSE_FAMILY
+    same = dense & (df["size"] == 0)
+    for col, name in (("net_time_s", "speedup"), ("net_flops", "flop_speedup")):
+        values = df[prefix + col]
+        for pool, out in ((same, name), (dense, "frontier_" + name)):
+            best = values[pool & reached].min()
+            df[prefix + out] = (best / values).where(reached) if pool[reached].any() else math.nan
+    if objective is not None and same.any():
+        ok = same & reached
+        col = OBJECTIVES[objective]
+        best = df.loc[ok, col].idxmin() if ok.any() else df.index[same][0]
+        df.loc[best, "reference"] = True
+
+
+def _target_losses(state: dict) -> tuple[float, ...]:
+    """The experiment's target rungs (older experiments stored one loss)."""
+    target = state.get("target")
+    if isinstance(target, dict) and target.get("losses"):
+        return tuple(float(v) for v in target["losses"])
+    return (float(state["target_loss"]),) if state.get("target_loss") is not None else ()
 
 
 def _objective(state: dict) -> str:
@@ -273,7 +320,8 @@ def _objective(state: dict) -> str:
 
 
 def load_history(path: str | Path) -> pd.DataFrame:
-    """Every report of every trial (one row per evaluation): trial_id, reference, and the reported metrics."""
+    """Every report of every trial (one row per evaluation): trial_id, role, reference (a dense trial), and the
+    reported metrics."""
     exp = experiment_dir(path)
     frames = []
     for d in _trial_dirs(exp):
@@ -283,8 +331,9 @@ def load_history(path: str | Path) -> pd.DataFrame:
         cfg = _config(d, rows)
         f = pd.DataFrame.from_records([{k: v for k, v in r.items() if k != "config"} for r in rows])
         f["trial_id"] = _trial_id(d, rows)
-        f["reference"] = bool(cfg.get(REFERENCE_KEY))
+        f["role"] = role(cfg)
+        f["reference"] = role(cfg) == DENSE_FAMILY  # drawn as dense in the loss curves
         frames.append(f)
     if not frames:
-        return pd.DataFrame(columns=["trial_id", "reference", "step", "eval_loss", "flops"])
+        return pd.DataFrame(columns=["trial_id", "role", "reference", "step", "eval_loss", "flops"])
     return pd.concat(frames, ignore_index=True)

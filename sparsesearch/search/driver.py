@@ -29,12 +29,13 @@ from ray.tune.search.optuna import OptunaSearch
 from ..checks import check_spec
 from ..data.batches import prepare_data
 from ..definitions import RUNNING
-from ..experiment import REFERENCE_KEY, STATE_FILE, STUDY_FILE
+from ..experiment import DENSE_FAMILY, STATE_FILE, STUDY_FILE, family_size, role
 from ..model.embedding import model_shape
 from ..model.flops import expected_masked, step_flops
 from ..spec import Spec, SpecError, spec_from_dict
-from ..train.target import resolve_target
-from .space import define_by_run
+from ..train.target import Target, resolve_target
+from .family import family_configs, family_sizes
+from .space import define_by_run, make_sampler
 from .trial import run_trial
 
 
@@ -55,13 +56,14 @@ def _init_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
-class WithReference(Searcher):
-    """Searcher wrapper: the first suggestion is the dense reference trial; the rest come from the wrapped
-    searcher, which never hears about the reference (so the sampler's model is not distorted by it)."""
+class WithDenseFamily(Searcher):
+    """Searcher wrapper: the first suggestions are the dense family's trials (fixed configurations); the rest come
+    from the wrapped searcher, which never hears about the family (its model of the space is the sparse one)."""
 
-    def __init__(self, inner: Searcher):
+    def __init__(self, inner: Searcher, family: list[dict]):
         self.inner = inner
-        self.reference_trial: str | None = None
+        self.family = family
+        self.family_trials: list[str] = []
         super().__init__(metric=inner.metric, mode=inner.mode)
 
     def set_search_properties(self, metric, mode, config, **spec):
@@ -71,17 +73,17 @@ class WithReference(Searcher):
         return self.inner.set_max_concurrency(max_concurrent)
 
     def suggest(self, trial_id):
-        if self.reference_trial is None:
-            self.reference_trial = trial_id
-            return {REFERENCE_KEY: True}
+        if len(self.family_trials) < len(self.family):
+            self.family_trials.append(trial_id)
+            return dict(self.family[len(self.family_trials) - 1])
         return self.inner.suggest(trial_id)
 
     def on_trial_result(self, trial_id, result):
-        if trial_id != self.reference_trial:
+        if trial_id not in self.family_trials:
             self.inner.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id, result=None, error=False):
-        if trial_id != self.reference_trial:
+        if trial_id not in self.family_trials:
             self.inner.on_trial_complete(trial_id, result=result, error=error)
 
     def save(self, checkpoint_path):
@@ -89,27 +91,18 @@ class WithReference(Searcher):
             self.inner.save(os.path.join(d, "inner.pkl"))
             inner = Path(d, "inner.pkl").read_bytes()
         with open(checkpoint_path, "wb") as f:
-            pickle.dump({"reference_trial": self.reference_trial, "inner": inner}, f)
+            pickle.dump({"family": self.family, "family_trials": self.family_trials, "inner": inner}, f)
 
     def restore(self, checkpoint_path):
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
-        self.reference_trial = state["reference_trial"]
+        self.family, self.family_trials = state["family"], state["family_trials"]
         with tempfile.TemporaryDirectory() as d:
             Path(d, "inner.pkl").write_bytes(state["inner"])
             self.inner.restore(os.path.join(d, "inner.pkl"))
 
 
-def _sampler(spec: Spec):
-    s = spec.search
-    if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
-    if s.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed)
-
-
-def _searcher(spec: Spec, raw: dict, exp_dir: Path, name: str):
+def _searcher(spec: Spec, raw: dict, exp_dir: Path, name: str, family: list[dict]):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{(exp_dir / STUDY_FILE).resolve()}")
     metric: Any = ["objective", "avg_sparsity"] if spec.search.pareto else "objective"
@@ -118,11 +111,11 @@ def _searcher(spec: Spec, raw: dict, exp_dir: Path, name: str):
         space=define_by_run(spec, raw),
         metric=metric,
         mode=mode,
-        sampler=_sampler(spec),
+        sampler=make_sampler(spec.search.sampler, spec.search.seed),
         storage=storage,
         study_name=name,
     )
-    return ConcurrencyLimiter(WithReference(inner), max_concurrent=spec.tune.max_concurrent)
+    return ConcurrencyLimiter(WithDenseFamily(inner, family), max_concurrent=spec.tune.max_concurrent)
 
 
 def dense_step_flops(spec: Spec) -> float:
@@ -143,12 +136,12 @@ def gpus_per_trial(spec: Spec, cluster_gpus: float) -> float:
     return min(1.0, cluster_gpus / spec.tune.max_concurrent)
 
 
-def _trainable(spec: Spec, raw: dict, data, target_loss: float, unit_flops: float, gpus: float):
+def _trainable(spec: Spec, raw: dict, data, target: Target, unit_flops: float, gpus: float):
     fn = tune.with_parameters(
         run_trial,
         raw=raw,
         data=data,
-        target_loss=target_loss,
+        target=target,
         objective=spec.search.objective,
         budget_unit=spec.search.asha.unit,
         dense_step_flops=unit_flops,
@@ -157,12 +150,13 @@ def _trainable(spec: Spec, raw: dict, data, target_loss: float, unit_flops: floa
     return tune.with_resources(fn, {"cpu": spec.tune.cpus_per_trial, "gpu": gpus})
 
 
-class ReferenceKeepingASHA(ASHAScheduler):
-    """ASHA that never stops the dense reference: every speedup is measured against it, so it must reach the
-    target. (At equal compute a dense run is behind a good sparse one, so plain ASHA may cut it at a rung.)"""
+class FamilyKeepingASHA(ASHAScheduler):
+    """ASHA that never stops a dense family trial: every speedup is measured against the best of them, so each
+    runs to the target or its budget. (At equal compute a dense run is behind a good sparse one, so plain ASHA
+    may cut it at a rung.)"""
 
     def on_trial_result(self, tune_controller, trial, result):
-        if (getattr(trial, "config", None) or {}).get(REFERENCE_KEY):
+        if role(getattr(trial, "config", None) or {}) == DENSE_FAMILY:
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)
 
@@ -174,7 +168,7 @@ def _scheduler(spec: Spec, unit_flops: float):
     if a.grace_period > max_t:
         raise SpecError(f"search.asha.grace_period: must be <= max_t ({max_t:g}), got {a.grace_period:g}")
     # Budgets are floats (dense-equivalent steps or FLOPs); ASHA compares them as numbers, whatever its hints say.
-    return ReferenceKeepingASHA(
+    return FamilyKeepingASHA(
         time_attr="budget",
         metric="eval_loss",
         mode="min",
@@ -188,11 +182,10 @@ def _progress_callback(log: Callable[[str], None]):
     class Progress(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             cfg = trial.config
-            what = (
-                "dense reference"
-                if cfg.get(REFERENCE_KEY)
-                else (f"{result.get('method')} level={result.get('level', 0):.3f}")
-            )
+            if role(cfg) == DENSE_FAMILY:
+                what = f"dense size {family_size(cfg)} (hidden {cfg.get('model.hidden_size', '-')})"
+            else:
+                what = f"{result.get('method')} level={result.get('level', 0):.3f}"
             log(
                 f"  {trial.trial_id}  {what:<28} step {result['step']:>5}  eval {result['eval_loss']:.4f}  "
                 f"net {result['net_time_s']:8.1f}s{' (proj.)' if result['projected'] else '        '}  "
@@ -213,7 +206,7 @@ def run_search(
     spec_path: str | Path, raw: dict, spec: Spec, *, log: Callable[[str], None] = print, num_cpus: int | None = None
 ) -> Path:
     """Run the search of ``spec`` (see module docstring); returns the experiment directory."""
-    check_spec(spec, raw)
+    params = check_spec(spec, raw)
     _quiet_ray_logs()
     name = spec.tune.name or f"{Path(spec_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = _storage_path(spec.tune.storage)
@@ -226,21 +219,31 @@ def run_search(
     data = prepare_data(spec.data, spec.model)
     log(f"data    {data.stats['source']}: {data.stats['train_sequences']:,} training sequences")
     target = resolve_target(spec, data, log=log)  # once, before any trial starts
-    log(f"target  held-out MLM loss {target.loss:.4f} ({target.source})")
+    log(f"target  held-out MLM loss {target.describe()} ({target.source})")
     exp_dir.mkdir(parents=True, exist_ok=True)
     shape = model_shape(spec.model)
+    sizes = family_sizes(spec, shape, params)
+    family = family_configs(spec, raw, sizes)
+    for s in sizes:
+        log(
+            f"dense   size {s.index}: hidden {s.hidden}, ffn {s.ffn}, {s.heads} heads, {s.flops_per_step / 1e9:.2f} "
+            f"GFLOP/step ({s.flop_ratio:.2f} of the spec's model)"
+        )
     state = {
         "spec_path": str(spec_path),
         "raw": raw,
         "target_loss": target.loss,
+        "target": dataclasses.asdict(target),
         "name": name,
         "storage": storage,
         "created": time.time(),
         "model_shape": dataclasses.asdict(shape),
         "expected_masked": expected_masked(shape, spec.train.batch_size, spec.data.mask_prob),
+        "dense_family": [dataclasses.asdict(s) for s in sizes],
+        "family_configs": family,
     }
     (exp_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
-    return _fit(spec, raw, data, target.loss, exp_dir, name, storage, log, num_cpus, restore=False)
+    return _fit(spec, raw, data, target, exp_dir, name, storage, log, num_cpus, family=family)
 
 
 def resume_search(
@@ -259,10 +262,17 @@ def resume_search(
         raw = {**raw, "tune": {**(raw.get("tune") or {}), "address": address}}
     spec = spec_from_dict(raw)
     data = prepare_data(spec.data, spec.model)
-    log(f"resuming {exp_dir} (target {state['target_loss']:.4f})")
-    return _fit(
-        spec, raw, data, state["target_loss"], exp_dir, exp_dir.name, str(exp_dir.parent), log, num_cpus, restore=True
-    )
+    target = _stored_target(state)
+    log(f"resuming {exp_dir} (target {target.describe()})")
+    return _fit(spec, raw, data, target, exp_dir, exp_dir.name, str(exp_dir.parent), log, num_cpus, family=None)
+
+
+def _stored_target(state: dict) -> Target:
+    """The target an experiment was started with (older experiments stored its loss alone)."""
+    if "target" in state:
+        t = state["target"]
+        return Target(tuple(t["losses"]), t["objective"], t["source"], t.get("path"))
+    return Target((float(state["target_loss"]),), 0, "stored")
 
 
 def _storage_path(storage: str) -> str:
@@ -277,15 +287,16 @@ def _fit(
     spec: Spec,
     raw: dict,
     data,
-    target_loss: float,
+    target: Target,
     exp_dir: Path,
     name: str,
     storage: str,
     log,
     num_cpus: int | None,
     *,
-    restore: bool,
+    family: list[dict] | None,
 ) -> Path:
+    """Start (``family``: the dense family's configs) or, with ``family=None``, restore the Ray Tune run."""
     _init_ray(spec.tune.address, num_cpus)
     unit_flops = dense_step_flops(spec)
     gpus = gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)))
@@ -294,16 +305,16 @@ def _fit(
             f"gpus    tune.gpus_per_trial not set and the cluster has GPUs: each trial gets {gpus:g} GPU "
             f"(set tune.gpus_per_trial to change it, or train.device: cpu to train on CPUs)"
         )
-    trainable = _trainable(spec, raw, data, target_loss, unit_flops, gpus)
-    if restore:
+    trainable = _trainable(spec, raw, data, target, unit_flops, gpus)
+    if family is None:
         tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=_searcher(spec, raw, exp_dir, name),
+                search_alg=_searcher(spec, raw, exp_dir, name, family),
                 scheduler=_scheduler(spec, unit_flops),
-                num_samples=spec.search.num_samples + 1,  # + the dense reference
+                num_samples=spec.search.num_samples + len(family),
                 # A new worker process per trial costs seconds of imports and set-up.
                 reuse_actors=True,
             ),
@@ -317,7 +328,7 @@ def _fit(
             ),
         )
     log(
-        f"search  {spec.search.num_samples} trials + dense reference, {spec.tune.max_concurrent} at a time; "
+        f"search  {spec.search.num_samples} sparse trials + the dense family, {spec.tune.max_concurrent} at a time; "
         f"results in {exp_dir}"
     )
     tuner.fit()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import optuna
@@ -29,8 +29,9 @@ class DefineByRun:
     returns the constants. A condition on a key that is not searched is decided by the spec's own value.
     A class, not a closure, so that the searcher can be pickled into the experiment for resuming."""
 
-    def __init__(self, spec: Spec, raw: dict):
-        self.params = check_space(spec, raw)
+    def __init__(self, spec: Spec, raw: dict, keep: Collection[str] | None = None):
+        """``keep``: only these searched keys (None: all)."""
+        self.params = tuple(p for p in check_space(spec, raw) if keep is None or p.key in keep)
         self.fixed = spec.to_dict()
 
     def __call__(self, trial: optuna.Trial) -> dict:
@@ -44,6 +45,15 @@ class DefineByRun:
             else:
                 chosen[p.key] = _suggest(trial, p)
         return constants
+
+
+def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler ``search.sampler`` names."""
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def define_by_run(spec: Spec, raw: dict) -> Callable[[optuna.Trial], dict]:

@@ -18,6 +18,7 @@ from ..definitions import DIVERGED, INVALID, REACHED, RUNNING
 from ..experiment import CHECKPOINT_FILE, TrialReport, trial_spec
 from ..sparsity.registry import check_sparsity
 from ..spec import SpecError
+from ..train.target import Target
 from ..train.trainer import Trainer
 from .process import peak_rss_mb, reset_peak_rss, rss_mb, set_threads, trim_heap
 
@@ -31,7 +32,7 @@ def run_trial(
     *,
     raw: dict,
     data,
-    target_loss: float,
+    target: Target,
     objective: str,
     budget_unit: str,
     dense_step_flops: float,
@@ -47,9 +48,12 @@ def run_trial(
         spec = trial_spec(raw, config)
         check_sparsity(spec.sparsity)
     except SpecError as e:  # a combination of individually valid values that clashes: report, do not crash
-        tune.report(_invalid_report(str(e), target_loss, config).to_dict())
+        tune.report(_invalid_report(str(e), target.loss, config).to_dict())
         return
-    trainer = Trainer(spec, data, target_loss)
+    # Auto rungs are read at their steps: trials evaluate there too, so a dense run crosses them exactly there.
+    trainer = Trainer(
+        spec, data, target.losses, eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else ()
+    )
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry after a failure, or a resumed experiment
         with checkpoint.as_directory() as d:
@@ -99,6 +103,7 @@ def _report(trainer: Trainer, row: dict, objective: str, budget_unit: str, dense
         level=sparsity.level,
         node=_node(),
         precision=trainer.precision.name,
+        rungs=trainer.rungs(),
     )
 
 

@@ -1,16 +1,18 @@
-"""Resolve ``target.loss``: a number from the spec, or ``auto``: the held-out loss of a dense reference run.
+"""Resolve ``target.loss`` into the rungs of the target ladder: numbers from the spec, or ``auto``: the held-out
+losses of one dense reference run.
 
-The reference run trains the spec's model, data and train settings densely for ``target.dense_steps`` steps (no
-time budget) and takes the held-out loss at its last step. It is cached by everything that can change that
-number (model, data, masking, optimisation settings, seed, dense_steps, and the *resolved* precision: an
-``auto`` precision that means bf16 on one machine and fp32 on another gives two cache entries), so every trial
-of a search chases the same target and the reference runs once.
+The reference run trains the spec's model, data and train settings densely for the last rung's
+``target.dense_steps`` (no time budget) and reads the held-out loss at each rung's step. It is cached by
+everything that can change those numbers (model, data, masking, optimisation settings, seed, dense_steps, and the
+*resolved* precision: an ``auto`` precision that means bf16 on one machine and fp32 on another gives two cache
+entries), so every trial of a search chases the same targets and the reference runs once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.batches import TokenizedData, cache_root
+from ..definitions import DIVERGED
 from ..spec import Spec, SpecError
 from .precision import pick_device, resolve_precision
 from .trainer import train
@@ -29,18 +32,31 @@ TARGET_FORMAT_VERSION = 2  # 2: keyed by the resolved precision
 
 @dataclass(frozen=True)
 class Target:
-    """The target loss and where it came from."""
+    """The rungs of the target ladder (held-out losses, easiest first) and where they came from."""
 
-    loss: float
+    losses: tuple[float, ...]
+    objective: int  # index of the objective rung
     source: str  # spec | cached | computed
     path: str | None = None  # the cache file for auto targets
+
+    @property
+    def loss(self) -> float:
+        """The objective rung's loss."""
+        return self.losses[self.objective]
+
+    def describe(self) -> str:
+        """The rungs in one line, the objective marked."""
+        return ", ".join(
+            f"{v:.4f}" + (" (objective)" if i == self.objective and len(self.losses) > 1 else "")
+            for i, v in enumerate(self.losses)
+        )
 
 
 def reference_spec(spec: Spec) -> Spec:
     """The dense run that defines the auto target."""
     return dataclasses.replace(
         spec,
-        train=dataclasses.replace(spec.train, max_steps=spec.target.dense_steps, max_time_s=None),
+        train=dataclasses.replace(spec.train, max_steps=spec.target.rung_steps[-1], max_time_s=None),
         sparsity=dataclasses.replace(spec.sparsity, method="dense"),
     )
 
@@ -59,7 +75,9 @@ def target_key(spec: Spec, data: TokenizedData) -> str:
         "data": data.fingerprint,
         "mask_prob": spec.data.mask_prob,
         "train": train,
-        "dense_steps": spec.target.dense_steps,
+        "dense_steps": list(spec.target.dense_steps)
+        if isinstance(spec.target.dense_steps, tuple)
+        else spec.target.dense_steps,
         "precision": run_precision(spec),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
@@ -71,21 +89,34 @@ def target_path(spec: Spec, data: TokenizedData) -> Path:
 
 
 def resolve_target(spec: Spec, data: TokenizedData, *, log=None) -> Target:
-    """The target loss for ``spec``: from the spec, from the cache, or by running the dense reference once."""
+    """The target rungs for ``spec``: from the spec, from the cache, or by running the dense reference once."""
+    objective = spec.target.objective_index
     if spec.target.loss != "auto":
-        return Target(float(spec.target.loss), "spec")
+        losses = spec.target.loss if isinstance(spec.target.loss, tuple) else (float(spec.target.loss),)
+        return Target(tuple(losses), objective, "spec")
     path = target_path(spec, data)
     if path.is_file():
-        return Target(float(json.loads(path.read_text())["loss"]), "cached", str(path))
+        record = json.loads(path.read_text())
+        return Target(tuple(record.get("losses", [record["loss"]])), objective, "cached", str(path))
+    steps = spec.target.rung_steps
     if log:
-        log(f"computing the auto target: dense reference run of {spec.target.dense_steps} steps ...")
+        log(f"computing the auto target: dense reference run of {steps[-1]} steps ...")
     ref = reference_spec(spec)
-    result = train(ref, data, target_loss=None)
-    if result.status == "diverged":
+    result = train(ref, data, None, eval_steps=steps)
+    if result.status == DIVERGED:
         raise SpecError("target.loss: the dense reference run diverged; lower train.lr or set target.loss")
+    at_step = {h["step"]: h["eval_loss"] for h in result.history}
+    losses = tuple(at_step[s] for s in steps)
+    if any(b >= a for a, b in itertools.pairwise(losses)):
+        raise SpecError(
+            f"target.dense_steps: the dense reference's loss did not fall from rung to rung "
+            f"({', '.join(f'{s} steps: {v:.4f}' for s, v in zip(steps, losses))}); choose rungs "
+            "further apart"
+        )
     record = {
-        "loss": result.final_eval_loss,
-        "dense_steps": spec.target.dense_steps,
+        "loss": losses[-1],
+        "losses": list(losses),
+        "dense_steps": list(steps) if len(steps) > 1 else steps[0],
         "train_time_s": result.train_time_s,
         "device": result.device,
         "precision": result.precision,
@@ -97,4 +128,4 @@ def resolve_target(spec: Spec, data: TokenizedData, *, log=None) -> Target:
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, path)
-    return Target(result.final_eval_loss, "computed", str(path))
+    return Target(losses, objective, "computed", str(path))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -56,6 +56,7 @@ class RunResult:
     device: str
     precision: str  # resolved: fp32 | bf16 | fp16
     history: list[dict] = field(default_factory=list)
+    rungs: list[dict] = field(default_factory=list)  # per rung of the target ladder (``Trainer.rungs``)
 
     def to_dict(self) -> dict:
         """The result as plain JSON-ready values."""
@@ -66,12 +67,35 @@ _AT_TARGET = ("step", "train_time_s", "flops", "dense_flops")  # interpolated at
 
 
 class Trainer:
-    """One training run of ``spec`` on prepared ``data`` towards ``target_loss`` (None: run the whole budget)."""
+    """One training run of ``spec`` on prepared ``data`` towards its target(s).
+
+    Args:
+        targets: the rungs of the target ladder (held-out losses, easiest first), one loss, or None (run the whole
+            budget). The run ends once it crossed every rung; the objective rung (``target.objective_rung`` when
+            every rung is given, else the last) is what ``status``, the projection and the objective refer to.
+        eval_steps: steps evaluated besides every ``train.eval_every`` (the auto target reads its rungs there).
+    """
 
     def __init__(
-        self, spec: Spec, data: TokenizedData, target_loss: float | None, token_embedding: torch.Tensor | None = None
+        self,
+        spec: Spec,
+        data: TokenizedData,
+        targets: float | Sequence[float] | None,
+        token_embedding: torch.Tensor | None = None,
+        *,
+        eval_steps: Iterable[int] = (),
     ):
-        self.spec, self.data, self.target = spec, data, target_loss
+        self.spec, self.data = spec, data
+        if targets is None:
+            self.targets: tuple[float, ...] = ()
+        elif isinstance(targets, (int, float)):
+            self.targets = (float(targets),)
+        else:
+            self.targets = tuple(float(t) for t in targets)
+        rungs = len(self.targets)
+        self.objective = spec.target.objective_index if rungs == spec.target.rung_count else rungs - 1
+        self.target = self.targets[self.objective] if rungs else None
+        self.eval_steps = frozenset(eval_steps)
         tr = spec.train
         if tr.num_threads:
             torch.set_num_threads(tr.num_threads)
@@ -109,7 +133,7 @@ class Trainer:
             self.optimizer,
             spec.sparsity,
             seed=tr.seed,
-            horizon=spec.sparsity.horizon_steps or spec.target.dense_steps,
+            horizon=spec.sparsity.horizon_steps or spec.target.horizon,
             weight_cost=weight_costs(self.shape, tr.batch_size, self.expected_masked()),
         )
         self.step = 0
@@ -118,7 +142,7 @@ class Trainer:
         self.history: list[dict] = []  # one metric dict per evaluation
         self.pending_losses: list[float] = []  # training losses since the last evaluation
         self.status = RUNNING
-        self.at_target: dict | None = None
+        self.crossed: dict[int, dict] = {}  # rung -> step, time and FLOPs where the loss crossed it
         self._reported_updates = 0
         self.result: RunResult | None = None
 
@@ -209,8 +233,9 @@ class Trainer:
         if not self.history:
             torch.manual_seed(tr.seed)  # dropout
             row = self._record(self.evaluate(), None)
-            if self.target is not None and row["eval_loss"] <= self.target:
-                self.status, self.at_target = REACHED, at_target(None, row, self.target, _AT_TARGET)
+            self._cross(None, row)
+            if self.targets and len(self.crossed) == len(self.targets):
+                self.status = REACHED
             row["status"] = self.status
             yield row
         self.model.train()
@@ -231,21 +256,52 @@ class Trainer:
             out_of_budget = self.step >= tr.max_steps or (
                 tr.max_time_s is not None and self.train_time >= tr.max_time_s
             )
-            if self.step % tr.eval_every and not out_of_budget:
+            if self.step % tr.eval_every and not out_of_budget and self.step not in self.eval_steps:
                 continue
             prev = self.history[-1]
             row = self._record(self.evaluate(), sum(self.pending_losses) / len(self.pending_losses))
             self.pending_losses.clear()
             if not math.isfinite(row["eval_loss"]):
                 self.status = DIVERGED
-            elif self.target is not None and row["eval_loss"] <= self.target:
-                self.status = REACHED
-                self.at_target = at_target(prev, row, self.target, _AT_TARGET)
-            elif out_of_budget:
-                self.status = NOT_REACHED
+            else:
+                self._cross(prev, row)
+                if self.targets and len(self.crossed) == len(self.targets):
+                    self.status = REACHED
+                elif out_of_budget:
+                    self.status = REACHED if self.at_target is not None else NOT_REACHED
             row["status"] = self.status
             yield row
         self.result = self._finish()
+
+    def _cross(self, prev: dict | None, row: dict) -> None:
+        """Record every rung this evaluation reached for the first time, interpolated like the target."""
+        for i, t in enumerate(self.targets):
+            if i not in self.crossed and row["eval_loss"] <= t:
+                self.crossed[i] = at_target(prev, row, t, _AT_TARGET)
+
+    @property
+    def at_target(self) -> dict | None:
+        """Step, time and FLOPs where the loss crossed the objective rung (None: not yet)."""
+        return self.crossed.get(self.objective)
+
+    def rungs(self) -> list[dict]:
+        """Per rung: its loss, whether the run crossed it, and steps, time, FLOPs, net time and net FLOPs there."""
+        out = []
+        for i, t in enumerate(self.targets):
+            c = self.crossed.get(i)
+            ratio = c["flops"] / c["dense_flops"] if c and c["dense_flops"] > 0 else 1.0
+            out.append(
+                {
+                    "loss": t,
+                    "reached": c is not None,
+                    "steps": c["step"] if c else None,
+                    "train_time_s": c["train_time_s"] if c else None,
+                    "flops": c["flops"] if c else None,
+                    "net_time_s": c["train_time_s"] * ratio if c else None,
+                    "net_flops": c["flops"] if c else None,
+                }
+            )
+        return out
 
     def _record(self, eval_loss: float, train_loss: float | None) -> dict:
         ratio = self.flops / self.dense_flops if self.dense_flops > 0 else 1.0
@@ -289,7 +345,7 @@ class Trainer:
             "history": self.history,
             "pending_losses": self.pending_losses,
             "status": self.status,
-            "at_target": self.at_target,
+            "crossed": self.crossed,
             "reported_updates": self._reported_updates,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng_cpu": torch.get_rng_state(),
@@ -308,7 +364,7 @@ class Trainer:
         self.flops, self.dense_flops = state["flops"], state["dense_flops"]
         self.eval_time = state.get("eval_time", 0.0)
         self.history, self.pending_losses = list(state["history"]), list(state["pending_losses"])
-        self.status, self.at_target = state["status"], state["at_target"]
+        self.status, self.crossed = state["status"], dict(state["crossed"])
         self._reported_updates = state["reported_updates"]
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -340,6 +396,7 @@ class Trainer:
             device=str(self.device),
             precision=self.precision.name,
             history=history,
+            rungs=self.rungs(),
         )
 
     def objective_so_far(self) -> dict:
@@ -381,9 +438,9 @@ class Trainer:
         return tuple(last[k] + scale * (last[k] - first[k]) for k in ("train_time_s", "flops", "dense_flops"))
 
 
-def train(spec: Spec, data: TokenizedData, target_loss: float | None, **kwargs) -> RunResult:
+def train(spec: Spec, data: TokenizedData, targets: float | Sequence[float] | None, **kwargs) -> RunResult:
     """Run a Trainer to the end and return its result."""
-    trainer = Trainer(spec, data, target_loss, **kwargs)
+    trainer = Trainer(spec, data, targets, **kwargs)
     for _ in trainer.run():
         pass
     assert trainer.result is not None
