@@ -25,7 +25,9 @@ REFERENCE_KEY = "reference"  # config key of the dense reference trial of older 
 ROLE_KEY = "role"  # config key of a dense family trial: its role
 DENSE_FAMILY, SPARSE = "dense_family", "sparse"  # the roles of trials
 SIZE_KEY, CONFIG_KEY = "family_size", "family_config"  # a dense family trial's size (0: the spec's model), config
-FAMILY_KEYS = (REFERENCE_KEY, ROLE_KEY, SIZE_KEY, CONFIG_KEY)  # config keys that are not spec keys
+CONFIRM_OF = "confirm_of"  # config key of a confirmation run: the search trial it repeats on another seed
+CONFIRM_DIR = "confirm"  # the confirmation runs: an experiment directory of its own inside the experiment
+META_KEYS = (REFERENCE_KEY, ROLE_KEY, SIZE_KEY, CONFIG_KEY, CONFIRM_OF)  # config keys that are not spec keys
 
 
 @dataclass
@@ -121,7 +123,7 @@ def trial_spec(raw: dict, config: dict) -> Spec:
 
     Raises ``SpecError`` when the values clash with each other or with the rest of the spec."""
     base = base_raw(raw)
-    values = {k: decode_value(v) for k, v in config.items() if k not in FAMILY_KEYS}
+    values = {k: decode_value(v) for k, v in config.items() if k not in META_KEYS}
     if role(config) == DENSE_FAMILY:
         base = {**base, "sparsity": {"method": "dense"}}
     return spec_from_dict(with_values(base, values))

@@ -294,6 +294,14 @@ class DenseFamilySpec:
 
 
 @dataclass(frozen=True)
+class ConfirmSpec:
+    """The ``search.confirm`` section: re-runs of the best configurations on more seeds after the search."""
+
+    top: int = _field(0, "sparse configurations to confirm, best first (0: no confirmation)", lo=0)
+    seeds: int = _field(3, "further seeds each confirmed configuration (and the best dense of each size) runs on", lo=2)
+
+
+@dataclass(frozen=True)
 class SearchSpec:
     """The ``search`` section: the space, the objective and the sampler."""
 
@@ -311,6 +319,9 @@ class SearchSpec:
     asha: AshaSpec = _section(AshaSpec, "early stopping (ASHA) on the held-out loss at equal compute")
     dense_family: DenseFamilySpec = _section(
         DenseFamilySpec, "the dense baselines every search trains: sizes and tuning budget (never stopped early)"
+    )
+    confirm: ConfirmSpec = _section(
+        ConfirmSpec, "after the search: the best sparse configurations and the best dense of each size on more seeds"
     )
 
 

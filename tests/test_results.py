@@ -259,6 +259,7 @@ def smoke_experiment(tmp_path_factory, tiny_raw) -> Path:
             },
             "asha": {"grace_period": 10, "reduction_factor": 2},
             "dense_family": {"sizes": 2, "configs": 1},
+            "confirm": {"top": 1, "seeds": 2},
         },
         "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp / "runs")},
     }
@@ -314,6 +315,8 @@ def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
     for p in payload["front"]:
         assert {"trial_id", "method", "avg_sparsity", "net_time_s", "net_flops", "speedup", "params"} <= set(p)
         assert isinstance(p["params"], dict)
+    confirmed = pd.read_csv(out / "confirm.csv")  # the best sparse trial and the best dense of each size
+    assert list(confirmed["role"]) == ["sparse", "dense_family", "dense_family"] and set(confirmed["seeds"]) == {2}
     w, h = _png_size(out / "pareto.png")
     assert 600 <= w <= 2000 and 400 <= h <= 1500 and (out / "pareto.png").stat().st_size > 10_000
     html = (out / "pareto.html").read_text()
@@ -327,6 +330,7 @@ def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
     for heading in (
         "## Summary",
         "## Dense family",
+        "## Confirmation on more seeds",
         "## Best configurations",
         "## Pareto front",
         "## Loss against compute",
@@ -413,3 +417,43 @@ def test_same_size_and_frontier_speedups_have_one_right_answer(tmp_path):
     assert list(df.index[df["reference"]]) == ["d0b"]  # the best same-size dense by the objective (net time)
     assert df.loc["d1", "size"] == 1 and math.isnan(df.loc["s1", "size"])
     assert "family_size" not in df.attrs["params"] and "model.hidden_size" in df.attrs["params"]
+
+
+def test_confirmation_pairs_speedups_by_seed(tmp_path):
+    from scipy import stats
+
+    from sparsesearch.results.confirm import confirm_configs, confirm_picks, confirmation_table, load_confirmation
+
+    search = {
+        "d0": (_family(0), [_report(100, 4.9, "reached", net_flops=9e11, done=True, method="dense")], {}),
+        "d1": (_family(1, hidden=16), [_report(100, 4.9, "reached", net_flops=8e11, done=True, method="dense")], {}),
+        "s1": ({"sparsity.level": 0.8}, [_report(100, 4.9, "reached", net_flops=4e11, done=True)], {}),
+        "s2": ({"sparsity.level": 0.9}, [_report(100, 4.9, "reached", net_flops=6e11, net_time_s=99.0, done=True)], {}),
+    }
+    exp = _write_experiment(tmp_path, search)
+    df = load_results(exp)
+    picks = confirm_picks(df, 1, "net_time")
+    assert picks == ["s1", "d0", "d1"]  # the best sparse trial, then the best dense trial of each size
+    configs = confirm_configs(df, picks, seed=0, seeds=3)
+    assert [(c["confirm_of"], c["train.seed"]) for c in configs][:3] == [("s1", 1), ("s1", 2), ("s1", 3)]
+    flops = {"s1": [5e11, 6e11, 7e11], "d0": [10e11, 12e11, 14e11], "d1": [8e11, 9e11, 13e11]}
+    runs = {
+        f"{t}_{seed}": (
+            {**df.attrs["configs"][t], "train.seed": seed, "confirm_of": t},
+            [_report(100, 4.9, "reached", net_flops=flops[t][seed - 1], done=True)],
+            {},
+        )
+        for t in picks
+        for seed in (1, 2, 3)
+    }
+    _write_experiment(exp, runs, name="confirm")
+    table = confirmation_table(load_confirmation(exp), df).set_index("trial_id")
+    s1 = table.loc["s1"]
+    assert s1["reached"] == 3 and s1["net_flops"] == pytest.approx(6e11)
+    half = stats.t.ppf(0.975, 2) * 1e11 / 3**0.5  # sd of (5, 6, 7)e11 is 1e11
+    assert (s1["net_flops_lo"], s1["net_flops_hi"]) == pytest.approx((6e11 - half, 6e11 + half))
+    assert s1["flop_speedup"] == pytest.approx(2.0) and s1["flop_speedup_hi"] == pytest.approx(2.0)  # 2x every seed
+    frontier = [8 / 5, 9 / 6, 13 / 7]  # each seed against the best dense run of that seed
+    assert s1["frontier_flop_speedup"] == pytest.approx(sum(frontier) / 3)
+    assert s1["frontier_flop_speedup_pairs"] == 3
+    assert math.isnan(table.loc["d0", "flop_speedup"])  # dense configurations get no speedup

@@ -1,23 +1,36 @@
-"""Text sources: the built-in offline corpus, local files, and `datasets` names -> a list of documents.
+"""Text sources: the built-in offline corpora, local files, and `datasets` names -> a list of documents.
 
 The built-in corpus ``python-docs`` is real English prose that every Python installation carries: the reference
 documentation topics of ``pydoc_data`` and the docstrings of the standard library, read with ``ast`` (nothing is
 imported or executed). Interactive examples (``>>>`` lines) are dropped. Documents are de-duplicated.
+
+The built-in corpus ``package-docs`` is the larger one for long runs: the same standard-library text plus the
+documentation of every installed package that this project depends on, directly or not (the closure of its
+requirements, found in the installed metadata): docstrings and documentation strings of their Python files (read with
+``ast``, never imported), their ``.rst``/``.md`` pages and their long descriptions. It keeps prose only: doctests,
+code and literal blocks, tables, parameter names and types, reference and example sections, and reST/Markdown markup
+are dropped; paragraphs repeated anywhere earlier (docstrings repeat a lot across packages) are dropped; documents
+keep their first occurrence, in a fixed order (standard library, then packages by name, files by path).
 """
 
 from __future__ import annotations
 
 import ast
+import email
 import hashlib
+import inspect
+import itertools
 import json
 import re
 import sys
 import sysconfig
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-BUILTIN_SOURCES = ("python-docs",)
+BUILTIN_SOURCES = ("python-docs", "package-docs")
 LOCAL_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet")
 _MIN_WORDS = 30  # shorter docstrings are mostly one-line summaries, not prose
 _SKIP_STDLIB_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo"}
@@ -60,6 +73,378 @@ def _python_docs() -> list[str]:
                 if doc:
                     docs.append(doc)
     return docs
+
+
+# --- package-docs --------------------------------------------------------------------------------------------------
+
+PACKAGE_DOCS_RULES = 1  # bump whenever the extraction or cleaning below changes: it is part of the cache key
+_DOCS_ROOT = "sparsesearch"  # package-docs reads the installed dependencies of this distribution
+_DOCS_PATH: list[str] | None = None  # where distributions are looked up (None: sys.path)
+_SKIP_PACKAGE_DIRS = {"test", "tests", "testing", "_vendor", "vendor", "_vendored", "vendored", "externals"}
+_SKIP_PAGES = re.compile(r"(licen[cs]e|copying|notice|authors|contributors|changelog|changes|history|news)", re.I)
+_PAGE_SUFFIXES = (".rst", ".md")
+
+# Sections whose body is not prose (dropped) and sections of "name : type" items whose descriptions are kept.
+_DROP_SECTIONS = {
+    "example",
+    "examples",
+    "example usage",
+    "usage",
+    "see also",
+    "references",
+    "reference",
+    "methods",
+    "todo",
+    "citation",
+    "citations",
+    "installation",
+    "install",
+    "contents",
+    "table of contents",
+}
+_ITEM_SECTIONS = {
+    "parameters",
+    "parameter",
+    "params",
+    "other parameters",
+    "arguments",
+    "argument",
+    "args",
+    "keyword arguments",
+    "keyword args",
+    "kwargs",
+    "returns",
+    "return",
+    "yields",
+    "yield",
+    "raises",
+    "warns",
+    "attributes",
+    "receives",
+}
+_PROSE_DIRECTIVES = {
+    "note",
+    "warning",
+    "tip",
+    "important",
+    "caution",
+    "attention",
+    "hint",
+    "danger",
+    "admonition",
+    "deprecated",
+    "versionadded",
+    "versionchanged",
+    "versionremoved",
+}
+_UNDERLINE = re.compile(r"^([-=~^*+#`'\".])\1{2,}$")
+_SIMPLE_TABLE_BORDER = re.compile(r"^=+( +=+)+$")
+_GOOGLE_HEADER = re.compile(r"^([A-Za-z][A-Za-z ]{1,30}):$")
+_DIRECTIVE = re.compile(r"^\.\.\s+([\w:-]+)::\s*(.*)$")
+_FIELD = re.compile(r"^:([\w-]+)([^:]*):\s*(.*)$")
+_NO_TEXT_FIELDS = {"type", "rtype", "vartype", "ytype", "kwtype", "meta", "nosignatures", "noindex"}
+_ITEM_PREFIX = re.compile(r"^\**[\w.]+(\s*\([^()]*(\([^()]*\)[^()]*)*\))?\s*:\s+")
+_ITEM_LINE = re.compile(r"^\**\w+ \([^()]*(\([^()]*\)[^()]*)*\):\s")
+_ROLE = re.compile(r":[\w:.+-]+:`(~?)([^`<]*?)\s*(<[^`>]*>)?`")
+_REST_LINK = re.compile(r"`([^`<]+?)\s*<[^`>]+>`__?")
+_MD_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
+_MD_LINK = re.compile(r"\[([^\]]+)\](\([^)]*\)|\[[^\]]*\])")
+_HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+_URL = re.compile(r"<?\b(https?|ftp)://\S+")
+_LITERAL = re.compile(r"`+([^`]*)`+_?")
+_EMPHASIS = re.compile(r"\*\*([^*]+)\*\*|(?<![\w*])\*([^*\s][^*]*)\*")
+_NOISE = re.compile(r"\[\d+\]_|\[#\w*\]_|\|\w[\w -]*\||%\(\w+\)[sdr]|\{\w*\}")
+_WORD = re.compile(r"^[(\"']?[A-Za-z][A-Za-z'-]*[.,;:!?)\"']*$")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _block_end(lines: list[str], start: int, indent: int) -> int:
+    """The index after the block that starts at ``start``: blank lines and lines indented deeper than ``indent``."""
+    end = start
+    while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > indent):
+        end += 1
+    return end
+
+
+def _section_header(lines: list[str], i: int) -> str | None:
+    """The name of a numpydoc/reST section whose title is line ``i`` (underlined on the next line), else None."""
+    title = lines[i].strip()
+    if not title or _UNDERLINE.match(title) or i + 1 >= len(lines):
+        return None
+    under = lines[i + 1].strip()
+    if _UNDERLINE.match(under) and len(under) >= min(len(title), 3) and _indent(lines[i + 1]) == _indent(lines[i]):
+        return title.rstrip(":").lower()
+    return None
+
+
+def _strip_blocks(text: str) -> list[str]:
+    """The lines of a docstring or page that can hold prose: code, doctests, tables, fields and sections of names,
+    examples and references dropped. Blank strings separate paragraphs."""
+    lines = text.expandtabs(4).splitlines()
+    out: list[str] = []
+    section = ""  # "" (prose), "drop" or "items": the numpydoc or Markdown section we are in
+    section_indent = 0
+    i = 0
+    while i < len(lines):
+        line, s = lines[i], lines[i].strip()
+        ind = _indent(line)
+        header = _section_header(lines, i)
+        md_header = re.match(r"^#{1,6}\s+(.*?)\s*#*$", s)
+        if header is not None or md_header:
+            name = header if header is not None else md_header.group(1).rstrip(":").lower()  # type: ignore[union-attr]
+            section = "drop" if name in _DROP_SECTIONS else "items" if name in _ITEM_SECTIONS else ""
+            section_indent = ind
+            out.append("")
+            i += 2 if header is not None else 1
+            continue
+        if section == "drop":
+            i += 1
+            continue
+        if not s:
+            out.append("")
+            i += 1
+            continue
+        if s.startswith(("```", "~~~")):  # Markdown code fence
+            fence = s[:3]
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith(fence):
+                i += 1
+            i += 1
+            out.append("")
+            continue
+        if s.startswith((">>>", "In [", "$ ")):  # doctest or shell session, with its output
+            while i < len(lines) and lines[i].strip():
+                i += 1
+            out.append("")
+            continue
+        if _UNDERLINE.match(s) or s.startswith(("|", "+-", "+=")):  # rules, grid and Markdown tables
+            i += 1
+            continue
+        if _SIMPLE_TABLE_BORDER.match(s):  # a reST simple table: up to the border followed by a blank line
+            j = i + 1
+            while j < len(lines) and not (
+                _SIMPLE_TABLE_BORDER.match(lines[j].strip()) and (j + 1 == len(lines) or not lines[j + 1].strip())
+            ):
+                j += 1
+            i = j + 1 if j < len(lines) else i + 1
+            out.append("")
+            continue
+        if section == "items" and ind <= section_indent:  # a numpydoc "name : type" line: keep its description
+            out.append("")
+            i += 1
+            continue
+        directive = _DIRECTIVE.match(s)
+        if directive:
+            end = _block_end(lines, i + 1, ind)
+            name = directive.group(1).lower()
+            if name in _PROSE_DIRECTIVES:
+                out.append("")
+                if not name.startswith(("version", "deprecated")) and directive.group(2):
+                    out.append(directive.group(2))
+                out.extend(_strip_blocks("\n".join(lines[i + 1 : end])))
+                out.append("")
+            i = end
+            continue
+        if s.startswith(".. ") or s == "..":  # comments, link targets, footnotes, substitutions
+            i = _block_end(lines, i + 1, ind)
+            continue
+        field = _FIELD.match(s)
+        if field:
+            end = _block_end(lines, i + 1, ind)
+            out.append("")
+            if field.group(1).lower() not in _NO_TEXT_FIELDS:
+                out.append(field.group(3))
+                out.extend(lines[i + 1 : end])
+            out.append("")
+            i = end
+            continue
+        google = _GOOGLE_HEADER.match(s)
+        if google and google.group(1).lower() in _DROP_SECTIONS | _ITEM_SECTIONS:
+            end = _block_end(lines, i + 1, ind)
+            if google.group(1).lower() in _ITEM_SECTIONS:
+                body = [ln for ln in lines[i + 1 : end] if ln.strip()]
+                base = min((_indent(ln) for ln in body), default=0)
+                for ln in body:
+                    if _indent(ln) == base:
+                        out.append("")
+                        out.append(_ITEM_PREFIX.sub("", ln.strip(), count=1))
+                    else:
+                        out.append(ln)
+            out.append("")
+            i = end
+            continue
+        if s.endswith("::"):  # a literal block follows: keep the sentence that introduces it
+            text = s[:-2].rstrip()
+            if text:
+                out.append(text if s[-3:-2].isspace() else text + ":")
+            i = _block_end(lines, i + 1, ind)
+            out.append("")
+            continue
+        if _ITEM_LINE.match(s):  # "name (type): description" without a section header
+            out.append("")
+            out.append(_ITEM_PREFIX.sub("", s, count=1))
+            i += 1
+            continue
+        out.append(s)
+        i += 1
+    return out
+
+
+def _inline(paragraph: str) -> str:
+    """One paragraph on one line with reST and Markdown markup, links and URLs removed."""
+    p = _ROLE.sub(lambda m: m.group(2).strip().split(".")[-1] if m.group(1) else m.group(2).strip(), paragraph)
+    p = _REST_LINK.sub(r"\1", p)
+    p = _MD_IMAGE.sub("", p)
+    p = _MD_LINK.sub(r"\1", p)
+    p = _HTML_TAG.sub(" ", p)
+    p = _URL.sub("", p)
+    p = _LITERAL.sub(r"\1", p)
+    p = _EMPHASIS.sub(lambda m: m.group(1) or m.group(2), p)
+    p = _NOISE.sub("", p)
+    return re.sub(r"\s+", " ", p).strip()
+
+
+def _is_prose(paragraph: str) -> bool:
+    """Mostly words: at least 5, at least 80% letters and spaces, at least 70% of tokens plain words."""
+    words = paragraph.split()
+    if len(words) < 5:
+        return False
+    letters = sum(c.isalpha() or c.isspace() for c in paragraph)
+    return letters >= 0.8 * len(paragraph) and sum(bool(_WORD.match(w)) for w in words) >= 0.7 * len(words)
+
+
+def _prose_paragraphs(text: str) -> list[str]:
+    """The prose paragraphs of a docstring or a reST/Markdown page, each unwrapped to one line."""
+    paragraphs = re.split(r"\n\s*\n", "\n".join(_strip_blocks(text)))
+    return [p for p in (_inline(q) for q in paragraphs) if _is_prose(p)]
+
+
+def _call_name(func: ast.expr) -> str:
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
+def _doc_strings(tree: ast.AST) -> Iterator[str]:
+    """Docstrings, and the strings handed to documentation helpers (torch's ``add_docstr``, numpy's
+    ``add_newdoc``, ...): string arguments of any call whose name contains "doc", ``.format()`` templates included."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node)
+            if doc:
+                yield doc
+        elif isinstance(node, ast.Call) and "doc" in _call_name(node.func).lower():
+            for arg in node.args:
+                values = arg.elts if isinstance(arg, ast.Tuple) else [arg]
+                for value in values:
+                    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute):
+                        value = value.func.value  # r"""...""".format(**common_args)
+                    if isinstance(value, ast.Constant) and isinstance(value.value, str) and len(value.value) > 100:
+                        yield inspect.cleandoc(value.value)
+
+
+def _doc_distributions() -> list[metadata.Distribution]:
+    """The installed distributions that ``_DOCS_ROOT`` requires, directly or not (extras followed, environment
+    markers evaluated), sorted by name; the root itself excluded."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, metadata.Distribution] = {}
+    for dist in metadata.distributions() if _DOCS_PATH is None else metadata.distributions(path=_DOCS_PATH):
+        if dist.name:
+            found.setdefault(canonicalize_name(dist.name), dist)  # the first on the path, as import would
+    root = canonicalize_name(_DOCS_ROOT)
+    if root not in found:
+        raise CorpusError(
+            f"data.source: package-docs reads the installed dependencies of {_DOCS_ROOT}, which is not installed "
+            f'(pip install -e ".[test]")'
+        )
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
+    while todo:
+        name, extras = todo.pop()
+        if (name, extras) in seen or name not in found:
+            continue
+        seen.add((name, extras))
+        for line in found[name].requires or []:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras | {""}):
+                todo.append((canonicalize_name(req.name), frozenset(req.extras)))
+    return [found[name] for name in sorted({name for name, _ in seen} - {root})]
+
+
+def _doc_files(dist: metadata.Distribution) -> list[Path]:
+    """The files of a distribution that package-docs reads: Python sources and reST/Markdown pages, by path,
+    outside tests and vendored code."""
+    files = []
+    for f in sorted(dist.files or [], key=str):
+        parts = f.parts
+        if not parts or parts[0] == ".." or parts[0].endswith((".dist-info", ".egg-info", ".data")):
+            continue
+        if _SKIP_PACKAGE_DIRS.intersection(p.lower() for p in parts[:-1]):
+            continue
+        if f.suffix == ".py" or (f.suffix in _PAGE_SUFFIXES and not _SKIP_PAGES.match(f.name)):
+            files.append(Path(str(dist.locate_file(f))))
+    return files
+
+
+def _long_description(dist: metadata.Distribution) -> str:
+    """The distribution's long description (its README, in its metadata)."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    message = email.message_from_string(text)
+    payload = message.get_payload()
+    return payload if isinstance(payload, str) and payload.strip() else str(message.get("Description") or "")
+
+
+def _distribution_texts(dist: metadata.Distribution) -> Iterator[str]:
+    """The raw documentation texts of one distribution, in a fixed order."""
+    yield _long_description(dist)
+    for path in _doc_files(dist):
+        try:
+            if path.suffix == ".py":
+                yield from _doc_strings(ast.parse(path.read_bytes()))
+            else:
+                yield path.read_text(encoding="utf-8")
+        except (OSError, SyntaxError, ValueError, UnicodeDecodeError, RecursionError):
+            continue
+
+
+def _package_docs(dists: Iterable[metadata.Distribution]) -> Iterator[str]:
+    """Documents of prose: the standard library's (as python-docs reads it), then each distribution's. A paragraph
+    seen before anywhere is dropped; a document keeps at least ``_MIN_WORDS`` words of new paragraphs."""
+    seen: set[bytes] = set()
+    texts = itertools.chain(_python_docs(), itertools.chain.from_iterable(map(_distribution_texts, dists)))
+    for text in texts:
+        fresh = []
+        for paragraph in _prose_paragraphs(text):
+            key = hashlib.sha1(re.sub(r"\W+", " ", paragraph.lower()).encode()).digest()
+            if key not in seen:
+                seen.add(key)
+                fresh.append(paragraph)
+        document = "\n\n".join(fresh)
+        if len(document.split()) >= _MIN_WORDS:
+            yield document
+
+
+def _package_docs_key() -> list[Any]:
+    """What package-docs' text depends on: the cleaning rules, the Python installation, and each distribution's
+    name, version and the size and modification time of every file read."""
+    idents = []
+    for dist in _doc_distributions():
+        digest = hashlib.sha256()
+        for path in _doc_files(dist):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        digest.update(_long_description(dist).encode())
+        idents.append([dist.name, dist.version, digest.hexdigest()[:16]])
+    return ["package-docs", PACKAGE_DOCS_RULES, sys.version, sysconfig.get_paths()["stdlib"], idents]
 
 
 def _local_files(path: Path) -> list[Path]:
@@ -139,6 +524,14 @@ def load_corpus(
         raw = _python_docs()
         desc = f"python-docs (Python {sys.version.split()[0]} reference topics and stdlib docstrings)"
         docs = [d for d in (_clean(t) for t in raw) if len(d.split()) >= _MIN_WORDS]
+    elif source == "package-docs":
+        dists = _doc_distributions()
+        # Documents come out unique and in their final order, so reading can stop at max_documents.
+        docs = list(itertools.islice(_package_docs(dists), max_documents))
+        desc = (
+            f"package-docs (Python {sys.version.split()[0]} standard library and {len(dists)} installed "
+            f"dependencies of {_DOCS_ROOT}: docstrings and documentation pages, prose only)"
+        )
     else:
         path = Path(source).expanduser()
         if path.exists():
@@ -170,11 +563,14 @@ def load_corpus(
 def source_key(source: str, *, config: str | None, split: str, text_field: str, max_documents: int | None) -> str:
     """A cheap identity of the corpus a source yields (no text read): the tokenized-data cache key.
 
-    Built-in: the Python version. Local files: every file's path, size and modification time. datasets: name,
-    config and split (the datasets library caches by these too)."""
+    python-docs: the Python version. package-docs: that, the cleaning rules, and every dependency's name, version
+    and the size and modification time of each file read. Local files: every file's path, size and modification
+    time. datasets: name, config and split (the datasets library caches by these too)."""
     ident: list[Any]
     if source == "python-docs":
         ident = ["python-docs", sys.version, sysconfig.get_paths()["stdlib"]]
+    elif source == "package-docs":
+        ident = _package_docs_key()
     elif Path(source).expanduser().exists():
         ident = [
             [str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in _local_files(Path(source).expanduser())

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import plots
+from .confirm import confirmation_table, load_confirmation
 from .pareto import front
 from .table import COLUMNS, experiment_dir, load_results
 
@@ -50,4 +51,8 @@ def export(path: str | Path, out: str | Path | None = None, *, by: str = "net_ti
     )
     plots.pareto_png(df, fr, files["pareto.png"], by=by, title=title)
     plots.pareto_html(df, fr, files["pareto.html"], by=by, title=title)
+    confirmed = confirmation_table(load_confirmation(exp), df)
+    if not confirmed.empty:
+        files["confirm.csv"] = out / "confirm.csv"
+        confirmed.to_csv(files["confirm.csv"], index=False)
     return files

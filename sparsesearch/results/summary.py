@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..definitions import DIVERGED, REACHED
 from ..experiment import DENSE_FAMILY, SPARSE, STUDY_FILE
+from .confirm import confirmation_lines, confirmation_table, load_confirmation
 from .format import number, params_text
 from .pareto import OBJECTIVES
 from .table import load_results
@@ -43,6 +44,7 @@ def summarize(path: str | Path, top: int = 5) -> list[str]:
         )
     if sparse.empty:
         lines.append("  (no sparse trial reached the target)")
+    lines += confirmation_lines(confirmation_table(load_confirmation(exp), df))
     lines.append(f"results: {exp}  (Optuna study: {exp / STUDY_FILE})")
     lines.append(f"report:  sparsesearch report {exp}   (Pareto front, plots, importances)")
     return lines

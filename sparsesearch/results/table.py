@@ -26,7 +26,7 @@ from ..definitions import (
     UNFINISHED,
     at_target,
 )
-from ..experiment import DENSE_FAMILY, FAMILY_KEYS, STATE_FILE, family_size, role, rung_key
+from ..experiment import DENSE_FAMILY, META_KEYS, STATE_FILE, family_size, role, rung_key
 from .pareto import OBJECTIVES
 
 # Per-trial columns from the trial's last report (a ``TrialReport``), renamed where the meaning narrows.
@@ -262,7 +262,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
         rec = _trial_record(d, rows, cfg, ray_status, state, len(losses))
         configs[rec["trial_id"]] = cfg
         for k, v in cfg.items():
-            if k not in FAMILY_KEYS:
+            if k not in META_KEYS:
                 param_keys[k] = None
                 rec[k] = v
         records.append(rec)

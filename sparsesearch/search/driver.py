@@ -29,9 +29,11 @@ from ray.tune.search.optuna import OptunaSearch
 from ..checks import check_spec
 from ..data.batches import prepare_data
 from ..definitions import RUNNING
-from ..experiment import DENSE_FAMILY, STATE_FILE, STUDY_FILE, family_size, role
+from ..experiment import CONFIRM_DIR, DENSE_FAMILY, STATE_FILE, STUDY_FILE, family_size, role
 from ..model.embedding import model_shape
 from ..model.flops import expected_masked, step_flops
+from ..results.confirm import confirm_configs, confirm_picks
+from ..results.table import load_results
 from ..spec import Spec, SpecError, spec_from_dict
 from ..train.target import Target, resolve_target
 from .family import family_configs, family_sizes
@@ -148,6 +150,32 @@ def _trainable(spec: Spec, raw: dict, data, target: Target, unit_flops: float, g
         threads=max(1, int(spec.tune.cpus_per_trial)),
     )
     return tune.with_resources(fn, {"cpu": spec.tune.cpus_per_trial, "gpu": gpus})
+
+
+class FixedConfigs(Searcher):
+    """Searcher that suggests a fixed list of configurations, then finishes (the confirmation runs)."""
+
+    def __init__(self, configs: list[dict]):
+        super().__init__(metric="objective", mode="min")
+        self.configs, self.given = configs, 0
+
+    def suggest(self, trial_id):
+        if self.given >= len(self.configs):
+            return Searcher.FINISHED
+        self.given += 1
+        return dict(self.configs[self.given - 1])
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        pass
+
+    def save(self, checkpoint_path):
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"configs": self.configs, "given": self.given}, f)
+
+    def restore(self, checkpoint_path):
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.configs, self.given = state["configs"], state["given"]
 
 
 class FamilyKeepingASHA(ASHAScheduler):
@@ -332,4 +360,43 @@ def _fit(
         f"results in {exp_dir}"
     )
     tuner.fit()
+    if spec.search.confirm.top > 0:
+        _confirm(spec, exp_dir, trainable, log)
     return exp_dir
+
+
+def _confirm(spec: Spec, exp_dir: Path, trainable, log: Callable[[str], None]) -> None:
+    """Re-run the best sparse configurations and the best dense of each size on more seeds
+    (``results.confirm``); an interrupted confirmation continues where it stopped."""
+    cdir = exp_dir / CONFIRM_DIR
+    if (cdir / "tuner.pkl").exists():
+        tuner = tune.Tuner.restore(str(cdir), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        df = load_results(exp_dir)
+        conf = spec.search.confirm
+        picks = confirm_picks(df, conf.top, spec.search.objective)
+        configs = confirm_configs(df, picks, spec.train.seed, conf.seeds)
+        if not configs:
+            log("confirm nothing to confirm: no trial reached the target")
+            return
+        cdir.mkdir(exist_ok=True)
+        state = {**json.loads((exp_dir / STATE_FILE).read_text()), "name": CONFIRM_DIR, "confirms": picks}
+        (cdir / STATE_FILE).write_text(json.dumps(state, indent=1))
+        log(f"confirm {len(picks)} configurations x {conf.seeds} more seeds ({len(configs)} runs)")
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(FixedConfigs(configs), max_concurrent=spec.tune.max_concurrent),
+                num_samples=len(configs),
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=CONFIRM_DIR,
+                storage_path=str(exp_dir),
+                verbose=0,
+                callbacks=[_progress_callback(log)],
+                failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    tuner.fit()
