@@ -73,8 +73,9 @@ class DataSpec:
     source: str = _field(
         "python-docs",
         "corpus: 'python-docs' (built in, offline: the Python installation's "
-        "reference docs and standard-library docstrings), a datasets name, or a local "
-        ".txt/.json/.jsonl/.parquet file or directory",
+        "reference docs and standard-library docstrings, 0.4M tokens), 'package-docs' (built in, offline: those "
+        "and the docs and docstrings of the installed dependencies, 5.1M tokens, for long runs), a datasets name, "
+        "or a local .txt/.json/.jsonl/.parquet file or directory",
     )
     config: str | None = _field(None, "datasets configuration name (datasets sources only)")
     split: str = _field("train", "datasets split to read (datasets sources only)")

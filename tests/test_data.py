@@ -1,4 +1,4 @@
-"""Data: masking statistics and determinism, disjoint held-out split, cache, local sources."""
+"""Data: masking statistics and determinism, disjoint held-out split, cache, local sources, package-docs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from sparsesearch.data.batches import Batches, mask_tokens, prepare_data
-from sparsesearch.data.corpus import CorpusError, load_corpus
+import sparsesearch.data.corpus as corpus_mod
+from sparsesearch.data.batches import Batches, _in_heldout, mask_tokens, prepare_data
+from sparsesearch.data.corpus import CorpusError, load_corpus, source_key
+from sparsesearch.spec import DataSpec, ModelSpec
 
 
 def _masking_stats(data, seed=0):
@@ -132,3 +134,257 @@ def test_bad_sources_name_the_field(tmp_path, source, field, message):
     with pytest.raises(CorpusError) as e:
         load_corpus(source.format(dir=tmp_path), text_field=field)
     assert message in str(e.value) and str(e.value).startswith("data.")
+
+
+# --- package-docs: the larger built-in corpus (documentation of the installed dependencies) -----------------------
+ALPHA_README = """# Alpha
+
+![build](https://example.org/badge.svg)
+
+Alpha reads configuration files written by people and turns them into typed settings objects that programs
+can trust, with an error message that names the file, the line and the key whenever something is wrong.
+
+## Installation
+
+```bash
+pip install alpha-lib
+```
+"""
+
+ALPHA_INIT = '''"""Alpha is a small library that reads configuration files and turns them into typed settings for us.
+
+Parameters
+----------
+path : str
+    The location of the configuration file that should be read from the disk.
+
+Examples
+--------
+>>> load("settings.toml")
+Settings(debug=False)
+"""
+
+
+def load(path):
+    """Read the configuration file at the given path and return the settings it describes, checked for errors.
+
+    Every key of the file must be known to the schema, otherwise an error names the first unknown key found.
+
+    .. code-block:: python
+
+        settings = load("a.toml")
+    """
+'''
+
+ALPHA_GUIDE = """Guide
+=====
+
+The :class:`~alpha.Settings` object keeps every value of the file together with the place it came from, so
+that a program can tell its users which line of which file set a surprising value, see `the manual
+<https://example.org/manual>`_ for more.
+
+=====  =======
+key    meaning
+=====  =======
+debug  verbose
+=====  =======
+"""
+
+BETA_INIT = '''"""Beta schedules small jobs on a pool of worker threads and reports when each of them finishes or fails.
+
+Every key of the file must be known to the schema, otherwise an error names the first unknown key found.
+
+Args:
+    workers (`int`, *optional*, defaults to 4):
+        How many threads run jobs at the same time; the others wait in a queue in the order they came.
+"""
+
+
+def run():
+    pass
+
+
+add_docstr(
+    run,
+    r"""
+    Run every queued job and wait until the last of them has finished or failed, however long that takes.
+
+    The jobs run in the order they were queued; a failed job does not stop the others, and its error is kept.
+    """,
+)
+'''
+
+EXPECTED_PACKAGE_DOCS = (
+    "The standard library stand-in: a paragraph of plain English prose that is long enough to count as a "
+    "document of its own in this corpus, which needs at least thirty words.",
+    "Alpha reads configuration files written by people and turns them into typed settings objects that programs "
+    "can trust, with an error message that names the file, the line and the key whenever something is wrong.",
+    "Alpha is a small library that reads configuration files and turns them into typed settings for us.\n\n"
+    "The location of the configuration file that should be read from the disk.",
+    "Read the configuration file at the given path and return the settings it describes, checked for errors.\n\n"
+    "Every key of the file must be known to the schema, otherwise an error names the first unknown key found.",
+    "The Settings object keeps every value of the file together with the place it came from, so that a program "
+    "can tell its users which line of which file set a surprising value, see the manual for more.",
+    "Beta schedules small jobs on a pool of worker threads and reports when each of them finishes or fails.\n\n"
+    "How many threads run jobs at the same time; the others wait in a queue in the order they came.",
+    "Run every queued job and wait until the last of them has finished or failed, however long that takes.\n\n"
+    "The jobs run in the order they were queued; a failed job does not stop the others, and its error is kept.",
+)
+
+
+def _fake_distribution(site, name, version, requires=(), files=None, description=""):
+    """An installed distribution in ``site``: its .dist-info (METADATA, RECORD) and its files."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    header = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    header += [f"Requires-Dist: {r}" for r in requires]
+    (info / "METADATA").write_text("\n".join(header) + "\n\n" + description)
+    for rel, text in (files or {}).items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(text)
+    (info / "RECORD").write_text("".join(f"{rel},,\n" for rel in [*(files or {}), f"{info.name}/METADATA"]))
+
+
+@pytest.fixture
+def fake_site(tmp_path, monkeypatch):
+    """A site-packages of fake distributions: the root requires Alpha_Lib[fast] (which requires beta with that
+    extra), a missing package and one excluded by its marker; delta (other extra) and unrelated are installed too."""
+    site = tmp_path / "site"
+    site.mkdir()
+    _fake_distribution(
+        site, "fakeroot", "1.0", ["Alpha_Lib[fast]>=1", "missing-package", 'gamma ; python_version < "3"']
+    )
+    _fake_distribution(
+        site,
+        "Alpha_Lib",
+        "1.0",
+        ['beta ; extra == "fast"', 'delta ; extra == "slow"'],
+        {
+            "alpha_lib/__init__.py": ALPHA_INIT,
+            "alpha_lib/guide.rst": ALPHA_GUIDE,
+            "alpha_lib/LICENSE.md": "Permission is hereby granted, free of charge, to any person obtaining a copy "
+            "of this software and associated documentation files, to deal in the Software without restriction.",
+            "alpha_lib/data.txt": "not documentation",
+            "alpha_lib/tests/test_alpha.py": f'"""{"A test docstring that package-docs never reads. " * 6}"""\n',
+        },
+        ALPHA_README,
+    )
+    _fake_distribution(site, "beta", "2.0", [], {"beta/__init__.py": BETA_INIT})
+    for name in ("gamma", "delta", "unrelated"):
+        prose = f"The {name} package should never be read, because the root does not require it here. " * 3
+        _fake_distribution(site, name, "1.0", [], {f"{name}/__init__.py": f'"""{prose}"""\n'})
+    monkeypatch.setattr(corpus_mod, "_DOCS_ROOT", "fakeroot")
+    monkeypatch.setattr(corpus_mod, "_DOCS_PATH", [str(site)])
+    monkeypatch.setattr(corpus_mod, "_python_docs", lambda: iter([EXPECTED_PACKAGE_DOCS[0]]))
+    return site
+
+
+def _package_docs_key(max_documents=None):
+    return source_key("package-docs", config=None, split="train", text_field="text", max_documents=max_documents)
+
+
+def test_package_docs_follow_the_installed_requirements(fake_site):
+    assert [d.name for d in corpus_mod._doc_distributions()] == ["Alpha_Lib", "beta"]
+
+
+def test_package_docs_keep_new_prose_in_a_fixed_order(fake_site):
+    corpus = load_corpus("package-docs")
+    assert corpus.documents == EXPECTED_PACKAGE_DOCS
+    assert corpus.description.startswith("package-docs")
+    assert "2 installed dependencies of fakeroot" in corpus.description
+    assert load_corpus("package-docs").documents == corpus.documents
+    assert load_corpus("package-docs", max_documents=3).documents == EXPECTED_PACKAGE_DOCS[:3]
+
+
+def test_package_docs_cache_key_follows_versions_and_read_files(fake_site):
+    key = _package_docs_key()
+    assert _package_docs_key() == key and _package_docs_key(max_documents=3) != key
+    (fake_site / "alpha_lib/data.txt").write_text("a data file that package-docs does not read")
+    (fake_site / "unrelated/__init__.py").write_text('"""Changed, but not a dependency."""\n')
+    assert _package_docs_key() == key
+    (fake_site / "beta/__init__.py").write_text(BETA_INIT + "\n\ndef stop():\n    pass\n")
+    changed_file = _package_docs_key()
+    assert changed_file != key
+    _fake_distribution(fake_site, "beta", "2.1", [], {"beta/__init__.py": BETA_INIT + "\n\ndef stop():\n    pass\n"})
+    (fake_site / "beta-2.0.dist-info" / "METADATA").unlink()
+    (fake_site / "beta-2.0.dist-info" / "RECORD").unlink()
+    (fake_site / "beta-2.0.dist-info").rmdir()
+    assert [d.version for d in corpus_mod._doc_distributions()] == ["1.0", "2.1"]
+    assert _package_docs_key() not in (key, changed_file)
+
+
+def test_package_docs_need_the_project_installed(fake_site, monkeypatch):
+    monkeypatch.setattr(corpus_mod, "_DOCS_ROOT", "not-installed-anywhere")
+    with pytest.raises(CorpusError, match="data.source: package-docs reads the installed dependencies"):
+        load_corpus("package-docs")
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (ALPHA_INIT.split('"""')[1], [EXPECTED_PACKAGE_DOCS[2].replace("\n\n", "\n")]),
+        (ALPHA_GUIDE, [EXPECTED_PACKAGE_DOCS[4]]),
+        (
+            "So G.edges[u, v]['color'] gives the color of the edge, see [the docs](https://x.org/a) or [a guide][g].",
+            ["So G.edges[u, v]['color'] gives the color of the edge, see the docs or a guide."],
+        ),
+        (
+            "Returns:\n"
+            "  A dictionary mapping proto names to the message classes. This will include\n"
+            "  any dependent messages as well as the messages defined in the same file.\n"
+            "Raises:\n"
+            "  KeyError: if a proto names a message type that none of the files defines.\n",
+            [
+                "A dictionary mapping proto names to the message classes. This will include any dependent messages "
+                "as well as the messages defined in the same file.",
+                "if a proto names a message type that none of the files defines.",
+            ],
+        ),
+        (
+            "n_group (`int`, *optional*, defaults to 1):\n"
+            "    Number of groups that the routed experts are divided into before the top groups are chosen.\n"
+            "top_k (`int`):\n"
+            "    How many experts every token is sent to, chosen among the groups that were kept.\n",
+            [
+                "Number of groups that the routed experts are divided into before the top groups are chosen.",
+                "How many experts every token is sent to, chosen among the groups that were kept.",
+            ],
+        ),
+        (
+            ":param path: the location of the file that is read, relative to the working directory.\n"
+            ":type path: str\n\n"
+            ".. note:: Relative paths are resolved once, when the settings object is created.\n\n"
+            "Example::\n\n    load('x')\n\n"
+            "| a | b |\n|---|---|\n\n.. [1] A cited paper, pages one to ten, in some proceedings.\n",
+            [
+                "the location of the file that is read, relative to the working directory.",
+                "Relative paths are resolved once, when the settings object is created.",
+            ],
+        ),
+    ],
+)
+def test_prose_paragraphs_drop_code_tables_and_markup(text, expected):
+    assert corpus_mod._prose_paragraphs(text) == [p for e in expected for p in e.split("\n")]
+
+
+def test_package_docs_of_the_real_installation_are_prose_and_deterministic(monkeypatch):
+    # Skip the standard library here so that the first documents come from the real installed packages.
+    monkeypatch.setattr(corpus_mod, "_python_docs", lambda: iter(()))
+    docs = load_corpus("package-docs", max_documents=150).documents
+    assert docs == load_corpus("package-docs", max_documents=150).documents
+    assert len(docs) == 150 and len(set(docs)) == len(docs)
+    assert all(len(d.split()) >= 30 for d in docs)
+    lines = [ln for d in docs for ln in d.splitlines()]
+    assert not any(ln.startswith((">>>", "```", ".. ", ":param")) for ln in lines)
+
+
+def test_package_docs_split_is_disjoint():
+    data = DataSpec(source="package-docs", max_documents=400)
+    prepared = prepare_data(data, ModelSpec(seq_len=64), use_cache=False)
+    docs = load_corpus("package-docs", max_documents=400).documents
+    held = {d for d in docs if _in_heldout(d, data.heldout_fraction)}
+    train = set(docs) - held
+    assert held and train and len(held) + len(train) == len(docs) == 400
+    assert (prepared.stats["heldout_documents"], prepared.stats["train_documents"]) == (len(held), len(train))
+    train_rows = {tuple(r) for r in prepared.train.tolist()}
+    assert not any(tuple(r) in train_rows for r in prepared.heldout.tolist())

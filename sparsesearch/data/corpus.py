@@ -53,12 +53,12 @@ def _clean(text: str) -> str:
     return re.sub(r"[ \t]+", " ", "\n".join(lines)).strip()
 
 
-def _python_docs() -> list[str]:
-    docs: list[str] = []
+def _python_docs() -> Iterator[str]:
+    """The reference topics of ``pydoc_data``, then the standard library's docstrings, file by file (lazily)."""
     from pydoc_data.topics import topics
 
     for key in sorted(topics):
-        docs.append(topics[key])
+        yield topics[key]
     root = Path(sysconfig.get_paths()["stdlib"])
     for path in sorted(root.rglob("*.py")):
         if _SKIP_STDLIB_DIRS.intersection(path.relative_to(root).parts):
@@ -71,13 +71,12 @@ def _python_docs() -> list[str]:
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 doc = ast.get_docstring(node)
                 if doc:
-                    docs.append(doc)
-    return docs
+                    yield doc
 
 
 # --- package-docs --------------------------------------------------------------------------------------------------
 
-PACKAGE_DOCS_RULES = 1  # bump whenever the extraction or cleaning below changes: it is part of the cache key
+PACKAGE_DOCS_RULES = 2  # bump whenever the extraction or cleaning below changes: it is part of the cache key
 _DOCS_ROOT = "sparsesearch"  # package-docs reads the installed dependencies of this distribution
 _DOCS_PATH: list[str] | None = None  # where distributions are looked up (None: sys.path)
 _SKIP_PACKAGE_DIRS = {"test", "tests", "testing", "_vendor", "vendor", "_vendored", "vendored", "externals"}
@@ -140,15 +139,16 @@ _PROSE_DIRECTIVES = {
 _UNDERLINE = re.compile(r"^([-=~^*+#`'\".])\1{2,}$")
 _SIMPLE_TABLE_BORDER = re.compile(r"^=+( +=+)+$")
 _GOOGLE_HEADER = re.compile(r"^([A-Za-z][A-Za-z ]{1,30}):$")
+_MD_HEADER = re.compile(r"^#{1,6}\s+(.*?)\s*#*$")
 _DIRECTIVE = re.compile(r"^\.\.\s+([\w:-]+)::\s*(.*)$")
 _FIELD = re.compile(r"^:([\w-]+)([^:]*):\s*(.*)$")
 _NO_TEXT_FIELDS = {"type", "rtype", "vartype", "ytype", "kwtype", "meta", "nosignatures", "noindex"}
-_ITEM_PREFIX = re.compile(r"^\**[\w.]+(\s*\([^()]*(\([^()]*\)[^()]*)*\))?\s*:\s+")
-_ITEM_LINE = re.compile(r"^\**\w+ \([^()]*(\([^()]*\)[^()]*)*\):\s")
+_ITEM_PREFIX = re.compile(r"^\**[\w.]+(\s*\([^()]*(\([^()]*\)[^()]*)*\))?\s*:(\s+|$)")
+_ITEM_LINE = re.compile(r"^\**\w+ \([^()]*(\([^()]*\)[^()]*)*\):(\s|$)")
 _ROLE = re.compile(r":[\w:.+-]+:`(~?)([^`<]*?)\s*(<[^`>]*>)?`")
 _REST_LINK = re.compile(r"`([^`<]+?)\s*<[^`>]+>`__?")
 _MD_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
-_MD_LINK = re.compile(r"\[([^\]]+)\](\([^)]*\)|\[[^\]]*\])")
+_MD_LINK = re.compile(r"\[([^\]]+)\](\([^)\s]*\)|\[[\w .-]*\])")
 _HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 _URL = re.compile(r"<?\b(https?|ftp)://\S+")
 _LITERAL = re.compile(r"`+([^`]*)`+_?")
@@ -159,6 +159,12 @@ _WORD = re.compile(r"^[(\"']?[A-Za-z][A-Za-z'-]*[.,;:!?)\"']*$")
 
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
+
+
+def _dedent(lines: list[str]) -> list[str]:
+    """The lines with their common indentation removed."""
+    indent = min((_indent(ln) for ln in lines if ln.strip()), default=0)
+    return [ln[indent:] for ln in lines]
 
 
 def _block_end(lines: list[str], start: int, indent: int) -> int:
@@ -192,13 +198,17 @@ def _strip_blocks(text: str) -> list[str]:
         line, s = lines[i], lines[i].strip()
         ind = _indent(line)
         header = _section_header(lines, i)
-        md_header = re.match(r"^#{1,6}\s+(.*?)\s*#*$", s)
-        if header is not None or md_header:
-            name = header if header is not None else md_header.group(1).rstrip(":").lower()  # type: ignore[union-attr]
-            section = "drop" if name in _DROP_SECTIONS else "items" if name in _ITEM_SECTIONS else ""
+        if header is not None:  # numpydoc/reST section: up to the next one
+            section = "drop" if header in _DROP_SECTIONS else "items" if header in _ITEM_SECTIONS else ""
             section_indent = ind
             out.append("")
-            i += 2 if header is not None else 1
+            i += 2
+            continue
+        md_header = _MD_HEADER.match(s)
+        if md_header:  # Markdown section: its paragraphs are prose, unless it is one of the dropped ones
+            section = "drop" if md_header.group(1).rstrip(":").lower() in _DROP_SECTIONS else ""
+            out.append("")
+            i += 1
             continue
         if section == "drop":
             i += 1
@@ -241,10 +251,11 @@ def _strip_blocks(text: str) -> list[str]:
             end = _block_end(lines, i + 1, ind)
             name = directive.group(1).lower()
             if name in _PROSE_DIRECTIVES:
+                argument = directive.group(2)
+                if name.startswith(("version", "deprecated")):  # the argument starts with a version number
+                    argument = re.sub(r"^[\w.]+,?\s*", "", argument)
                 out.append("")
-                if not name.startswith(("version", "deprecated")) and directive.group(2):
-                    out.append(directive.group(2))
-                out.extend(_strip_blocks("\n".join(lines[i + 1 : end])))
+                out.extend(_strip_blocks("\n".join([argument, *_dedent(lines[i + 1 : end])])))
                 out.append("")
             i = end
             continue
@@ -256,8 +267,7 @@ def _strip_blocks(text: str) -> list[str]:
             end = _block_end(lines, i + 1, ind)
             out.append("")
             if field.group(1).lower() not in _NO_TEXT_FIELDS:
-                out.append(field.group(3))
-                out.extend(lines[i + 1 : end])
+                out.extend(_strip_blocks("\n".join([field.group(3), *_dedent(lines[i + 1 : end])])))
             out.append("")
             i = end
             continue
@@ -265,14 +275,14 @@ def _strip_blocks(text: str) -> list[str]:
         if google and google.group(1).lower() in _DROP_SECTIONS | _ITEM_SECTIONS:
             end = _block_end(lines, i + 1, ind)
             if google.group(1).lower() in _ITEM_SECTIONS:
-                body = [ln for ln in lines[i + 1 : end] if ln.strip()]
-                base = min((_indent(ln) for ln in body), default=0)
-                for ln in body:
-                    if _indent(ln) == base:
-                        out.append("")
-                        out.append(_ITEM_PREFIX.sub("", ln.strip(), count=1))
-                    else:
-                        out.append(ln)
+                body = _dedent(lines[i + 1 : end])
+                # An item starts at the first line and at each unindented "name (type): text" line after it.
+                lefts = [k for k, ln in enumerate(body) if ln.strip() and _indent(ln) == 0]
+                starts = lefts[:1] + [k for k in lefts[1:] if _ITEM_PREFIX.match(body[k])] + [len(body)]
+                for start, stop in itertools.pairwise(starts):
+                    first = _ITEM_PREFIX.sub("", body[start].strip(), count=1)
+                    out.append("")
+                    out.extend(_strip_blocks("\n".join([first, *_dedent(body[start + 1 : stop])])))
             out.append("")
             i = end
             continue
@@ -326,22 +336,36 @@ def _call_name(func: ast.expr) -> str:
     return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
 
 
-def _doc_strings(tree: ast.AST) -> Iterator[str]:
-    """Docstrings, and the strings handed to documentation helpers (torch's ``add_docstr``, numpy's
-    ``add_newdoc``, ...): string arguments of any call whose name contains "doc", ``.format()`` templates included."""
-    for node in ast.walk(tree):
+_STATEMENT_NODES = (ast.stmt, ast.excepthandler, ast.match_case)
+
+
+def _doc_call_strings(call: ast.expr) -> Iterator[str]:
+    """The long string arguments of a call to a documentation helper (torch's ``add_docstr``, numpy's
+    ``add_newdoc``, ...: any call whose name contains "doc"), ``.format()`` templates included."""
+    if not (isinstance(call, ast.Call) and "doc" in _call_name(call.func).lower()):
+        return
+    for arg in call.args:
+        for value in arg.elts if isinstance(arg, ast.Tuple) else [arg]:
+            if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute):
+                value = value.func.value  # r"""...""".format(**common_args)
+            if isinstance(value, ast.Constant) and isinstance(value.value, str) and len(value.value) > 100:
+                yield inspect.cleandoc(value.value)
+
+
+def _doc_strings(tree: ast.Module) -> Iterator[str]:
+    """The docstrings of a module and of its classes and functions, and the strings its statements hand to
+    documentation helpers, in source order. Only statements are visited, not expressions."""
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             doc = ast.get_docstring(node)
             if doc:
                 yield doc
-        elif isinstance(node, ast.Call) and "doc" in _call_name(node.func).lower():
-            for arg in node.args:
-                values = arg.elts if isinstance(arg, ast.Tuple) else [arg]
-                for value in values:
-                    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute):
-                        value = value.func.value  # r"""...""".format(**common_args)
-                    if isinstance(value, ast.Constant) and isinstance(value.value, str) and len(value.value) > 100:
-                        yield inspect.cleandoc(value.value)
+        elif isinstance(node, (ast.Expr, ast.Assign, ast.AnnAssign)) and node.value is not None:
+            yield from _doc_call_strings(node.value)
+        children = [c for c in ast.iter_child_nodes(node) if isinstance(c, _STATEMENT_NODES)]
+        stack.extend(reversed(children))
 
 
 def _doc_distributions() -> list[metadata.Distribution]:
@@ -419,6 +443,8 @@ def _package_docs(dists: Iterable[metadata.Distribution]) -> Iterator[str]:
     seen: set[bytes] = set()
     texts = itertools.chain(_python_docs(), itertools.chain.from_iterable(map(_distribution_texts, dists)))
     for text in texts:
+        if len(text.split()) < _MIN_WORDS:  # cleaning only removes words: this cannot make a document
+            continue
         fresh = []
         for paragraph in _prose_paragraphs(text):
             key = hashlib.sha1(re.sub(r"\W+", " ", paragraph.lower()).encode()).digest()
@@ -521,9 +547,8 @@ def load_corpus(
 ) -> Corpus:
     """Read, clean and de-duplicate the documents of a source (see module docstring)."""
     if source == "python-docs":
-        raw = _python_docs()
         desc = f"python-docs (Python {sys.version.split()[0]} reference topics and stdlib docstrings)"
-        docs = [d for d in (_clean(t) for t in raw) if len(d.split()) >= _MIN_WORDS]
+        docs = [d for d in (_clean(t) for t in _python_docs()) if len(d.split()) >= _MIN_WORDS]
     elif source == "package-docs":
         dists = _doc_distributions()
         # Documents come out unique and in their final order, so reading can stop at max_documents.
