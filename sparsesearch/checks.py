@@ -1,23 +1,33 @@
 """Every rule of a spec, checked before anything runs: the schema's (``spec``), the method registry's
-(``sparsity.registry``) on the spec and on each searched value."""
+(``sparsity.registry``) on the spec and on each searched value, and the early-stopping bounds, which need the
+model's FLOPs."""
 
 from __future__ import annotations
 
+from .model.embedding import model_shape
+from .model.flops import expected_masked, step_flops
 from .sparsity.registry import check_sparsity, check_value
-from .spec import SearchParam, Spec, SpecError, search_params
+from .spec import SearchParam, Spec, SpecError, blames, search_params, spec_from_dict, with_values
 
 
 def check_spec(spec: Spec, raw: dict | None = None) -> tuple[SearchParam, ...]:
-    """Raise ``SpecError`` when ``spec`` (read from ``raw``) breaks a rule the schema alone cannot check;
-    returns its validated search parameters."""
+    """Raise ``SpecError`` when ``spec`` breaks a rule the schema alone cannot check; returns its validated
+    search parameters. (``raw`` is accepted for callers that hold the file's dict; the spec itself is the file's
+    settings with the overrides applied.)"""
     check_sparsity(spec.sparsity)
-    return check_space(spec, raw if raw is not None else {})
+    params = check_space(spec, raw if raw is not None else {})
+    if params:  # a spec that searches nothing (e.g. one `train` runs with its defaults) never meets ASHA
+        check_asha(spec)
+    return params
 
 
 def check_space(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
     """The validated search parameters of ``spec`` (``spec.search_params``), each searched sparsity value also
-    checked by the method registry (a method or weight group that does not exist)."""
+    checked by the method registry: its name or weight group exists, and the method's own rules hold with the
+    file's other settings (a clash with another searched key is left to each trial's full spec)."""
     params = search_params(spec, raw)
+    base = with_values(spec.to_dict(), {p.key: p.values[0] for p in params if p.kind == "const"})
+    varying = [p.key for p in params if p.kind != "const"]
     for p in params:
         section, name = p.key.split(".")
         if section != "sparsity" or p.kind not in ("choice", "const"):
@@ -27,4 +37,48 @@ def check_space(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
                 check_value(name, value, p.key)
             except SpecError as e:
                 raise SpecError(f"search.params.{p.key}: value {value!r} is invalid: {e}") from None
+            try:
+                check_sparsity(spec_from_dict(with_values(base, {p.key: value})).sparsity)
+            except SpecError as e:
+                if blames(str(e), p.key, varying):
+                    raise SpecError(f"search.params.{p.key}: value {value!r} is invalid: {e}") from None
     return params
+
+
+def dense_step_flops(spec: Spec) -> float:
+    """Matmul FLOPs of one dense training step (expected masked positions): the unit of ASHA's budget."""
+    shape = model_shape(spec.model)
+    return step_flops(
+        shape, spec.train.batch_size, expected_masked(shape, spec.train.batch_size, spec.data.mask_prob)
+    ).total
+
+
+def asha_max_t(spec: Spec, unit_flops: float) -> float:
+    """ASHA's largest budget in its unit: ``search.asha.max_t``, or ``train.max_steps`` dense steps (their
+    FLOPs when the unit is flops)."""
+    a = spec.search.asha
+    if a.max_t is not None:
+        return a.max_t
+    return spec.train.max_steps * (unit_flops if a.unit == "flops" else 1.0)
+
+
+def check_asha(spec: Spec) -> None:
+    """Early-stopping bounds: every trial gets its grace period, so it must fit in the largest budget."""
+    a = spec.search.asha
+    unit_flops = dense_step_flops(spec) if a.unit == "flops" else 1.0
+    max_t = asha_max_t(spec, unit_flops)
+    if a.grace_period < unit_flops:
+        raise SpecError(
+            f"search.asha.grace_period: with unit {a.unit} it counts {a.unit}, and must be at least one dense "
+            f"step's budget ({unit_flops:g}), got {a.grace_period:g}"
+        )
+    if a.grace_period > max_t:
+        source = (
+            "search.asha.max_t"
+            if a.max_t is not None
+            else "train.max_steps" + (" x one dense step's FLOPs" if a.unit == "flops" else " (dense-equivalent steps)")
+        )
+        raise SpecError(
+            f"search.asha.grace_period: must be <= the largest budget max_t ({max_t:g}, from {source}), "
+            f"got {a.grace_period:g}"
+        )

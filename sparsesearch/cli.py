@@ -16,6 +16,7 @@ from .results.table import ResultsError
 from .spec import Spec, SpecError, describe_defaults, load_spec
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
 _USER_ERRORS = (SpecError, EmbeddingSourceError, CorpusError, ResultsError)
 
 
@@ -86,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", help="YAML spec file with a search section")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
-    p.add_argument("--storage", help="directory (or URI) holding experiments; shared by every node of a cluster")
+    p.add_argument(
+        "--storage", help="directory holding experiments (not a URI); on a cluster, one every node reaches (e.g. NFS)"
+    )
     p.add_argument("--name", help="experiment name (default: spec name and a timestamp)")
     p.add_argument("--num-samples", type=int, help="number of sparse trials (besides the dense family)")
     p.add_argument(
@@ -217,15 +220,21 @@ def _load_checked(path: str, overrides: Sequence[str]) -> Spec:
 
 
 def cmd_flops(args) -> int:
-    """`flops`: the FLOP breakdown of one training step of the spec's model."""
+    """`flops`: the FLOP breakdown of one training step of the spec's model, at the spec's sparsity."""
     from .model.embedding import model_shape
     from .model.flops import expected_masked, step_flops
+    from .sparsity.registry import get_method
 
     spec = _load_checked(args.spec, args.overrides)
     shape = model_shape(spec.model)
     vocab, emb_dim = shape.vocab, shape.emb_dim
     n = expected_masked(shape, spec.train.batch_size, spec.data.mask_prob)
-    step = step_flops(shape, spec.train.batch_size, n)
+    dense = step_flops(shape, spec.train.batch_size, n)
+    method = get_method(spec.sparsity.method)(spec.sparsity)
+    steps = {
+        kind: step_flops(shape, spec.train.batch_size, n, method.step_densities(shape.weight_shapes(), update))
+        for kind, update in (("step", False), ("update_step", True))
+    }
     if args.json:
         print(
             json.dumps(
@@ -233,18 +242,36 @@ def cmd_flops(args) -> int:
                     "batch_size": spec.train.batch_size,
                     "seq_len": shape.seq_len,
                     "masked_positions": n,
-                    **_flops_dict(step),
+                    "method": spec.sparsity.method,
+                    "level": spec.sparsity.level,
+                    **_flops_dict(steps["step"]),
+                    "flop_ratio": steps["step"].total / dense.total,
+                    "update_step_total": steps["update_step"].total,
+                    "dense_total": dense.total,
                 },
                 indent=1,
             )
         )
-    else:
+        return 0
+    sparse = spec.sparsity.method != "dense"
+    print(
+        f"model: hidden {shape.hidden}, {shape.layers} layers, {shape.heads} heads, ffn {shape.ffn}, "
+        f"embedding {vocab}x{emb_dim} ({'trainable' if shape.embedding_trainable else 'frozen'}); "
+        f"batch {spec.train.batch_size} x {shape.seq_len} tokens, ~{n:.0f} masked positions"
+    )
+    if sparse:
         print(
-            f"model: hidden {shape.hidden}, {shape.layers} layers, {shape.heads} heads, ffn {shape.ffn}, "
-            f"embedding {vocab}x{emb_dim} ({'trainable' if shape.embedding_trainable else 'frozen'}); "
-            f"batch {spec.train.batch_size} x {shape.seq_len} tokens, ~{n:.0f} masked positions"
+            f"sparsity: method {spec.sparsity.method}, level {spec.sparsity.level:g}, distribution "
+            f"{spec.sparsity.distribution}; every mask at its target density"
         )
-        print("\n".join(_flops_table(step, "FLOPs per training step")))
+    title = "FLOPs per training step" + (" (a step without a mask update)" if sparse else "")
+    print("\n".join(_flops_table(steps["step"], title)))
+    if sparse:
+        upd = steps["update_step"].total
+        print(
+            f"FLOP ratio {steps['step'].total / dense.total:.4f} of dense ({dense.total / 1e9:,.2f} GFLOP); "
+            f"a step followed by a mask update: {upd / 1e9:,.2f} GFLOP ({upd / dense.total:.4f} of dense)"
+        )
     return 0
 
 
@@ -344,7 +371,7 @@ def cmd_run(args) -> int:
     from .checks import check_spec
     from .spec import apply_override, load_raw, spec_from_dict
 
-    raw = load_raw(args.spec) or {}
+    raw = load_raw(args.spec)
     if not isinstance(raw, dict):
         spec_from_dict(raw)  # reports what the file should be
     for o in _run_overrides(args):
@@ -379,10 +406,9 @@ def cmd_run(args) -> int:
 
 def _family_text(spec: Spec, raw: dict, params) -> str:
     """The dense family a search would train: its sizes and its tuning budget."""
-    from .model.embedding import model_shape
-    from .search.family import family_sizes, tuned_keys
+    from .search.family import plan_family, tuned_keys
 
-    sizes = family_sizes(spec, model_shape(spec.model), params)
+    sizes, _ = plan_family(spec, raw, params)
     keys = tuned_keys(params)
     fam = spec.search.dense_family
     lines = [
@@ -463,6 +489,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sparsesearch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (e.g. `| head`): stop quietly, as a command killed by SIGPIPE would
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (captured, replaced)
+        pass
 
 
 if __name__ == "__main__":

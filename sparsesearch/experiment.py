@@ -20,6 +20,7 @@ from .spec import Spec, spec_from_dict, with_values
 
 STATE_FILE = "sparsesearch.json"  # the spec, the resolved target and what `resume` needs
 STUDY_FILE = "study.db"  # the Optuna study (SQLite)
+TUNER_FILE = "tuner.pkl"  # Ray Tune's own state: present once the search has started
 CHECKPOINT_FILE = "trainer.pt"  # inside each of a trial's checkpoints
 REFERENCE_KEY = "reference"  # config key of the dense reference trial of older experiments
 ROLE_KEY = "role"  # config key of a dense family trial: its role

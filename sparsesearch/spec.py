@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -481,6 +482,8 @@ def _check_cross_field(obj: Any, path: str) -> None:
         _check_target(obj, path)
     if isinstance(obj, Spec):
         _check_rungs_reachable(obj)
+    if isinstance(obj, TuneSpec):
+        _check_tune(obj, path)
     if isinstance(obj, TrainSpec):
         if obj.device != "auto" and not (
             obj.device == "cpu" or obj.device == "cuda" or (obj.device.startswith("cuda:") and obj.device[5:].isdigit())
@@ -488,6 +491,30 @@ def _check_cross_field(obj: Any, path: str) -> None:
             raise SpecError(f"{path}.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {obj.device!r}")
         if obj.precision == "fp16" and obj.device == "cpu":
             raise SpecError(f"{path}.precision: fp16 needs a CUDA device (train.device is 'cpu'); use bf16 or auto")
+
+
+def _check_tune(tune: TuneSpec, path: str) -> None:
+    """An experiment name is one folder inside the storage directory, never a path out of it."""
+    name = tune.name
+    if name is not None and (
+        not name.strip()
+        or name in (".", "..")
+        or any(c in name for c in "/\\\0")
+        or name.startswith("~")
+        or name != name.strip()
+        or len(name.encode("utf-8", "replace")) > 200
+    ):
+        raise SpecError(
+            f"{path}.name: must be a plain folder name of at most 200 bytes (no '/', '\\', '..', leading '~' or "
+            f"surrounding spaces), got {name!r}"
+        )
+    if "://" in tune.storage:  # the experiment state and the SQLite study are files next to Ray's results
+        raise SpecError(
+            f"{path}.storage: URIs are not supported, got {tune.storage!r}; use a directory every node can reach "
+            "(e.g. on NFS)"
+        )
+    if not tune.storage.strip() or "\0" in tune.storage:
+        raise SpecError(f"{path}.storage: must be a directory path, got {tune.storage!r}")
 
 
 def _check_target(target: TargetSpec, path: str) -> None:
@@ -583,14 +610,24 @@ def _parse_param(key: str, value: Any, path: str) -> SearchParam:
     return SearchParam(key, kind, values, conds)
 
 
-def _check_value(path: str, key: str, value: Any) -> None:
-    """Check one searched value by the rules of its own field (type, bounds, choices). Rules that relate it to
-    other fields are left to each trial's full spec: other keys may be searched too (--dry-run shows samples)."""
-    section, name = key.split(".")
+def blames(message: str, key: str, others: typing.Iterable[str] = ()) -> bool:
+    """Whether a validation ``message`` is about ``key`` alone: it names ``key`` and none of ``others`` (keys that
+    vary too, so the clash may belong to a combination that no trial draws)."""
+
+    def names(k: str) -> bool:
+        return re.search(rf"(?<![\w.]){re.escape(k)}(?![\w])", message) is not None
+
+    return names(key) and not any(names(k) for k in others if k != key)
+
+
+def _check_value(path: str, key: str, value: Any, base: dict, varying: typing.Collection[str]) -> None:
+    """Check one searched value against the rest of the spec file (``base``, the searched constants applied):
+    its own field's rules (type, bounds, choices) and every rule it shares with keys the file fixes. A clash with
+    a key that is searched too (``varying``) is left to each trial's full spec (--dry-run shows samples)."""
     try:
-        _build(Spec, {section: {name: list(value) if isinstance(value, tuple) else value}}, "")
+        _build(Spec, with_values(base, {key: value}), "")
     except SpecError as e:
-        if str(e).startswith((f"{key}:", f"{key}[", f"{key}.")):
+        if blames(str(e), key, varying):
             raise SpecError(f"{path}: value {value!r} is invalid: {e}") from None
 
 
@@ -610,10 +647,12 @@ def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
                 f"{', '.join(_SEARCHABLE_SECTIONS)}, e.g. train.lr)"
             )
         parsed.append((path, _parse_param(key, value, path)))
+    base = with_values(spec.to_dict(), {p.key: p.values[0] for _, p in parsed if p.kind == "const"})
+    varying = {p.key for _, p in parsed if p.kind != "const"}
     for path, p in parsed:
         key = p.key
         for v in p.values:
-            _check_value(path, key, v)
+            _check_value(path, key, v, base, varying)
         for cond_key, allowed in p.when:
             where = f"{path}.when.{cond_key}"
             if cond_key == key:
@@ -707,6 +746,10 @@ def load_raw(path: str | Path) -> Any:
         raise SpecError(f"{path}: not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the spec file ({e.strerror or e})") from None
+    if raw is None:
+        raise SpecError(f"{path}: the spec file is empty; start from `sparsesearch defaults > {path.name}`")
     return raw
 
 

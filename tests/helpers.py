@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,3 +42,27 @@ def start_cli(*args: str, cwd: Path = ROOT, **kw) -> subprocess.Popen:
         start_new_session=True,
         **kw,
     )
+
+
+def search_spec_file(tmp_path, tiny_raw, num_samples=3, **tune):
+    """A tiny search spec file (method, level and lr searched; the same-size dense alone), storage in ``tmp_path``."""
+    raw = {
+        **tiny_raw,
+        "train": {**tiny_raw["train"], "max_steps": 60},
+        "sparsity": {"method": "rigl", "level": 0.7},
+        "search": {
+            "num_samples": num_samples,
+            "seed": 1,
+            "params": {
+                "sparsity.method": {"choice": ["rigl", "set"]},
+                "sparsity.level": {"uniform": [0.5, 0.9]},
+                "train.lr": {"loguniform": [1e-3, 1e-2]},
+            },
+            "asha": {"grace_period": 10, "reduction_factor": 2},
+            "dense_family": {"sizes": 1, "configs": 1},  # the same-size dense alone (tests/test_family.py: more)
+        },
+        "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp_path / "runs"), **tune},
+    }
+    path = tmp_path / "tiny_search.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

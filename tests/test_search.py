@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from helpers import ROOT, run_cli, start_cli
+from helpers import ROOT, run_cli, search_spec_file, start_cli
 
 from sparsesearch.checks import check_spec
 from sparsesearch.cli import main
@@ -173,27 +173,7 @@ def test_run_cli_errors_are_one_line_exit_2(args, message, capsys, monkeypatch):
 # ----- end to end: real Ray Tune runs -----------------------------------------------------------------------------
 
 
-def _spec_file(tmp_path, tiny_raw, num_samples=3, **tune):
-    raw = {
-        **tiny_raw,
-        "train": {**tiny_raw["train"], "max_steps": 60},
-        "sparsity": {"method": "rigl", "level": 0.7},
-        "search": {
-            "num_samples": num_samples,
-            "seed": 1,
-            "params": {
-                "sparsity.method": {"choice": ["rigl", "set"]},
-                "sparsity.level": {"uniform": [0.5, 0.9]},
-                "train.lr": {"loguniform": [1e-3, 1e-2]},
-            },
-            "asha": {"grace_period": 10, "reduction_factor": 2},
-            "dense_family": {"sizes": 1, "configs": 1},  # the same-size dense alone (tests/test_family.py: more)
-        },
-        "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp_path / "runs"), **tune},
-    }
-    path = tmp_path / "tiny_search.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+_spec_file = search_spec_file
 
 
 def _trial_results(exp: Path) -> dict[str, list[dict]]:

@@ -10,7 +10,7 @@ import pandas as pd
 from . import plots
 from .confirm import confirmation_table, load_confirmation
 from .pareto import front
-from .table import COLUMNS, experiment_dir, load_results
+from .table import COLUMNS, experiment_dir, load_reported
 
 # trials.csv: identity and status first, then the sampled parameters, then the metrics.
 _ID = ("trial", "trial_id", "role", "size", "reference", "status", "method")
@@ -27,7 +27,7 @@ def export(path: str | Path, out: str | Path | None = None, *, by: str = "net_ti
     """Write trials.csv, pareto.csv, pareto.json, pareto.png and pareto.html for the experiment at ``path``
     into ``out`` (default: ``<experiment>/export``); returns the files by name."""
     exp = experiment_dir(path)
-    df = load_results(exp)
+    df = load_reported(exp)
     out = Path(out) if out is not None else exp / "export"
     out.mkdir(parents=True, exist_ok=True)
     fr = front(df, by)

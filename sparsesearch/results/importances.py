@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from pathlib import Path
 
 import optuna
@@ -22,16 +23,18 @@ def param_importances(study_file: str | Path) -> tuple[dict[str, float], str]:
     path = Path(study_file)
     if not path.is_file():
         return {}, f"no Optuna study at {path}"
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
-    names = optuna.get_all_study_names(storage)
-    if not names:
-        return {}, "the Optuna study is empty"
-    study = optuna.load_study(study_name=names[0], storage=storage)
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if t.values and all(math.isfinite(v) for v in t.values)
-    ]
+    if not _is_study(path):
+        return {}, f"{path.name} is not a readable Optuna study (truncated or overwritten?)"
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+        names = optuna.get_all_study_names(storage)
+        if not names:
+            return {}, "the Optuna study is empty"
+        study = optuna.load_study(study_name=names[0], storage=storage)
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    except Exception as e:  # any storage failure: importances are one optional section of a report
+        return {}, f"{path.name} could not be read ({type(e).__name__})"
+    done = [t for t in trials if t.values and all(math.isfinite(v) for v in t.values)]
     if len(done) < 3:
         return {}, f"{len(done)} completed trials with a finite objective; importances need at least 3"
     common = set.intersection(*(set(t.params) for t in done))
@@ -51,3 +54,17 @@ def param_importances(study_file: str | Path) -> tuple[dict[str, float], str]:
     if left_out:
         note += "; left out (constant, or only in some trials): " + ", ".join(left_out)
     return dict(imp), note
+
+
+def _is_study(path: Path) -> bool:
+    """Whether ``path`` is an SQLite file holding Optuna's tables, checked read-only (opening it with Optuna's
+    storage would create the tables in a file that has none)."""
+    try:
+        con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return {"studies", "trials"} <= tables

@@ -21,7 +21,7 @@ from .export import export
 from .format import missing, number, params_text
 from .importances import param_importances
 from .pareto import OBJECTIVES, front
-from .table import experiment_dir, load_history, load_results, load_state
+from .table import experiment_dir, load_history, load_reported, load_state
 
 _FILES = [
     "## Files",
@@ -39,7 +39,7 @@ def report(path: str | Path, out: str | Path | None = None, *, by: str | None = 
     search's objective)."""
     exp = experiment_dir(path)
     state = load_state(exp)
-    df = load_results(exp)
+    df = load_reported(exp)
     by = by or df.attrs.get("objective", "net_time")
     out = Path(out) if out is not None else exp / "report"
     out.mkdir(parents=True, exist_ok=True)

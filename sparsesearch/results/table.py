@@ -26,7 +26,9 @@ from ..definitions import (
     UNFINISHED,
     at_target,
 )
-from ..experiment import DENSE_FAMILY, META_KEYS, STATE_FILE, family_size, role, rung_key
+from ..experiment import DENSE_FAMILY, META_KEYS, STATE_FILE, base_raw, family_size, role, rung_key
+from ..model.shape import ModelShape
+from ..spec import SpecError, spec_from_dict
 from .pareto import OBJECTIVES
 
 # Per-trial columns from the trial's last report (a ``TrialReport``), renamed where the meaning narrows.
@@ -102,26 +104,81 @@ def experiment_dir(path: str | Path) -> Path:
 
 
 def load_state(exp: Path) -> dict:
-    """The experiment's ``sparsesearch.json``: its spec, target and what ``resume`` needs."""
+    """The experiment's ``sparsesearch.json``: its spec, target and what ``resume`` needs; checked to hold what
+    the readers use (a truncated or hand-edited file is named, never followed into a traceback)."""
+    path = exp / STATE_FILE
     try:
-        return json.loads((exp / STATE_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ResultsError(f"{exp / STATE_FILE}: unreadable ({e})") from None
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path}: unreadable ({e}); not a complete experiment") from None
+    problem = _state_problem(state)
+    if problem:
+        raise ResultsError(f"{path}: {problem}; not a complete experiment")
+    return state
+
+
+def _state_problem(state: Any) -> str | None:
+    """What is wrong with an experiment state, or None."""
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}, not an experiment state"
+    if not isinstance(state.get("raw"), dict):
+        return "has no spec (raw)"
+    try:
+        spec_from_dict(base_raw(state["raw"]))
+    except SpecError as e:
+        return f"its spec is invalid ({e})"
+    try:
+        losses = _target_losses(state)
+    except (TypeError, ValueError, AttributeError):
+        return "its target is malformed"
+    if not losses or not all(math.isfinite(v) for v in losses):
+        return "has no finite target loss"
+    if not isinstance(state.get("name", ""), str):
+        return "its name is not a string"
+    family = state.get("dense_family", [])
+    if not isinstance(family, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("index"), int) and isinstance(f.get("flops_per_step", 0), (int, float))
+        for f in family
+    ):
+        return "its dense family is malformed"
+    if "model_shape" in state:
+        try:
+            ModelShape(**state["model_shape"])
+            float(state["expected_masked"])
+        except (TypeError, ValueError, KeyError):
+            return "its model shape is malformed"
+    return None
 
 
 def _rows(result_file: Path) -> list[dict]:
     """Reports of one trial; a last line cut short by a running or killed trial is skipped."""
     rows: list[dict] = []
-    if not result_file.is_file():
+    try:
+        text = result_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
         return rows
-    for line in result_file.read_text().splitlines():
+    for line in text.splitlines():
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(row, dict):  # anything else is not a report (a damaged file)
+            rows.append(row)
     return rows
+
+
+def load_reported(path: str | Path) -> pd.DataFrame:
+    """``load_results`` of an experiment that has at least one trial report (what export and report need)."""
+    df = load_results(path)
+    if df.empty:
+        exp = df.attrs["experiment"]
+        raise ResultsError(
+            f"{exp}: no trial has reported yet, nothing to show (a search still starting, or one stopped before its "
+            f"first evaluation: `sparsesearch resume {exp}` continues it)"
+        )
+    return df
 
 
 def _ray_statuses(exp: Path) -> dict[str, str]:
@@ -165,9 +222,10 @@ def _config(d: Path, rows: list[dict]) -> dict:
     if rows and isinstance(rows[-1].get("config"), dict):
         return rows[-1]["config"]
     try:
-        return json.loads((d / "params.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        cfg = json.loads((d / "params.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def _trial_id(d: Path, rows: list[dict]) -> str:
@@ -211,7 +269,10 @@ def _trial_record(
     last = rows[-1] if rows else None
     status = _status(last, ray_status.get(tid, ""), (d / "error.txt").exists())
     ref = role(cfg) == DENSE_FAMILY
-    size = family_size(cfg)
+    try:
+        size = family_size(cfg)
+    except (TypeError, ValueError):  # a damaged params.json: the trial shows, without its size
+        size = None
     rec: dict[str, Any] = {
         "trial": _trial_number(d),
         "trial_id": tid,
@@ -311,12 +372,16 @@ def _target_losses(state: dict) -> tuple[float, ...]:
     """The experiment's target rungs (older experiments stored one loss)."""
     target = state.get("target")
     if isinstance(target, dict) and target.get("losses"):
+        if not isinstance(target["losses"], list):
+            raise ValueError("target.losses is not a list")
         return tuple(float(v) for v in target["losses"])
     return (float(state["target_loss"]),) if state.get("target_loss") is not None else ()
 
 
 def _objective(state: dict) -> str:
-    return ((state.get("raw") or {}).get("search") or {}).get("objective", "net_time")
+    search = state["raw"].get("search")
+    objective = search.get("objective", "net_time") if isinstance(search, dict) else "net_time"
+    return objective if objective in OBJECTIVES else "net_time"
 
 
 def load_history(path: str | Path) -> pd.DataFrame:

@@ -8,11 +8,13 @@ resolved target and what ``resume`` needs).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import pickle
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,17 +28,17 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from ..checks import check_spec
+from ..checks import asha_max_t, check_spec, dense_step_flops
 from ..data.batches import prepare_data
 from ..definitions import RUNNING
-from ..experiment import CONFIRM_DIR, DENSE_FAMILY, STATE_FILE, STUDY_FILE, family_size, role
+from ..experiment import CONFIRM_DIR, DENSE_FAMILY, STATE_FILE, STUDY_FILE, TUNER_FILE, family_size, role
 from ..model.embedding import model_shape
-from ..model.flops import expected_masked, step_flops
+from ..model.flops import expected_masked
 from ..results.confirm import confirm_configs, confirm_picks
 from ..results.table import load_results
 from ..spec import Spec, SpecError, spec_from_dict
 from ..train.target import Target, resolve_target
-from .family import family_configs, family_sizes
+from .family import plan_family
 from .space import define_by_run, make_sampler
 from .trial import run_trial
 
@@ -53,7 +55,10 @@ def _init_ray(address: str | None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, TimeoutError, ValueError) as e:
+            raise SpecError(f"tune.address: cannot join the Ray cluster at {address!r}: {e}") from None
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
@@ -120,14 +125,6 @@ def _searcher(spec: Spec, raw: dict, exp_dir: Path, name: str, family: list[dict
     return ConcurrencyLimiter(WithDenseFamily(inner, family), max_concurrent=spec.tune.max_concurrent)
 
 
-def dense_step_flops(spec: Spec) -> float:
-    """Matmul FLOPs of one dense training step (expected masked positions): the unit of ASHA's budget."""
-    shape = model_shape(spec.model)
-    return step_flops(
-        shape, spec.train.batch_size, expected_masked(shape, spec.train.batch_size, spec.data.mask_prob)
-    ).total
-
-
 def gpus_per_trial(spec: Spec, cluster_gpus: float) -> float:
     """GPUs each trial asks for: the spec's number, or by default a share of the cluster's GPUs (none when
     ``train.device`` is cpu): GPUs / max_concurrent, at most one per trial."""
@@ -191,10 +188,7 @@ class FamilyKeepingASHA(ASHAScheduler):
 
 def _scheduler(spec: Spec, unit_flops: float):
     a = spec.search.asha
-    unit = unit_flops if a.unit == "flops" else 1.0
-    max_t = a.max_t if a.max_t is not None else spec.train.max_steps * unit
-    if a.grace_period > max_t:
-        raise SpecError(f"search.asha.grace_period: must be <= max_t ({max_t:g}), got {a.grace_period:g}")
+    max_t = asha_max_t(spec, unit_flops)  # grace_period <= max_t: checked with the spec (checks.check_asha)
     # Budgets are floats (dense-equivalent steps or FLOPs); ASHA compares them as numbers, whatever its hints say.
     return FamilyKeepingASHA(
         time_attr="budget",
@@ -233,7 +227,10 @@ def _progress_callback(log: Callable[[str], None]):
 def run_search(
     spec_path: str | Path, raw: dict, spec: Spec, *, log: Callable[[str], None] = print, num_cpus: int | None = None
 ) -> Path:
-    """Run the search of ``spec`` (see module docstring); returns the experiment directory."""
+    """Run the search of ``spec`` (see module docstring); returns the experiment directory.
+
+    Everything that can be checked is checked before any data, target, Ray or file work; a run that fails before
+    its first trial reports leaves no experiment directory behind."""
     params = check_spec(spec, raw)
     _quiet_ray_logs()
     name = spec.tune.name or f"{Path(spec_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -244,19 +241,19 @@ def run_search(
             f"tune.name: experiment {exp_dir} exists; continue it with `sparsesearch resume "
             f"{exp_dir}` or choose another name"
         )
+    if exp_dir.exists() and (not exp_dir.is_dir() or any(exp_dir.iterdir())):
+        raise SpecError(f"tune.name: {exp_dir} exists and is not a sparsesearch experiment; choose another name")
+    sizes, family = plan_family(spec, raw, params)
     data = prepare_data(spec.data, spec.model)
     log(f"data    {data.stats['source']}: {data.stats['train_sequences']:,} training sequences")
     target = resolve_target(spec, data, log=log)  # once, before any trial starts
     log(f"target  held-out MLM loss {target.describe()} ({target.source})")
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    shape = model_shape(spec.model)
-    sizes = family_sizes(spec, shape, params)
-    family = family_configs(spec, raw, sizes)
     for s in sizes:
         log(
             f"dense   size {s.index}: hidden {s.hidden}, ffn {s.ffn}, {s.heads} heads, {s.flops_per_step / 1e9:.2f} "
             f"GFLOP/step ({s.flop_ratio:.2f} of the spec's model)"
         )
+    shape = model_shape(spec.model)
     state = {
         "spec_path": str(spec_path),
         "raw": raw,
@@ -270,29 +267,81 @@ def run_search(
         "dense_family": [dataclasses.asdict(s) for s in sizes],
         "family_configs": family,
     }
-    (exp_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
-    return _fit(spec, raw, data, target, exp_dir, name, storage, log, num_cpus, family=family)
+    try:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        _write_state(exp_dir / STATE_FILE, state)
+    except OSError as e:
+        raise SpecError(f"tune.storage: cannot write the experiment to {exp_dir}: {e.strerror or e}") from None
+    with _removed_unless_started(exp_dir):
+        return _fit(spec, raw, data, target, exp_dir, name, storage, log, num_cpus, family=family)
+
+
+def _write_state(path: Path, state: dict) -> None:
+    """Write ``sparsesearch.json`` whole or not at all (a crash mid-write leaves the old file or none)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
+
+
+def started(exp_dir: Path) -> bool:
+    """Whether any trial of the experiment has reported: before that, nothing in it is worth keeping."""
+    return any(f.stat().st_size > 0 for f in exp_dir.glob("*/result.json"))
+
+
+@contextlib.contextmanager
+def _removed_unless_started(exp_dir: Path):
+    """Delete a new experiment directory when the run fails before its first trial reports, so that a re-run
+    with the same name starts afresh instead of meeting a half-made experiment."""
+    try:
+        yield
+    except BaseException:
+        if exp_dir.is_dir() and not started(exp_dir):
+            shutil.rmtree(exp_dir, ignore_errors=True)
+        raise
 
 
 def resume_search(
     exp_dir: str | Path, *, log: Callable[[str], None] = print, num_cpus: int | None = None, address: str | None = None
 ) -> Path:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume from their
-    checkpoints, the searcher continues from its saved state."""
+    checkpoints, the searcher continues from its saved state. An experiment stopped before Ray Tune saved its
+    first state starts its search afresh (no trial had run)."""
     _quiet_ray_logs()
-    exp_dir = Path(exp_dir).resolve()
-    state_file = exp_dir / STATE_FILE
-    if not state_file.is_file():
-        raise SpecError(f"{exp_dir}: not a sparsesearch experiment (no {STATE_FILE})")
-    state = json.loads(state_file.read_text())
+    exp_dir = Path(exp_dir).expanduser().resolve()
+    state = read_state(exp_dir)
     raw = state["raw"]
     if address:
         raw = {**raw, "tune": {**(raw.get("tune") or {}), "address": address}}
     spec = spec_from_dict(raw)
-    data = prepare_data(spec.data, spec.model)
+    check_spec(spec, raw)
     target = _stored_target(state)
-    log(f"resuming {exp_dir} (target {target.describe()})")
-    return _fit(spec, raw, data, target, exp_dir, exp_dir.name, str(exp_dir.parent), log, num_cpus, family=None)
+    family = None
+    if not (exp_dir / TUNER_FILE).is_file():
+        family = state.get("family_configs")
+        if not isinstance(family, list):
+            raise SpecError(f"{exp_dir}: experiment stopped before its first trial and predates restarts; run it again")
+        (exp_dir / STUDY_FILE).unlink(missing_ok=True)  # its trials were never run
+    data = prepare_data(spec.data, spec.model)
+    log(f"resuming {exp_dir} (target {target.describe()})" + (" from the start" if family is not None else ""))
+    return _fit(spec, raw, data, target, exp_dir, exp_dir.name, str(exp_dir.parent), log, num_cpus, family=family)
+
+
+def read_state(exp_dir: Path) -> dict:
+    """An experiment's ``sparsesearch.json``, checked to hold what ``resume`` needs."""
+    state_file = exp_dir / STATE_FILE
+    if not state_file.is_file():
+        raise SpecError(f"{exp_dir}: not a sparsesearch experiment (no {STATE_FILE})")
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpecError(f"{state_file}: unreadable, cannot resume ({e})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("raw"), dict):
+        raise SpecError(f"{state_file}: not an experiment state (no spec in it), cannot resume")
+    try:
+        _stored_target(state)
+    except (KeyError, TypeError, ValueError):
+        raise SpecError(f"{state_file}: its target is missing or malformed, cannot resume") from None
+    return state
 
 
 def _stored_target(state: dict) -> Target:
@@ -304,10 +353,7 @@ def _stored_target(state: dict) -> Target:
 
 
 def _storage_path(storage: str) -> str:
-    if "://" in storage:  # the experiment state and the SQLite study are files next to Ray's results
-        raise SpecError(
-            f"tune.storage: {storage!r}: URIs are not supported; use a directory every node can reach (e.g. on NFS)"
-        )
+    """The storage directory as an absolute path (a URI is refused by the spec's rules)."""
     return str(Path(storage).expanduser().resolve())
 
 
@@ -335,7 +381,7 @@ def _fit(
         )
     trainable = _trainable(spec, raw, data, target, unit_flops, gpus)
     if family is None:
-        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
+        tuner = _restored(exp_dir, trainable)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -365,12 +411,23 @@ def _fit(
     return exp_dir
 
 
+def _restored(exp_dir: Path, trainable) -> tune.Tuner:
+    """Ray Tune's run of ``exp_dir``, restored from its saved state (finished trials kept, the rest resumed)."""
+    try:
+        return tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
+    except Exception as e:  # Ray raises many types for a damaged state (pickle, pyarrow, KeyError, ...)
+        raise SpecError(
+            f"{exp_dir}: Ray Tune's saved state cannot be restored ({type(e).__name__}: {str(e)[:200]}); the "
+            f"stored trials can still be read with `sparsesearch export {exp_dir}`"
+        ) from None
+
+
 def _confirm(spec: Spec, exp_dir: Path, trainable, log: Callable[[str], None]) -> None:
     """Re-run the best sparse configurations and the best dense of each size on more seeds
     (``results.confirm``); an interrupted confirmation continues where it stopped."""
     cdir = exp_dir / CONFIRM_DIR
-    if (cdir / "tuner.pkl").exists():
-        tuner = tune.Tuner.restore(str(cdir), trainable, resume_unfinished=True, resume_errored=True)
+    if (cdir / TUNER_FILE).exists():
+        tuner = _restored(cdir, trainable)
     else:
         df = load_results(exp_dir)
         conf = spec.search.confirm

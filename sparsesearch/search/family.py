@@ -16,10 +16,11 @@ from typing import Any
 
 import optuna
 
-from ..experiment import CONFIG_KEY, DENSE_FAMILY, ROLE_KEY, SIZE_KEY, encode_value
+from ..experiment import CONFIG_KEY, DENSE_FAMILY, ROLE_KEY, SIZE_KEY, encode_value, trial_spec
+from ..model.embedding import model_shape
 from ..model.flops import expected_masked, step_flops
 from ..model.shape import ModelShape
-from ..spec import SearchParam, Spec
+from ..spec import SearchParam, Spec, SpecError
 from .space import DefineByRun, make_sampler
 
 # Keys a family size sets itself: never tuned for it.
@@ -135,3 +136,21 @@ def family_configs(spec: Spec, raw: dict, sizes: list[FamilySize]) -> list[dict[
             out.append({**base, CONFIG_KEY: j, **values})
             study.tell(trial, 0.0)  # no feedback: every draw is made before any result
     return out
+
+
+def plan_family(
+    spec: Spec, raw: dict, params: tuple[SearchParam, ...]
+) -> tuple[list[FamilySize], list[dict[str, Any]]]:
+    """The family's sizes and every trial's config, each checked to make a valid spec (before anything runs)."""
+    sizes = family_sizes(spec, model_shape(spec.model), params)
+    configs = family_configs(spec, raw, sizes)
+    for cfg in configs:
+        try:
+            trial_spec(raw, cfg)
+        except SpecError as e:
+            size = sizes[cfg[SIZE_KEY]]
+            raise SpecError(
+                f"search.dense_family: size {size.index} (hidden {size.hidden}), configuration {cfg[CONFIG_KEY]} "
+                f"is not a valid spec: {e}"
+            ) from None
+    return sizes, configs

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..model.flops import Density
 from ..spec import SparsitySpec
 from .distributions import layer_densities
 from .masks import random_mask
@@ -106,6 +107,21 @@ class Method(ABC):
         return layer_densities(
             shapes, s.level, s.distribution, dense_groups=s.dense_groups, group_levels=s.group_levels
         )
+
+    def step_densities(self, shapes: Mapping[str, tuple[int, int]], update: bool) -> dict[str, Density]:
+        """What one training step costs per weight once every mask is at its target density, charged as
+        ``Sparsifier.flop_densities`` charges a real step: forward, input-gradient and weight-gradient densities
+        (``update``: a mask update follows the step). The ``flops`` command's estimate; no model needed."""
+        out: dict[str, Density] = {}
+        for name, d in self.layer_densities(shapes).items():
+            if d >= 1.0:
+                out[name] = 1.0
+            elif self.needs_dense_gradient(update):
+                out[name] = (d, d, 1.0)
+            else:
+                kept = self.mask_density(d)
+                out[name] = (d, d, kept) if kept != d else d
+        return out
 
     def mask_density(self, density: float) -> float:
         """Density the mask of a weight holds, given the weight's forward density (Top-KAST's is larger)."""
