@@ -159,7 +159,7 @@ def test_dry_run_prints_space_and_samples(capsys, monkeypatch):
         (["resume", "/no/such/experiment"], "not a sparsesearch experiment"),
         (
             ["run", "search_spaces/smoke.yaml", "--storage", "s3://bucket/runs"],
-            "tune.storage: 's3://bucket/runs': URIs",
+            "tune.storage: URIs are not supported, got 's3://bucket/runs'",
         ),
     ],
 )
