@@ -102,10 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
         "resume",
         help="continue an interrupted experiment",
         description="Continue an interrupted experiment: finished trials are kept, unfinished ones "
-        "resume from their checkpoints, the search continues where it stopped.",
+        "resume from their checkpoints, the search continues where it stopped. With --num-samples N, extend a "
+        "finished search by N sparse trials drawn from the same Optuna study.",
     )
     p.add_argument("experiment", help="the experiment directory (printed by `sparsesearch run`)")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray instance)")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        help="extend a finished search by this many sparse trials; the sampler learns from every earlier one",
+    )
     p = sub.add_parser(
         "export",
         help="write the trial table, the Pareto front and its plots",
@@ -428,7 +434,9 @@ def cmd_resume(args) -> int:
     from .results.summary import summarize
     from .search.driver import resume_search
 
-    exp = resume_search(args.experiment, address=args.address)
+    if args.num_samples is not None and args.num_samples < 1:
+        raise SpecError(f"--num-samples: must be >= 1, got {args.num_samples}")
+    exp = resume_search(args.experiment, address=args.address, more=args.num_samples or 0)
     print("\n".join(summarize(exp)))
     return 0
 

@@ -60,6 +60,7 @@ class TrialReport:
     method: str = ""
     level: float = 0.0
     node: str = ""  # the Ray node it ran on
+    trial_number: int = 0  # its number in the experiment (``trial_number``); 0 outside a search
     precision: str = ""
     # Where a trial's wall time and memory go besides training (benchmarks/orchestration_overhead.py).
     startup_s: float = 0.0
@@ -82,6 +83,18 @@ class TrialReport:
 
 METRICS = tuple(f.name for f in dataclasses.fields(TrialReport) if f.name != "rungs")
 RUNG_KEYS = ("loss", "reached", "steps", "train_time_s", "flops", "net_time_s", "net_flops")
+
+
+def trial_number(dir_name: str) -> int:
+    """A trial's number from its folder's name (Ray Tune's ``run_trial_<id>_<n>_...``: n counts the trials of an
+    experiment in the order they were created, from 1); 0 when the name has none."""
+    parts = dir_name.split("_")
+    return int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0
+
+
+def trial_label(number: Any, trial_id: str) -> str:
+    """The one name of a trial that the console, the report, trials.csv and the Optuna study all show."""
+    return f"trial {number} ({trial_id})" if isinstance(number, int) and number > 0 else f"trial {trial_id}"
 
 
 def rung_key(rung: int, key: str) -> str:

@@ -313,6 +313,11 @@ class SearchSpec:
         "{loguniform: [lo, hi]}, {int: [lo, hi]}, {int_log: [lo, hi]} or a constant; "
         "optional when: {other.key: [values]} makes a key conditional",
     )
+    start_from: tuple[dict[str, Any], ...] = _field(
+        (),
+        "configurations the sampler evaluates first (e.g. a method's known-good settings): a list of mappings of "
+        "searched keys to values; keys left out are drawn by the sampler",
+    )
     objective: Literal["net_time", "net_flops"] = _field("net_time", "what the search minimises")
     pareto: bool = _field(False, "also maximise average sparsity (two objectives: the Pareto front)")
     sampler: Literal["tpe", "nsga2", "random"] = _field("tpe", "Optuna sampler")
@@ -672,7 +677,49 @@ def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
                 raise SpecError(f"{where}: unknown key {cond_key!r} (not a searched parameter nor a spec key)")
         out.append(p)
         by_key[key] = p
+    _check_start_from(spec.search.start_from, by_key, base)
     return tuple(out)
+
+
+def _in_distribution(p: SearchParam, value: Any) -> bool:
+    if p.kind == "choice":
+        return (tuple(value) if isinstance(value, list) else value) in p.values
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    if p.kind in ("int", "int_log") and not isinstance(value, int):
+        return False
+    lo, hi = p.values
+    return lo <= value <= hi
+
+
+def _check_start_from(points: tuple[dict[str, Any], ...], params: dict[str, SearchParam], base: dict) -> None:
+    """Each starting configuration names searched keys only, with values their distributions can draw, only
+    where their conditions hold, and makes a valid spec with the rest of the file."""
+    searched = {k: p for k, p in params.items() if p.kind != "const"}
+    for i, point in enumerate(points):
+        where = f"search.start_from[{i}]"
+        for key, value in point.items():
+            p = searched.get(key)
+            if p is None:
+                raise SpecError(f"{where}.{key}: not a searched key (searched: {', '.join(searched) or 'none'})")
+            if not _in_distribution(p, value):
+                shown = list(p.values) if p.kind == "choice" else f"{p.kind} {list(p.values)}"
+                raise SpecError(f"{where}.{key}: {value!r} is not a value of its distribution ({shown})")
+        values = {k: v for k, p in params.items() if p.kind == "const" for v in p.values}
+        values.update(point)
+        config = with_values(base, values)
+        for key in point:
+            for cond_key, allowed in params[key].when:
+                section, name = cond_key.split(".")
+                current = values.get(cond_key, config.get(section, {}).get(name))
+                if (tuple(current) if isinstance(current, list) else current) not in allowed:
+                    raise SpecError(
+                        f"{where}.{key}: searched only when {cond_key} is in {list(allowed)}, here it is {current!r}"
+                    )
+        try:
+            _build(Spec, config, "")
+        except SpecError as e:
+            raise SpecError(f"{where}: not a valid configuration: {e}") from None
 
 
 def set_value(raw: dict, key: str, value: Any) -> None:

@@ -26,7 +26,7 @@ from ..definitions import (
     UNFINISHED,
     at_target,
 )
-from ..experiment import DENSE_FAMILY, META_KEYS, STATE_FILE, base_raw, family_size, role, rung_key
+from ..experiment import DENSE_FAMILY, META_KEYS, STATE_FILE, base_raw, family_size, role, rung_key, trial_number
 from ..model.shape import ModelShape
 from ..spec import SpecError, spec_from_dict
 from .pareto import OBJECTIVES
@@ -182,20 +182,19 @@ def load_reported(path: str | Path) -> pd.DataFrame:
 
 
 def _ray_statuses(exp: Path) -> dict[str, str]:
-    """Trial id -> Ray's status (TERMINATED, RUNNING, PENDING, ERROR, ...) from the newest state file."""
-    files = sorted(exp.glob("experiment_state-*.json"))
-    if not files:
-        return {}
-    try:
-        data = json.loads(files[-1].read_text())
-        out = {}
-        for entry in data.get("trial_data", []):
-            t = json.loads(entry[0]) if isinstance(entry, list) else {}
-            if "trial_id" in t:
-                out[t["trial_id"]] = t.get("status", "")
-        return out
-    except (OSError, json.JSONDecodeError, TypeError, IndexError):
-        return {}  # written while we read it, or another Ray version: fall back to the reports alone
+    """Trial id -> Ray's status (TERMINATED, RUNNING, PENDING, ERROR, ...) from Ray's state files, oldest first so
+    the newest wins (a search extended with `resume --num-samples` has one state file per run)."""
+    out: dict[str, str] = {}
+    for f in sorted(exp.glob("experiment_state-*.json")):
+        try:
+            data = json.loads(f.read_text())
+            for entry in data.get("trial_data", []):
+                t = json.loads(entry[0]) if isinstance(entry, list) else {}
+                if isinstance(t, dict) and "trial_id" in t:
+                    out[str(t["trial_id"])] = str(t.get("status", ""))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, IndexError, AttributeError):
+            continue  # written while we read it, or another Ray version: the reports alone decide
+    return out
 
 
 def _status(last: dict | None, ray_status: str, has_error: bool) -> str:
@@ -235,11 +234,6 @@ def _trial_id(d: Path, rows: list[dict]) -> str:
     return parts[2] if len(parts) > 2 else d.name
 
 
-def _trial_number(d: Path) -> int:
-    parts = d.name.split("_")  # run_trial_<id>_<n>_...: n counts trials in the order they were created
-    return int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0
-
-
 def steps_to_target(rows: list[dict], target: float) -> float:
     """Step at which the eval loss first reached ``target``, interpolated linearly between the two reports
     that bracket it (the trainer's rule, ``definitions.at_target``); NaN when it never did."""
@@ -274,7 +268,7 @@ def _trial_record(
     except (TypeError, ValueError):  # a damaged params.json: the trial shows, without its size
         size = None
     rec: dict[str, Any] = {
-        "trial": _trial_number(d),
+        "trial": trial_number(d.name),
         "trial_id": tid,
         "role": role(cfg),
         "size": math.nan if size is None else size,

@@ -26,20 +26,30 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from ..checks import asha_max_t, check_spec, dense_step_flops
 from ..data.batches import prepare_data
-from ..definitions import RUNNING
-from ..experiment import CONFIRM_DIR, DENSE_FAMILY, STATE_FILE, STUDY_FILE, TUNER_FILE, family_size, role
+from ..definitions import RUNNING, UNFINISHED
+from ..experiment import (
+    CONFIRM_DIR,
+    DENSE_FAMILY,
+    STATE_FILE,
+    STUDY_FILE,
+    TUNER_FILE,
+    encode_value,
+    family_size,
+    role,
+    trial_label,
+)
 from ..model.embedding import model_shape
 from ..model.flops import expected_masked
 from ..results.confirm import confirm_configs, confirm_picks
 from ..results.table import load_results
-from ..spec import Spec, SpecError, spec_from_dict
+from ..spec import Spec, SpecError, spec_from_dict, with_values
 from ..train.target import Target, resolve_target
 from .family import plan_family
 from .space import define_by_run, make_sampler
+from .study_feed import StudyFeed
 from .trial import run_trial
 
 
@@ -109,12 +119,17 @@ class WithDenseFamily(Searcher):
             self.inner.restore(os.path.join(d, "inner.pkl"))
 
 
-def _searcher(spec: Spec, raw: dict, exp_dir: Path, name: str, family: list[dict]):
+def _searcher(spec: Spec, raw: dict, exp_dir: Path, name: str, family: list[dict], rungs: int, *, start: bool):
+    """The search algorithm: the family first, then Optuna on the shared study; ``start``: evaluate the spec's
+    ``search.start_from`` configurations first (not when extending a search: they ran already)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{(exp_dir / STUDY_FILE).resolve()}")
     metric: Any = ["objective", "avg_sparsity"] if spec.search.pareto else "objective"
     mode: Any = ["min", "max"] if spec.search.pareto else "min"
-    inner = OptunaSearch(
+    points = [{k: encode_value(v) for k, v in p.items()} for p in spec.search.start_from] if start else []
+    inner = StudyFeed(
+        rungs=rungs,
+        points_to_evaluate=points or None,
         space=define_by_run(spec, raw),
         metric=metric,
         mode=mode,
@@ -203,23 +218,27 @@ def _scheduler(spec: Spec, unit_flops: float):
 def _progress_callback(log: Callable[[str], None]):
     class Progress(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            label = trial_label(result.get("trial_number"), trial.trial_id)
             cfg = trial.config
             if role(cfg) == DENSE_FAMILY:
                 what = f"dense size {family_size(cfg)} (hidden {cfg.get('model.hidden_size', '-')})"
             else:
                 what = f"{result.get('method')} level={result.get('level', 0):.3f}"
             log(
-                f"  {trial.trial_id}  {what:<28} step {result['step']:>5}  eval {result['eval_loss']:.4f}  "
+                f"  {label}  {what:<28} step {result['step']:>5}  eval {result['eval_loss']:.4f}  "
                 f"net {result['net_time_s']:8.1f}s{' (proj.)' if result['projected'] else '        '}  "
                 f"{result['status']}"
             )
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            status = (trial.last_result or {}).get("status", "?")
-            log(f"  {trial.trial_id}  finished: {'stopped early by ASHA' if status == RUNNING else status}")
+            last = trial.last_result or {}
+            status = last.get("status", "?")
+            label = trial_label(last.get("trial_number"), trial.trial_id)
+            log(f"  {label}  finished: {'stopped early by ASHA' if status == RUNNING else status}")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            log(f"  {trial.trial_id}  ERROR (will retry from its checkpoint if attempts remain)")
+            label = trial_label((trial.last_result or {}).get("trial_number"), trial.trial_id)
+            log(f"  {label}  ERROR (will retry from its checkpoint if attempts remain)")
 
     return Progress()
 
@@ -301,11 +320,17 @@ def _removed_unless_started(exp_dir: Path):
 
 
 def resume_search(
-    exp_dir: str | Path, *, log: Callable[[str], None] = print, num_cpus: int | None = None, address: str | None = None
+    exp_dir: str | Path,
+    *,
+    log: Callable[[str], None] = print,
+    num_cpus: int | None = None,
+    address: str | None = None,
+    more: int = 0,
 ) -> Path:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume from their
     checkpoints, the searcher continues from its saved state. An experiment stopped before Ray Tune saved its
-    first state starts its search afresh (no trial had run)."""
+    first state starts its search afresh (no trial had run). ``more`` > 0 extends a finished search by that many
+    sparse trials, drawn by the sampler from the same study (it learns from every earlier trial)."""
     _quiet_ray_logs()
     exp_dir = Path(exp_dir).expanduser().resolve()
     state = read_state(exp_dir)
@@ -315,15 +340,38 @@ def resume_search(
     spec = spec_from_dict(raw)
     check_spec(spec, raw)
     target = _stored_target(state)
-    family = None
-    if not (exp_dir / TUNER_FILE).is_file():
+    family: list[dict] | None = None
+    started_tune = (exp_dir / TUNER_FILE).is_file()
+    if more:
+        if not started_tune:
+            raise SpecError(f"{exp_dir}: the search never started; resume it without --num-samples first")
+        unfinished = _unfinished(exp_dir)
+        if unfinished:
+            raise SpecError(
+                f"{exp_dir}: {unfinished} trial(s) unfinished; finish them with `sparsesearch resume {exp_dir}`, "
+                "then extend the search"
+            )
+        family = []
+        raw = with_values(raw, {"search.num_samples": spec.search.num_samples + more})
+        state = {**state, "raw": raw, "extensions": [*state.get("extensions", []), {"trials": more, "at": time.time()}]}
+        _write_state(exp_dir / STATE_FILE, state)
+    elif not started_tune:
         family = state.get("family_configs")
         if not isinstance(family, list):
             raise SpecError(f"{exp_dir}: experiment stopped before its first trial and predates restarts; run it again")
         (exp_dir / STUDY_FILE).unlink(missing_ok=True)  # its trials were never run
     data = prepare_data(spec.data, spec.model)
-    log(f"resuming {exp_dir} (target {target.describe()})" + (" from the start" if family is not None else ""))
-    return _fit(spec, raw, data, target, exp_dir, exp_dir.name, str(exp_dir.parent), log, num_cpus, family=family)
+    how = f" with {more} more trials" if more else (" from the start" if family is not None else "")
+    log(f"resuming {exp_dir} (target {target.describe()}){how}")
+    return _fit(
+        spec, raw, data, target, exp_dir, exp_dir.name, str(exp_dir.parent), log, num_cpus, family=family, extra=more
+    )
+
+
+def _unfinished(exp_dir: Path) -> int:
+    """Trials of the experiment without a final status."""
+    df = load_results(exp_dir)
+    return int((df["status"] == UNFINISHED).sum())
 
 
 def read_state(exp_dir: Path) -> dict:
@@ -369,8 +417,10 @@ def _fit(
     num_cpus: int | None,
     *,
     family: list[dict] | None,
+    extra: int = 0,
 ) -> Path:
-    """Start (``family``: the dense family's configs) or, with ``family=None``, restore the Ray Tune run."""
+    """Start (``family``: the dense family's configs) or, with ``family=None``, restore the Ray Tune run; with
+    ``extra`` > 0, run that many more sparse trials in the experiment (same study, no family)."""
     _init_ray(spec.tune.address, num_cpus)
     unit_flops = dense_step_flops(spec)
     gpus = gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)))
@@ -386,9 +436,9 @@ def _fit(
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=_searcher(spec, raw, exp_dir, name, family),
+                search_alg=_searcher(spec, raw, exp_dir, name, family, len(target.losses), start=not extra),
                 scheduler=_scheduler(spec, unit_flops),
-                num_samples=spec.search.num_samples + len(family),
+                num_samples=(extra or spec.search.num_samples) + len(family),
                 # A new worker process per trial costs seconds of imports and set-up.
                 reuse_actors=True,
             ),
@@ -401,10 +451,8 @@ def _fit(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
-    log(
-        f"search  {spec.search.num_samples} sparse trials + the dense family, {spec.tune.max_concurrent} at a time; "
-        f"results in {exp_dir}"
-    )
+    what = f"{extra} more sparse trials" if extra else f"{spec.search.num_samples} sparse trials + the dense family"
+    log(f"search  {what}, {spec.tune.max_concurrent} at a time; results in {exp_dir}")
     tuner.fit()
     if spec.search.confirm.top > 0:
         _confirm(spec, exp_dir, trainable, log)

@@ -15,7 +15,7 @@ import torch
 from ray import tune
 
 from ..definitions import DIVERGED, INVALID, REACHED, RUNNING
-from ..experiment import CHECKPOINT_FILE, TrialReport, trial_spec
+from ..experiment import CHECKPOINT_FILE, TrialReport, trial_number, trial_spec
 from ..sparsity.registry import check_sparsity
 from ..spec import SpecError
 from ..train.target import Target
@@ -44,11 +44,12 @@ def run_trial(
     trim_heap()  # ... and the heap memory it freed
     reset_peak_rss()  # peak_rss_mb is this trial's, also in a reused worker
     set_threads(threads)
+    number = trial_number(Path(tune.get_context().get_trial_dir() or "").name)
     try:
         spec = trial_spec(raw, config)
         check_sparsity(spec.sparsity)
     except SpecError as e:  # a combination of individually valid values that clashes: report, do not crash
-        tune.report(_invalid_report(str(e), target.loss, config).to_dict())
+        tune.report(_invalid_report(str(e), target.loss, config, number).to_dict())
         return
     # Auto rungs are read at their steps: trials evaluate there too, so a dense run crosses them exactly there.
     trainer = Trainer(
@@ -68,6 +69,7 @@ def run_trial(
         trim_heap()
         report = _report(trainer, row, objective, budget_unit, dense_step_flops)
         report.startup_s, report.report_s = cost["startup_s"], cost["report_s"]
+        report.trial_number = number
         report.eval_time_s, report.rss_mb, report.peak_rss_mb = trainer.eval_time, rss_mb(), peak_rss_mb()
         with tempfile.TemporaryDirectory() as d:
             torch.save(trainer.state_dict(), os.path.join(d, CHECKPOINT_FILE))
@@ -112,8 +114,9 @@ def _node() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _invalid_report(message: str, target_loss: float, config: dict) -> TrialReport:
+def _invalid_report(message: str, target_loss: float, config: dict, number: int) -> TrialReport:
     return TrialReport(
+        trial_number=number,
         target_loss=target_loss,
         status=INVALID,
         message=message,
