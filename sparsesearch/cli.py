@@ -286,6 +286,7 @@ def cmd_train(args) -> int:
     import torch
 
     from .data.batches import prepare_data
+    from .train.reference import measure_reference
     from .train.target import resolve_target
     from .train.trainer import Trainer
 
@@ -301,8 +302,17 @@ def cmd_train(args) -> int:
     target = resolve_target(spec, data, log=say)
     where = f" ({target.source}: {target.path})" if target.path else f" ({target.source})"
     say(f"target  held-out MLM loss {target.describe()}{where}")
+    reference = measure_reference(spec, data)
+    say(
+        f"price   a dense step of the spec's model takes {reference.dense_step_s * 1e3:.0f} ms here: net time is in "
+        "these dense-equivalent seconds"
+    )
     trainer = Trainer(
-        spec, data, target.losses, eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else ()
+        spec,
+        data,
+        target.losses,
+        eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else (),
+        seconds_per_flop=reference.seconds_per_flop,
     )
     say(
         f"model   {spec.model.num_layers} layers, hidden {spec.model.hidden_size}, method "
@@ -353,7 +363,9 @@ def _result_lines(r) -> list[str]:
         *lines,
         f"  time to target    {r.time_to_target_s:.2f} s (training only, evaluation excluded){proj}",
         f"  FLOP ratio        {r.flop_ratio:.4f} (FLOPs needed / dense FLOPs for the same steps)",
-        f"  net time          {r.net_time_s:.2f} s (time to target x FLOP ratio){proj}",
+        f"  net time          {r.net_time_s:.2f} s (time to target x FLOP ratio, in dense-equivalent seconds: net "
+        f"FLOPs at the measured dense price x the method's overhead {r.method_overhead:.3f}){proj}",
+        f"  wall net time     {r.wall_net_time_s:.2f} s (wall-clock time to target x FLOP ratio){proj}",
         f"  net FLOPs         {r.net_flops:.4g}",
         f"  avg sparsity      {r.avg_sparsity:.4f}",
     ]

@@ -46,7 +46,9 @@ class TrialReport:
     flops: float = 0.0
     dense_flops: float = 0.0
     flop_ratio: float = math.inf
-    net_time_s: float = math.inf
+    net_time_s: float = math.inf  # dense-equivalent seconds of the experiment's reference (train.trainer)
+    wall_net_time_s: float = math.inf  # wall-clock time-to-target x FLOP ratio (follows the node's load)
+    method_overhead: float = 1.0  # the method's own time overhead, measured side by side in the trial
     net_flops: float = math.inf
     time_to_target_s: float = math.inf
     objective: float = math.inf  # what the search minimises: net_time_s or net_flops
@@ -82,7 +84,7 @@ class TrialReport:
 
 
 METRICS = tuple(f.name for f in dataclasses.fields(TrialReport) if f.name != "rungs")
-RUNG_KEYS = ("loss", "reached", "steps", "train_time_s", "flops", "net_time_s", "net_flops")
+RUNG_KEYS = ("loss", "reached", "steps", "train_time_s", "flops", "net_time_s", "wall_net_time_s", "net_flops")
 
 
 def trial_number(dir_name: str) -> int:

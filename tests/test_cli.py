@@ -37,7 +37,10 @@ def test_train_json_reports_every_required_key(tiny_spec_file):
     assert result["status"] == "reached" and result["reached_target"] is True
     assert result["final_eval_loss"] <= result["target_loss"]
     assert result["flop_ratio"] == 1.0 and result["avg_sparsity"] == 0.0
-    assert result["net_time_s"] == pytest.approx(result["time_to_target_s"])
+    # A dense run: wall net time is its time to target; net time is its FLOPs at the measured dense price.
+    assert result["wall_net_time_s"] == pytest.approx(result["time_to_target_s"])
+    assert result["method_overhead"] == 1.0
+    assert result["net_time_s"] == pytest.approx(result["net_flops"] * result["seconds_per_flop"])
     assert result["flops_per_step"]["by_group"]["decoder"] > 0
     assert "target" in proc.stderr
 

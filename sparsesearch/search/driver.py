@@ -46,6 +46,7 @@ from ..model.flops import expected_masked
 from ..results.confirm import confirm_configs, confirm_picks
 from ..results.table import load_results
 from ..spec import Spec, SpecError, spec_from_dict, with_values
+from ..train.reference import measure_reference
 from ..train.target import Target, resolve_target
 from .family import plan_family
 from .space import define_by_run, make_sampler
@@ -150,7 +151,9 @@ def gpus_per_trial(spec: Spec, cluster_gpus: float) -> float:
     return min(1.0, cluster_gpus / spec.tune.max_concurrent)
 
 
-def _trainable(spec: Spec, raw: dict, data, target: Target, unit_flops: float, gpus: float):
+def _trainable(
+    spec: Spec, raw: dict, data, target: Target, unit_flops: float, gpus: float, seconds_per_flop: float | None
+):
     fn = tune.with_parameters(
         run_trial,
         raw=raw,
@@ -160,6 +163,7 @@ def _trainable(spec: Spec, raw: dict, data, target: Target, unit_flops: float, g
         budget_unit=spec.search.asha.unit,
         dense_step_flops=unit_flops,
         threads=max(1, int(spec.tune.cpus_per_trial)),
+        seconds_per_flop=seconds_per_flop,
     )
     return tune.with_resources(fn, {"cpu": spec.tune.cpus_per_trial, "gpu": gpus})
 
@@ -267,6 +271,11 @@ def run_search(
     log(f"data    {data.stats['source']}: {data.stats['train_sequences']:,} training sequences")
     target = resolve_target(spec, data, log=log)  # once, before any trial starts
     log(f"target  held-out MLM loss {target.describe()} ({target.source})")
+    reference = measure_reference(spec, data)
+    log(
+        f"price   a dense step of the spec's model takes {reference.dense_step_s * 1e3:.0f} ms here: net time is in "
+        "these dense-equivalent seconds"
+    )
     for s in sizes:
         log(
             f"dense   size {s.index}: hidden {s.hidden}, ffn {s.ffn}, {s.heads} heads, {s.flops_per_step / 1e9:.2f} "
@@ -285,6 +294,7 @@ def run_search(
         "expected_masked": expected_masked(shape, spec.train.batch_size, spec.data.mask_prob),
         "dense_family": [dataclasses.asdict(s) for s in sizes],
         "family_configs": family,
+        "reference": {**dataclasses.asdict(reference), "seconds_per_flop": reference.seconds_per_flop},
     }
     try:
         exp_dir.mkdir(parents=True, exist_ok=True)
@@ -292,7 +302,19 @@ def run_search(
     except OSError as e:
         raise SpecError(f"tune.storage: cannot write the experiment to {exp_dir}: {e.strerror or e}") from None
     with _removed_unless_started(exp_dir):
-        return _fit(spec, raw, data, target, exp_dir, name, storage, log, num_cpus, family=family)
+        return _fit(
+            spec,
+            raw,
+            data,
+            target,
+            exp_dir,
+            name,
+            storage,
+            log,
+            num_cpus,
+            family=family,
+            price=reference.seconds_per_flop,
+        )
 
 
 def _write_state(path: Path, state: dict) -> None:
@@ -363,8 +385,20 @@ def resume_search(
     data = prepare_data(spec.data, spec.model)
     how = f" with {more} more trials" if more else (" from the start" if family is not None else "")
     log(f"resuming {exp_dir} (target {target.describe()}){how}")
+    price = (state.get("reference") or {}).get("seconds_per_flop")  # older experiments: wall-clock net time
     return _fit(
-        spec, raw, data, target, exp_dir, exp_dir.name, str(exp_dir.parent), log, num_cpus, family=family, extra=more
+        spec,
+        raw,
+        data,
+        target,
+        exp_dir,
+        exp_dir.name,
+        str(exp_dir.parent),
+        log,
+        num_cpus,
+        family=family,
+        extra=more,
+        price=price,
     )
 
 
@@ -418,9 +452,11 @@ def _fit(
     *,
     family: list[dict] | None,
     extra: int = 0,
+    price: float | None = None,
 ) -> Path:
     """Start (``family``: the dense family's configs) or, with ``family=None``, restore the Ray Tune run; with
-    ``extra`` > 0, run that many more sparse trials in the experiment (same study, no family)."""
+    ``extra`` > 0, run that many more sparse trials in the experiment (same study, no family). ``price``: the
+    reference's seconds per dense FLOP (``train.reference``), None for wall-clock net time."""
     _init_ray(spec.tune.address, num_cpus)
     unit_flops = dense_step_flops(spec)
     gpus = gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)))
@@ -429,7 +465,7 @@ def _fit(
             f"gpus    tune.gpus_per_trial not set and the cluster has GPUs: each trial gets {gpus:g} GPU "
             f"(set tune.gpus_per_trial to change it, or train.device: cpu to train on CPUs)"
         )
-    trainable = _trainable(spec, raw, data, target, unit_flops, gpus)
+    trainable = _trainable(spec, raw, data, target, unit_flops, gpus, price)
     if family is None:
         tuner = _restored(exp_dir, trainable)
     else:

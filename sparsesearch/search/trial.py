@@ -37,6 +37,7 @@ def run_trial(
     budget_unit: str,
     dense_step_flops: float,
     threads: int,
+    seconds_per_flop: float | None = None,
 ) -> None:
     """Train one configuration to the target, reporting to Ray Tune after every evaluation."""
     started = time.perf_counter()
@@ -53,7 +54,11 @@ def run_trial(
         return
     # Auto rungs are read at their steps: trials evaluate there too, so a dense run crosses them exactly there.
     trainer = Trainer(
-        spec, data, target.losses, eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else ()
+        spec,
+        data,
+        target.losses,
+        eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else (),
+        seconds_per_flop=seconds_per_flop,
     )
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry after a failure, or a resumed experiment
@@ -92,6 +97,8 @@ def _report(trainer: Trainer, row: dict, objective: str, budget_unit: str, dense
         dense_flops=row["dense_flops"],
         flop_ratio=_finite(row["flop_ratio"]),
         net_time_s=_finite(obj["net_time_s"]),
+        wall_net_time_s=_finite(obj["wall_net_time_s"]),
+        method_overhead=trainer.method_overhead(),
         net_flops=_finite(obj["net_flops"]),
         time_to_target_s=_finite(obj["time_to_target_s"]),
         objective=_finite(obj["net_time_s"] if objective == "net_time" else obj["net_flops"]),

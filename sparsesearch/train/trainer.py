@@ -6,7 +6,14 @@ Knows nothing about Ray: ``Trainer(...).run()`` yields one plain metric dict per
 * time-to-target: training wall seconds (evaluation excluded) until the held-out loss first reaches the target,
   interpolated linearly between the two evaluations that bracket it; steps and FLOPs are interpolated alike;
 * FLOP ratio: cumulative FLOPs actually needed up to the target / the dense model's FLOPs for the same steps;
-* net time = time-to-target x FLOP ratio; net FLOPs = cumulative FLOPs up to the target.
+* net FLOPs = cumulative FLOPs up to the target;
+* net time = time-to-target x FLOP ratio, in dense-equivalent seconds of one reference: net FLOPs priced at a
+  reference's measured seconds per dense FLOP (``seconds_per_flop``, measured once per experiment), times the
+  method's own overhead, measured side by side in this run: the time of whole training steps over the time of
+  the steps without the sparsifier's work (CPU seconds of this process; on CUDA, synchronised wall seconds). A
+  ratio of two clocks read in the same process barely moves when the machine is loaded, so the same configuration
+  gets the same net time on a busy or an idle node. Without a reference, net time is the wall-clock one;
+* wall net time = wall-clock time-to-target x FLOP ratio, reported beside it (it follows the machine's load).
 
 Runs that stop without reaching the target report a *projected* time (``projected: true``): the remaining loss
 gap divided by the rate at which the loss fell over the last quarter of the run (at least two evaluations),
@@ -48,11 +55,14 @@ class RunResult:
     train_time_s: float  # training wall seconds, evaluation excluded
     time_to_target_s: float  # interpolated when reached, projected otherwise (see ``projected``)
     flop_ratio: float
-    net_time_s: float
+    net_time_s: float  # dense-equivalent seconds (module docstring); wall_net_time_s without a reference
     net_flops: float
     dense_flops: float
     avg_sparsity: float
     projected: bool
+    wall_net_time_s: float  # wall-clock time-to-target x FLOP ratio
+    method_overhead: float  # whole steps' time over their time without the sparsifier's work (>= 1)
+    seconds_per_flop: float | None  # the reference's price of a dense FLOP (None: none given)
     device: str
     precision: str  # resolved: fp32 | bf16 | fp16
     history: list[dict] = field(default_factory=list)
@@ -74,6 +84,8 @@ class Trainer:
             budget). The run ends once it crossed every rung; the objective rung (``target.objective_rung`` when
             every rung is given, else the last) is what ``status``, the projection and the objective refer to.
         eval_steps: steps evaluated besides every ``train.eval_every`` (the auto target reads its rungs there).
+        seconds_per_flop: the reference's measured seconds per dense training FLOP (``measure_reference``); net
+            time is priced with it. None: net time is the wall-clock one.
     """
 
     def __init__(
@@ -84,8 +96,10 @@ class Trainer:
         token_embedding: torch.Tensor | None = None,
         *,
         eval_steps: Iterable[int] = (),
+        seconds_per_flop: float | None = None,
     ):
         self.spec, self.data = spec, data
+        self.seconds_per_flop = seconds_per_flop
         if targets is None:
             self.targets: tuple[float, ...] = ()
         elif isinstance(targets, (int, float)):
@@ -139,6 +153,8 @@ class Trainer:
         self.step = 0
         self.train_time = self.flops = self.dense_flops = 0.0  # training seconds, cumulative FLOPs
         self.eval_time = 0.0  # evaluation seconds (excluded from train_time)
+        # The method's overhead, read on one clock (``_clock``): whole steps, and the sparsifier's part of them.
+        self.step_clock = self.method_clock = 0.0
         self.history: list[dict] = []  # one metric dict per evaluation
         self.pending_losses: list[float] = []  # training losses since the last evaluation
         self.status = RUNNING
@@ -198,6 +214,27 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def _clock(self) -> float:
+        """The clock the method's overhead is measured on: this process's CPU seconds (other processes' load
+        does not advance it), or on CUDA synchronised wall seconds (the host's CPU time says nothing there)."""
+        if self.device.type == "cuda":
+            self._sync()
+            return time.perf_counter()
+        return time.process_time()
+
+    def method_overhead(self) -> float:
+        """Whole training steps' time over their time without the sparsifier's work (1.0 for a dense run)."""
+        base = self.step_clock - self.method_clock
+        if not self.sparsifier.masks or base <= 0 or self.method_clock <= 0:  # a dense run's hooks do nothing
+            return 1.0
+        return self.step_clock / base
+
+    def _net_time(self, flops: float, ratio: float, wall_s: float) -> float:
+        """Net time of ``flops`` (module docstring): priced at the reference, or wall time x FLOP ratio."""
+        if self.seconds_per_flop is None:
+            return wall_s * ratio
+        return flops * self.seconds_per_flop * self.method_overhead()
+
     def train_step(self) -> tuple[float, int, dict]:
         """One optimizer step (masks kept exact around it). Returns the training loss, the number of masked
         positions and the per-weight densities the step cost; a non-finite loss takes no step."""
@@ -211,7 +248,9 @@ class Trainer:
         if math.isfinite(loss_value):
             if self.scaler is not None:  # methods and clipping see true gradients
                 self.scaler.unscale_(self.optimizer)
+            c0 = self._clock()
             self.sparsifier.before_optimizer_step(self.step)
+            self.method_clock += self._clock() - c0
             if self.spec.train.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.train.grad_clip)
             if self.scaler is None:
@@ -220,7 +259,9 @@ class Trainer:
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             self.scheduler.step()
+            c0 = self._clock()
             self.sparsifier.after_optimizer_step(self.step)
+            self.method_clock += self._clock() - c0
             self.step += 1
         self._sync()
         return loss_value, n_masked, step_densities
@@ -240,9 +281,10 @@ class Trainer:
             yield row
         self.model.train()
         while self.status == RUNNING:
-            start = time.perf_counter()
+            start, c0 = time.perf_counter(), self._clock()
             loss_value, n_masked, step_densities = self.train_step()
             self.train_time += time.perf_counter() - start
+            self.step_clock += self._clock() - c0
             if not math.isfinite(loss_value):
                 self.status = DIVERGED
                 row = self._record(float("inf"), loss_value)
@@ -297,7 +339,8 @@ class Trainer:
                     "steps": c["step"] if c else None,
                     "train_time_s": c["train_time_s"] if c else None,
                     "flops": c["flops"] if c else None,
-                    "net_time_s": c["train_time_s"] * ratio if c else None,
+                    "net_time_s": self._net_time(c["flops"], ratio, c["train_time_s"]) if c else None,
+                    "wall_net_time_s": c["train_time_s"] * ratio if c else None,
                     "net_flops": c["flops"] if c else None,
                 }
             )
@@ -315,7 +358,9 @@ class Trainer:
             "flops": self.flops,
             "dense_flops": self.dense_flops,
             "flop_ratio": ratio,
-            "net_time_s": self.train_time * ratio,
+            "net_time_s": self._net_time(self.flops, ratio, self.train_time),
+            "wall_net_time_s": self.train_time * ratio,
+            "method_overhead": self.method_overhead(),
             "net_flops": self.flops,
             "avg_sparsity": self.avg_sparsity(),
             "lr": self.scheduler.get_last_lr()[0],
@@ -339,6 +384,8 @@ class Trainer:
             "sparsifier": self.sparsifier.state_dict(),
             "step": self.step,
             "train_time": self.train_time,
+            "step_clock": self.step_clock,
+            "method_clock": self.method_clock,
             "flops": self.flops,
             "dense_flops": self.dense_flops,
             "eval_time": self.eval_time,
@@ -363,6 +410,7 @@ class Trainer:
         self.step, self.train_time = state["step"], state["train_time"]
         self.flops, self.dense_flops = state["flops"], state["dense_flops"]
         self.eval_time = state.get("eval_time", 0.0)
+        self.step_clock, self.method_clock = state.get("step_clock", 0.0), state.get("method_clock", 0.0)
         self.history, self.pending_losses = list(state["history"]), list(state["pending_losses"])
         self.status, self.crossed = state["status"], dict(state["crossed"])
         self._reported_updates = state["reported_updates"]
@@ -393,6 +441,9 @@ class Trainer:
             dense_flops=obj["dense_flops"],
             avg_sparsity=self.avg_sparsity(),
             projected=obj["projected"],
+            wall_net_time_s=obj["wall_net_time_s"],
+            method_overhead=self.method_overhead(),
+            seconds_per_flop=self.seconds_per_flop,
             device=str(self.device),
             precision=self.precision.name,
             history=history,
@@ -418,7 +469,8 @@ class Trainer:
         return {
             "time_to_target_s": t,
             "flop_ratio": ratio,
-            "net_time_s": t * ratio,
+            "net_time_s": self._net_time(f, ratio, t) if math.isfinite(f) else math.inf,
+            "wall_net_time_s": t * ratio,
             "net_flops": f,
             "dense_flops": d,
             "projected": projected,
