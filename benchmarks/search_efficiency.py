@@ -1,10 +1,19 @@
-"""ASHA + TPE against random search without early stopping: best objective found vs compute spent.
+"""Does ASHA + TPE earn its keep? Best objective found against compute spent, four strategies, several seeds.
 
-    python benchmarks/search_efficiency.py [SPEC] [--num-samples N] [--seed S]
+    python benchmarks/search_efficiency.py [SPEC] [--trials K] [--seeds 0 1 2] [--out DIR]
 
-Both searches get the same spec, the same number of trials and the same seed, run one after the other on this
-machine; compute is the net FLOPs the trials spent (stopped trials included). Prints, at fractions of the
-smaller total, the best objective (of a trial that reached the target) each search had found by then.
+Strategies, each run with every search seed on SPEC (default: benchmarks/search_efficiency.yaml, the rigl.yaml
+space at reduced cost):
+
+* ASHA + TPE (the default), ASHA + random: 3K sparse trials (early stopping makes most of them short);
+* TPE without early stopping, random without early stopping: K sparse trials, each to the target or its budget.
+
+Compute is what the sparse trials spent (their cumulative FLOPs, stopped trials included), in the order they
+finished; the dense family is left out (it is the same for every strategy). The objective is the spec's
+(net_flops by default: deterministic, so the comparison carries no timing noise). All curves are cut at the same
+budget: the smallest total any run spent. Prints, per strategy, the best objective found (mean over seeds) at
+fractions of that budget, and the compute each needed to get within 10% of the best objective any run found;
+writes the table (search_efficiency.csv) and a figure (search_efficiency.png) to --out.
 """
 
 from __future__ import annotations
@@ -12,9 +21,18 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import sys
 import tempfile
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
 import yaml
 
 from sparsesearch.definitions import REACHED
@@ -23,82 +41,128 @@ from sparsesearch.results.table import load_history, load_results
 from sparsesearch.search.driver import run_search
 from sparsesearch.spec import apply_override, spec_from_dict
 
+FRACTIONS = (0.1, 0.2, 1 / 3, 0.5, 0.75, 1.0)
 
-def _run(spec_path: str, raw: dict, overrides: list[str], storage: str, name: str):
+
+def strategies(max_steps: int, trials: int) -> dict[str, list[str]]:
+    """The overrides of each strategy: its sampler, early stopping and number of trials."""
+    no_stop = [f"search.asha.grace_period={max_steps}", f"search.asha.max_t={max_steps}"]
+    return {
+        "ASHA + TPE": ["search.sampler=tpe", f"search.num_samples={3 * trials}"],
+        "ASHA + random": ["search.sampler=random", f"search.num_samples={3 * trials}"],
+        "TPE, no early stop": ["search.sampler=tpe", f"search.num_samples={trials}", *no_stop],
+        "random, no early stop": ["search.sampler=random", f"search.num_samples={trials}", *no_stop],
+    }
+
+
+def run_one(spec_path: str, raw: dict, overrides: list[str], storage: str, name: str) -> pd.DataFrame:
+    """One search; its sparse trials in the order they finished, with the compute each spent."""
     raw = copy.deepcopy(raw)
     for o in [*overrides, f"tune.storage={storage}", f"tune.name={name}"]:
         apply_override(raw, o)
     exp = run_search(spec_path, raw, spec_from_dict(raw), log=lambda m: None)
     df = load_results(exp)
     finished = load_history(exp).groupby("trial_id")["timestamp"].max()
-    return df.assign(finished=df["trial_id"].map(finished))
+    df = df.assign(finished=df["trial_id"].map(finished))
+    return df[df["role"] == "sparse"].sort_values("finished").reset_index(drop=True)
 
 
-def _curve(df, objective: str) -> list[tuple[float, float]]:
-    """(cumulative compute, best objective so far) in the order sparse trials finished; the dense family excluded."""
-    df = df[df["role"] == "sparse"].sort_values("finished")
+def curve(trials: pd.DataFrame, objective: str) -> list[tuple[float, float]]:
+    """(compute spent so far, best objective so far) after each finished sparse trial."""
     spent, best, out = 0.0, math.inf, []
-    for _, row in df.iterrows():
-        spent += row["flops"]
+    for _, row in trials.iterrows():
+        if math.isfinite(float(row["flops"])):  # an invalid trial trained nothing
+            spent += float(row["flops"])
         if row["status"] == REACHED:
-            best = min(best, row[OBJECTIVES[objective]])
+            best = min(best, float(row[OBJECTIVES[objective]]))
         out.append((spent, best))
     return out
 
 
-def _best_at(curve, budget):
+def best_at(c: list[tuple[float, float]], budget: float) -> float:
+    """The best objective found within ``budget`` compute."""
     best = math.inf
-    for spent, b in curve:
+    for spent, b in c:
         if spent > budget:
             break
         best = b
     return best
 
 
-def main() -> None:
+def compute_to(c: list[tuple[float, float]], goal: float) -> float:
+    """The compute spent when the best objective first came within ``goal`` (inf: never)."""
+    return next((spent for spent, b in c if b <= goal), math.inf)
+
+
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("spec", nargs="?", default=str(Path(__file__).parents[1] / "search_spaces" / "smoke.yaml"))
-    p.add_argument("--num-samples", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--objective",
-        choices=["net_flops", "net_time"],
-        default="net_flops",
-        help="net_flops (default) is deterministic; net_time carries this machine's timing noise",
-    )
+    p.add_argument("spec", nargs="?", default=str(ROOT / "benchmarks" / "search_efficiency.yaml"))
+    p.add_argument("--trials", type=int, default=12, help="K: trials of the searches without early stopping")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", type=Path, default=Path("."), help="folder for the CSV and the figure")
     args = p.parse_args()
     raw = yaml.safe_load(Path(args.spec).read_text())
-    common = [
-        f"search.num_samples={args.num_samples}",
-        f"search.seed={args.seed}",
-        f"search.objective={args.objective}",
-    ]
+    spec = spec_from_dict(raw)
+    objective = spec.search.objective
+    curves: dict[str, list[list[tuple[float, float]]]] = {}
     with tempfile.TemporaryDirectory() as storage:
-        asha = _run(args.spec, raw, [*common, "search.sampler=tpe"], storage, "asha-tpe")
-        max_t = raw.get("train", {}).get("max_steps", 2000)
-        rand = _run(
-            args.spec,
-            raw,
-            [*common, "search.sampler=random", f"search.asha.grace_period={max_t}", f"search.asha.max_t={max_t}"],
-            storage,
-            "random-full",
-        )
-    curves = {"ASHA + TPE": _curve(asha, args.objective), "random, no early stop": _curve(rand, args.objective)}
-    total = min(c[-1][0] for c in curves.values())
+        for name, overrides in strategies(spec.train.max_steps, args.trials).items():
+            for seed in args.seeds:
+                tag = f"{name.replace(' ', '').replace(',', '-').replace('+', '-')}-{seed}"
+                trials = run_one(args.spec, raw, [*overrides, f"search.seed={seed}"], storage, tag)
+                curves.setdefault(name, []).append(curve(trials, objective))
+                c = curves[name][-1]
+                print(f"  {name:<24} seed {seed}: {len(c)} trials, compute {c[-1][0]:.3g}, best {c[-1][1]:.4g}")
+    budget = min(c[-1][0] for cs in curves.values() for c in cs)
+    best_any = min(b for cs in curves.values() for c in cs for _, b in c if _ <= budget)
+    goal = 1.1 * best_any
+    rows = []
+    for name, cs in curves.items():
+        for frac in FRACTIONS:
+            bests = [best_at(c, frac * budget) for c in cs]
+            found = [b for b in bests if math.isfinite(b)]
+            rows.append(
+                {
+                    "strategy": name,
+                    "fraction": frac,
+                    "compute": frac * budget,
+                    "best_mean": sum(found) / len(found) if len(found) == len(bests) else math.nan,
+                    "seeds_reached": len(found),
+                }
+            )
+    table = pd.DataFrame(rows)
     print(
-        f"spec {args.spec}; {args.num_samples} trials each, seed {args.seed}; objective {args.objective} "
-        f"(best of the trials that reached the target); compute = net FLOPs spent"
+        f"\nspec {args.spec}; objective {objective}; seeds {args.seeds}; K={args.trials}; common budget "
+        f"{budget:.3g} FLOPs (the smallest total of any run); best any run found within it: {best_any:.4g}"
     )
-    print(f"{'compute spent':>16}" + "".join(f"{name:>26}" for name in curves))
-    for frac in (0.125, 0.25, 0.5, 0.75, 1.0):
-        row = f"{frac * total:>16.3g}"
-        for c in curves.values():
-            b = _best_at(c, frac * total)
-            row += f"{f'{b:.4g}' if math.isfinite(b) else 'none reached':>26}"
-        print(row)
-    for name, c in curves.items():
-        print(f"{name}: total compute {c[-1][0]:.3g} FLOPs, best objective {c[-1][1]:.4g}")
+    wide = table.pivot(index="fraction", columns="strategy", values="best_mean")[list(curves)]
+    print("best objective found (mean over seeds; NaN: some seed had no trial at the target yet):")
+    print(wide.to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"\ncompute to come within 10% of {best_any:.4g} (mean over seeds; inf: some seed never did):")
+    needs = {}
+    for name, cs in curves.items():
+        spent = [compute_to(c, goal) for c in cs]
+        needs[name] = sum(spent) / len(spent)
+        print(f"  {name:<24} {needs[name]:.3g}  ({', '.join(f'{s:.3g}' for s in spent)})")
+    random_need = needs["random, no early stop"]
+    if math.isfinite(random_need) and random_need > 0:
+        print(f"ASHA + TPE needs {needs['ASHA + TPE'] / random_need:.2f} of the compute random search needs")
+    args.out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out / "search_efficiency.csv", index=False)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in curves:
+        t = table[table["strategy"] == name]
+        ax.plot(t["compute"], t["best_mean"], marker="o", label=name)
+    ax.axhline(goal, color="grey", linestyle=":", label="within 10% of the best found")
+    ax.set_xlabel("compute spent by sparse trials (FLOPs)")
+    ax.set_ylabel(f"best {objective} found (mean over {len(args.seeds)} seeds)")
+    ax.set_title("Search efficiency on the reduced rigl.yaml space")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out / "search_efficiency.png", dpi=120)
+    print(f"wrote {args.out / 'search_efficiency.csv'} and {args.out / 'search_efficiency.png'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,6 +11,7 @@ import typing
 from collections.abc import Sequence
 
 from .data.corpus import CorpusError
+from .experiment import StorageError
 from .model.embedding import EmbeddingSourceError
 from .results.table import ResultsError
 from .spec import Spec, SpecError, describe_defaults, load_spec
@@ -506,6 +507,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _USER_ERRORS as e:
         print(f"sparsesearch {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except StorageError as e:  # not the user's input: the search ran and stopped (exit 1, as any failed run)
+        print(f"sparsesearch {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"sparsesearch {args.command}: interrupted", file=sys.stderr)
         return 130

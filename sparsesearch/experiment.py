@@ -31,6 +31,10 @@ CONFIRM_DIR = "confirm"  # the confirmation runs: an experiment directory of its
 META_KEYS = (REFERENCE_KEY, ROLE_KEY, SIZE_KEY, CONFIG_KEY, CONFIRM_OF)  # config keys that are not spec keys
 
 
+class StorageError(Exception):
+    """The experiment directory cannot be written (full, read-only, gone): the search stopped, resumable."""
+
+
 @dataclass
 class TrialReport:
     """One report of a trial, after an evaluation. Every report carries every field (a missing metric stops a

@@ -266,3 +266,24 @@ def test_resume_starts_afresh_an_experiment_stopped_before_its_first_trial(tmp_p
     assert "from the start" in proc.stdout
     df = load_results(exp)
     assert len(df) == 3 and df["status"].isin(["reached", "not_reached", "stopped_early"]).all()
+
+
+def test_a_combination_that_cannot_meet_its_level_is_an_invalid_trial_not_an_error(tmp_path, tiny_raw):
+    """Every value is valid alone; together the fixed dense groups leave too few weights for the level. The
+    trial reports `invalid` with the reason (no retries, no error) and the search carries on."""
+    from sparsesearch.results.table import load_results
+    from sparsesearch.search.driver import run_search
+
+    path = search_spec_file(tmp_path, tiny_raw, num_samples=1)
+    raw = yaml.safe_load(path.read_text())
+    raw["search"]["params"] = {
+        "sparsity.method": "rigl",
+        "sparsity.distribution": "uniform",
+        "sparsity.dense_groups": {"choice": [["embed_proj", "head_transform", "attn_qkv", "ffn_in"]]},
+        "sparsity.level": {"uniform": [0.9, 0.95]},
+    }
+    raw["tune"]["name"] = "clash"
+    df = load_results(run_search(path, raw, spec_from_dict(raw), log=lambda m: None))
+    sparse = df[df["role"] == "sparse"]
+    assert list(sparse["status"]) == ["invalid"], sparse[["status"]]
+    assert (df[df["role"] == "dense_family"]["status"] != "errored").all()

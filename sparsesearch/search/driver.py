@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 import ray
 from ray import tune
+from ray._private import ray_constants
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
@@ -50,6 +51,7 @@ from ..train.reference import measure_reference
 from ..train.target import Target, resolve_target
 from .family import plan_family
 from .space import define_by_run, make_sampler
+from .storage_guard import StopOnStorageFailure, fit_or_stop
 from .study_feed import StudyFeed
 from .trial import run_trial
 
@@ -58,6 +60,9 @@ def _quiet_ray_logs() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Trials checkpoint at every evaluation, by design (exact resume); Tune warns about that every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A failed trial is a line of the progress log (its traceback is in the trial's error.txt), not a traceback on
+    # the console at every retry.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)  # one warning per inf metric otherwise
 
 
@@ -71,7 +76,16 @@ def _init_ray(address: str | None, num_cpus: int | None = None) -> None:
         except (ConnectionError, TimeoutError, ValueError) as e:
             raise SpecError(f"tune.address: cannot join the Ray cluster at {address!r}: {e}") from None
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        # A local Ray serves this machine alone, so nothing of it may listen beyond it (whoever reaches a Ray port
+        # runs code there). Ray binds its servers (GCS, raylet, workers, agents, metrics) to loopback only when the
+        # node IP is loopback, and ray.init makes _node_ip_address="127.0.0.1" the machine's IP unless
+        # ENABLE_RAY_CLUSTER (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, read when Ray is imported) is off.
+        enabled = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = enabled
 
 
 class WithDenseFamily(Searcher):
@@ -240,11 +254,25 @@ def _progress_callback(log: Callable[[str], None]):
             label = trial_label(last.get("trial_number"), trial.trial_id)
             log(f"  {label}  finished: {'stopped early by ASHA' if status == RUNNING else status}")
 
-        def on_trial_error(self, iteration, trials, trial, **info):
+        def on_trial_recover(self, iteration, trials, trial, **info):  # a failure with retries left
             label = trial_label((trial.last_result or {}).get("trial_number"), trial.trial_id)
-            log(f"  {label}  ERROR (will retry from its checkpoint if attempts remain)")
+            log(f"  {label}  failed ({_last_error(trial)}); retrying from its last checkpoint")
+
+        def on_trial_error(self, iteration, trials, trial, **info):  # Tune calls this once retries are used up
+            label = trial_label((trial.last_result or {}).get("trial_number"), trial.trial_id)
+            log(f"  {label}  ERROR, gave up after tune.max_failures retries ({_last_error(trial)})")
 
     return Progress()
+
+
+def _last_error(trial) -> str:
+    """The last line of the trial's latest error (its traceback is in ``error.txt`` beside it)."""
+    try:
+        with open(trial.error_file) as f:
+            lines = [line.strip() for line in f if line.strip()]
+        return lines[-1][:200] if lines else "no error message"
+    except (OSError, TypeError):
+        return "no error file"
 
 
 def run_search(
@@ -482,14 +510,14 @@ def _fit(
                 name=name,
                 storage_path=storage,
                 verbose=0,
-                callbacks=[_progress_callback(log)],
+                callbacks=[_progress_callback(log), StopOnStorageFailure(exp_dir)],
                 failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
     what = f"{extra} more sparse trials" if extra else f"{spec.search.num_samples} sparse trials + the dense family"
     log(f"search  {what}, {spec.tune.max_concurrent} at a time; results in {exp_dir}")
-    tuner.fit()
+    fit_or_stop(tuner, exp_dir)
     if spec.search.confirm.top > 0:
         _confirm(spec, exp_dir, trainable, log)
     return exp_dir
@@ -535,9 +563,9 @@ def _confirm(spec: Spec, exp_dir: Path, trainable, log: Callable[[str], None]) -
                 name=CONFIRM_DIR,
                 storage_path=str(exp_dir),
                 verbose=0,
-                callbacks=[_progress_callback(log)],
+                callbacks=[_progress_callback(log), StopOnStorageFailure(exp_dir)],
                 failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
-    tuner.fit()
+    fit_or_stop(tuner, exp_dir)

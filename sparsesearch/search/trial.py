@@ -52,14 +52,18 @@ def run_trial(
     except SpecError as e:  # a combination of individually valid values that clashes: report, do not crash
         tune.report(_invalid_report(str(e), target.loss, config, number).to_dict())
         return
-    # Auto rungs are read at their steps: trials evaluate there too, so a dense run crosses them exactly there.
-    trainer = Trainer(
-        spec,
-        data,
-        target.losses,
-        eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else (),
-        seconds_per_flop=seconds_per_flop,
-    )
+    try:
+        # Auto rungs are read at their steps: trials evaluate there too, so a dense run crosses them exactly there.
+        trainer = Trainer(
+            spec,
+            data,
+            target.losses,
+            eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else (),
+            seconds_per_flop=seconds_per_flop,
+        )
+    except SpecError as e:  # e.g. a level that the fixed groups of this combination cannot meet
+        tune.report(_invalid_report(str(e), target.loss, config, number).to_dict())
+        return
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry after a failure, or a resumed experiment
         with checkpoint.as_directory() as d:
