@@ -4,6 +4,8 @@ model's FLOPs."""
 
 from __future__ import annotations
 
+import importlib.util
+
 from .model.embedding import model_shape
 from .model.flops import expected_masked, step_flops
 from .sparsity.registry import check_sparsity, check_value
@@ -18,7 +20,15 @@ def check_spec(spec: Spec, raw: dict | None = None) -> tuple[SearchParam, ...]:
     params = check_space(spec, raw if raw is not None else {})
     if params:  # a spec that searches nothing (e.g. one `train` runs with its defaults) never meets ASHA
         check_asha(spec)
+        check_loggers(spec)
     return params
+
+
+def check_loggers(spec: Spec) -> None:
+    """Each logger named in ``tune.callbacks`` has its package installed (found, not imported: they are heavy)."""
+    for name in spec.tune.callbacks:
+        if name != "tensorboard" and importlib.util.find_spec(name) is None:
+            raise SpecError(f"tune.callbacks: {name} is not installed (pip install {name}), or remove it")
 
 
 def check_space(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:

@@ -17,7 +17,7 @@ import pickle
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from ..checks import asha_max_t, check_spec, dense_step_flops
 from ..data.batches import prepare_data
-from ..definitions import RUNNING, UNFINISHED
+from ..definitions import UNFINISHED
 from ..experiment import (
     CONFIRM_DIR,
     DENSE_FAMILY,
@@ -38,9 +38,7 @@ from ..experiment import (
     STUDY_FILE,
     TUNER_FILE,
     encode_value,
-    family_size,
     role,
-    trial_label,
 )
 from ..model.embedding import model_shape
 from ..model.flops import expected_masked
@@ -50,14 +48,23 @@ from ..spec import Spec, SpecError, spec_from_dict, with_values
 from ..train.reference import measure_reference
 from ..train.target import Target, resolve_target
 from .family import plan_family
+from .loggers import logger_callbacks
+from .progress import Console, SearchProgress
 from .space import define_by_run, make_sampler
 from .storage_guard import StopOnStorageFailure, fit_or_stop
 from .study_feed import StudyFeed
 from .trial import run_trial
 
 
-def _quiet_ray_logs() -> None:
+def _quiet_ray_logs(verbose: bool = False) -> None:
+    """Ray's own start-up and status output off the console (sparsesearch prints its own progress), unless
+    ``verbose``."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not verbose:
+        # Tune's status tables and "View detailed results" boxes (the new output engine ignores verbose=0).
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        for name in ("ray", "ray.tune", "ray.air", "ray.train", "mlflow", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     # Trials checkpoint at every evaluation, by design (exact resume); Tune warns about that every few seconds.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # A failed trial is a line of the progress log (its traceback is in the trial's error.txt), not a traceback on
@@ -66,13 +73,13 @@ def _quiet_ray_logs() -> None:
     logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)  # one warning per inf metric otherwise
 
 
-def _init_ray(address: str | None, num_cpus: int | None = None) -> None:
+def _init_ray(address: str | None, num_cpus: int | None = None, verbose: bool = False) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=_ray_log_level(verbose))
         except (ConnectionError, TimeoutError, ValueError) as e:
             raise SpecError(f"tune.address: cannot join the Ray cluster at {address!r}: {e}") from None
     else:
@@ -83,9 +90,20 @@ def _init_ray(address: str | None, num_cpus: int | None = None) -> None:
         enabled = ray_constants.ENABLE_RAY_CLUSTER
         ray_constants.ENABLE_RAY_CLUSTER = False
         try:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=_ray_log_level(verbose),
+            )
         finally:
             ray_constants.ENABLE_RAY_CLUSTER = enabled
+
+
+def _ray_log_level(verbose: bool) -> int:
+    """Ray's start-up lines ("Started a local Ray instance", the token notice) only when asked for."""
+    return logging.INFO if verbose else logging.ERROR
 
 
 class WithDenseFamily(Searcher):
@@ -233,57 +251,24 @@ def _scheduler(spec: Spec, unit_flops: float):
     )
 
 
-def _progress_callback(log: Callable[[str], None]):
-    class Progress(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            label = trial_label(result.get("trial_number"), trial.trial_id)
-            cfg = trial.config
-            if role(cfg) == DENSE_FAMILY:
-                what = f"dense size {family_size(cfg)} (hidden {cfg.get('model.hidden_size', '-')})"
-            else:
-                what = f"{result.get('method')} level={result.get('level', 0):.3f}"
-            log(
-                f"  {label}  {what:<28} step {result['step']:>5}  eval {result['eval_loss']:.4f}  "
-                f"net {result['net_time_s']:8.1f}s{' (proj.)' if result['projected'] else '        '}  "
-                f"{result['status']}"
-            )
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            last = trial.last_result or {}
-            status = last.get("status", "?")
-            label = trial_label(last.get("trial_number"), trial.trial_id)
-            log(f"  {label}  finished: {'stopped early by ASHA' if status == RUNNING else status}")
-
-        def on_trial_recover(self, iteration, trials, trial, **info):  # a failure with retries left
-            label = trial_label((trial.last_result or {}).get("trial_number"), trial.trial_id)
-            log(f"  {label}  failed ({_last_error(trial)}); retrying from its last checkpoint")
-
-        def on_trial_error(self, iteration, trials, trial, **info):  # Tune calls this once retries are used up
-            label = trial_label((trial.last_result or {}).get("trial_number"), trial.trial_id)
-            log(f"  {label}  ERROR, gave up after tune.max_failures retries ({_last_error(trial)})")
-
-    return Progress()
-
-
-def _last_error(trial) -> str:
-    """The last line of the trial's latest error (its traceback is in ``error.txt`` beside it)."""
-    try:
-        with open(trial.error_file) as f:
-            lines = [line.strip() for line in f if line.strip()]
-        return lines[-1][:200] if lines else "no error message"
-    except (OSError, TypeError):
-        return "no error file"
-
-
 def run_search(
-    spec_path: str | Path, raw: dict, spec: Spec, *, log: Callable[[str], None] = print, num_cpus: int | None = None
+    spec_path: str | Path,
+    raw: dict,
+    spec: Spec,
+    *,
+    log: Callable[[str], None] = print,
+    num_cpus: int | None = None,
+    verbose: bool = False,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> Path:
     """Run the search of ``spec`` (see module docstring); returns the experiment directory.
 
     Everything that can be checked is checked before any data, target, Ray or file work; a run that fails before
     its first trial reports leaves no experiment directory behind."""
     params = check_spec(spec, raw)
-    _quiet_ray_logs()
+    _quiet_ray_logs(verbose)
+    owned = not isinstance(log, Console)  # a caller's console stays open for what it prints after
+    log = _console(log)
     name = spec.tune.name or f"{Path(spec_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = _storage_path(spec.tune.storage)
     exp_dir = Path(storage) / name
@@ -327,9 +312,10 @@ def run_search(
     try:
         exp_dir.mkdir(parents=True, exist_ok=True)
         _write_state(exp_dir / STATE_FILE, state)
+        log.attach(exp_dir)
     except OSError as e:
         raise SpecError(f"tune.storage: cannot write the experiment to {exp_dir}: {e.strerror or e}") from None
-    with _removed_unless_started(exp_dir):
+    with _removed_unless_started(exp_dir), contextlib.closing(log) if owned else contextlib.nullcontext():
         return _fit(
             spec,
             raw,
@@ -342,7 +328,14 @@ def run_search(
             num_cpus,
             family=family,
             price=reference.seconds_per_flop,
+            verbose=verbose,
+            callbacks=callbacks,
         )
+
+
+def _console(log: Callable[[str], None]) -> Console:
+    """The search's console: ``log`` itself when it is one, else a console whose lines go to ``log``."""
+    return log if isinstance(log, Console) else Console(sink=None if log is print else log)
 
 
 def _write_state(path: Path, state: dict) -> None:
@@ -376,12 +369,15 @@ def resume_search(
     num_cpus: int | None = None,
     address: str | None = None,
     more: int = 0,
+    verbose: bool = False,
 ) -> Path:
     """Continue an interrupted experiment: finished trials are kept, unfinished ones resume from their
     checkpoints, the searcher continues from its saved state. An experiment stopped before Ray Tune saved its
     first state starts its search afresh (no trial had run). ``more`` > 0 extends a finished search by that many
     sparse trials, drawn by the sampler from the same study (it learns from every earlier trial)."""
-    _quiet_ray_logs()
+    _quiet_ray_logs(verbose)
+    owned = not isinstance(log, Console)
+    log = _console(log)
     exp_dir = Path(exp_dir).expanduser().resolve()
     state = read_state(exp_dir)
     raw = state["raw"]
@@ -414,20 +410,23 @@ def resume_search(
     how = f" with {more} more trials" if more else (" from the start" if family is not None else "")
     log(f"resuming {exp_dir} (target {target.describe()}){how}")
     price = (state.get("reference") or {}).get("seconds_per_flop")  # older experiments: wall-clock net time
-    return _fit(
-        spec,
-        raw,
-        data,
-        target,
-        exp_dir,
-        exp_dir.name,
-        str(exp_dir.parent),
-        log,
-        num_cpus,
-        family=family,
-        extra=more,
-        price=price,
-    )
+    log.attach(exp_dir)
+    with contextlib.closing(log) if owned else contextlib.nullcontext():
+        return _fit(
+            spec,
+            raw,
+            data,
+            target,
+            exp_dir,
+            exp_dir.name,
+            str(exp_dir.parent),
+            log,
+            num_cpus,
+            family=family,
+            extra=more,
+            price=price,
+            verbose=verbose,
+        )
 
 
 def _unfinished(exp_dir: Path) -> int:
@@ -475,17 +474,19 @@ def _fit(
     exp_dir: Path,
     name: str,
     storage: str,
-    log,
+    log: Console,
     num_cpus: int | None,
     *,
     family: list[dict] | None,
     extra: int = 0,
     price: float | None = None,
+    verbose: bool = False,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> Path:
     """Start (``family``: the dense family's configs) or, with ``family=None``, restore the Ray Tune run; with
     ``extra`` > 0, run that many more sparse trials in the experiment (same study, no family). ``price``: the
     reference's seconds per dense FLOP (``train.reference``), None for wall-clock net time."""
-    _init_ray(spec.tune.address, num_cpus)
+    _init_ray(spec.tune.address, num_cpus, verbose)
     unit_flops = dense_step_flops(spec)
     gpus = gpus_per_trial(spec, float(ray.cluster_resources().get("GPU", 0.0)))
     if spec.tune.gpus_per_trial is None and gpus > 0:
@@ -494,8 +495,15 @@ def _fit(
             f"(set tune.gpus_per_trial to change it, or train.device: cpu to train on CPUs)"
         )
     trainable = _trainable(spec, raw, data, target, unit_flops, gpus, price)
+    total = (extra or spec.search.num_samples) + len(family or [])
+    callbacks = [
+        SearchProgress(log, total, verbose=verbose, objective=spec.search.objective),
+        StopOnStorageFailure(exp_dir),
+        *logger_callbacks(spec.tune.callbacks, exp_dir),
+        *callbacks,
+    ]
     if family is None:
-        tuner = _restored(exp_dir, trainable)
+        tuner = _restored(exp_dir, trainable, callbacks)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -510,7 +518,7 @@ def _fit(
                 name=name,
                 storage_path=storage,
                 verbose=0,
-                callbacks=[_progress_callback(log), StopOnStorageFailure(exp_dir)],
+                callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
@@ -519,30 +527,36 @@ def _fit(
     log(f"search  {what}, {spec.tune.max_concurrent} at a time; results in {exp_dir}")
     fit_or_stop(tuner, exp_dir)
     if spec.search.confirm.top > 0:
-        _confirm(spec, exp_dir, trainable, log)
+        _confirm(spec, exp_dir, trainable, log, verbose)
     return exp_dir
 
 
-def _restored(exp_dir: Path, trainable) -> tune.Tuner:
-    """Ray Tune's run of ``exp_dir``, restored from its saved state (finished trials kept, the rest resumed)."""
+def _restored(exp_dir: Path, trainable, callbacks: list) -> tune.Tuner:
+    """Ray Tune's run of ``exp_dir``, restored from its saved state (finished trials kept, the rest resumed), with
+    this process's ``callbacks`` (the stored ones were pickled without their console and log file)."""
     try:
-        return tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
     except Exception as e:  # Ray raises many types for a damaged state (pickle, pyarrow, KeyError, ...)
         raise SpecError(
             f"{exp_dir}: Ray Tune's saved state cannot be restored ({type(e).__name__}: {str(e)[:200]}); the "
             f"stored trials can still be read with `sparsesearch export {exp_dir}`"
         ) from None
+    local = getattr(tuner, "_local_tuner", None)  # Tune has no public way to give a restored run new callbacks
+    if local is not None and hasattr(local, "get_run_config"):
+        local.get_run_config().callbacks = callbacks
+    return tuner
 
 
-def _confirm(spec: Spec, exp_dir: Path, trainable, log: Callable[[str], None]) -> None:
+def _confirm(spec: Spec, exp_dir: Path, trainable, log: Console, verbose: bool) -> None:
     """Re-run the best sparse configurations and the best dense of each size on more seeds
     (``results.confirm``); an interrupted confirmation continues where it stopped."""
     cdir = exp_dir / CONFIRM_DIR
+    conf = spec.search.confirm
     if (cdir / TUNER_FILE).exists():
-        tuner = _restored(cdir, trainable)
+        total = len(json.loads((cdir / STATE_FILE).read_text()).get("confirms", [])) * conf.seeds
+        tuner = _restored(cdir, trainable, _confirm_callbacks(spec, exp_dir, log, total, verbose))
     else:
         df = load_results(exp_dir)
-        conf = spec.search.confirm
         picks = confirm_picks(df, conf.top, spec.search.objective)
         configs = confirm_configs(df, picks, spec.train.seed, conf.seeds)
         if not configs:
@@ -563,9 +577,16 @@ def _confirm(spec: Spec, exp_dir: Path, trainable, log: Callable[[str], None]) -
                 name=CONFIRM_DIR,
                 storage_path=str(exp_dir),
                 verbose=0,
-                callbacks=[_progress_callback(log), StopOnStorageFailure(exp_dir)],
+                callbacks=_confirm_callbacks(spec, exp_dir, log, len(configs), verbose),
                 failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
     fit_or_stop(tuner, exp_dir)
+
+
+def _confirm_callbacks(spec: Spec, exp_dir: Path, log: Console, total: int, verbose: bool) -> list:
+    return [
+        SearchProgress(log, total, verbose=verbose, objective=spec.search.objective),
+        StopOnStorageFailure(exp_dir),
+    ]

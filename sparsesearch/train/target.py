@@ -15,15 +15,18 @@ import hashlib
 import itertools
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm import tqdm
 
 from ..data.batches import TokenizedData, cache_root
 from ..definitions import DIVERGED
 from ..spec import Spec, SpecError
 from .precision import pick_device, resolve_precision
-from .trainer import train
+from .trainer import Trainer
 
 # Settings that do not change the loss after dense_steps steps (budget, eval cadence, where it runs).
 _IRRELEVANT_TRAIN_KEYS = ("max_steps", "max_time_s", "eval_every", "device", "num_threads", "precision")
@@ -102,7 +105,16 @@ def resolve_target(spec: Spec, data: TokenizedData, *, log=None) -> Target:
     if log:
         log(f"computing the auto target: dense reference run of {steps[-1]} steps ...")
     ref = reference_spec(spec)
-    result = train(ref, data, None, eval_steps=steps)
+    trainer = Trainer(ref, data, None, eval_steps=steps)
+    started = time.perf_counter()
+    # A bar on a terminal: this run takes minutes, and before it nothing else would move on the screen.
+    with tqdm(total=steps[-1], desc="auto target", unit="step", disable=not sys.stderr.isatty(), leave=False) as bar:
+        for row in trainer.run():
+            bar.update(row["step"] - bar.n)
+    result = trainer.result
+    assert result is not None  # set when run() ends
+    if log:
+        log(f"computed the auto target in {time.perf_counter() - started:.0f} s")
     if result.status == DIVERGED:
         raise SpecError("target.loss: the dense reference run diverged; lower train.lr or set target.loss")
     at_step = {h["step"]: h["eval_loss"] for h in result.history}
