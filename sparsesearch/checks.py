@@ -40,7 +40,7 @@ def check_space(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
     varying = [p.key for p in params if p.kind != "const"]
     for p in params:
         section, name = p.key.split(".")
-        if section != "sparsity" or p.kind not in ("choice", "const"):
+        if section != "sparsity" or p.kind not in ("choice", "grid", "const"):
             continue
         for value in p.values:
             try:

@@ -8,6 +8,7 @@ and the rule it broke, e.g. ``train.lr: must be > 0, got -1``.
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import itertools
 import math
 import re
@@ -257,6 +258,21 @@ class AshaSpec:
 
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "int_log")
+GRID = "grid"  # a choice whose every value is tried: the grid sampler runs each combination of the grid keys once
+STEPPED = ("uniform", "int")  # the distributions a step applies to (Optuna has no step on a log scale)
+# Weights & Biases sweep spellings: {values: [...]}, {value: x}, {min, max, distribution, q}.
+WANDB_KEYS = ("values", "value", "min", "max", "distribution", "q")
+# The W&B distributions Optuna can draw from, and what each becomes (q_log_uniform_values only with q 1 and ints).
+WANDB_DISTRIBUTIONS = {
+    "constant": "const",
+    "categorical": "choice",
+    "uniform": "uniform",
+    "int_uniform": "int",
+    "q_uniform": "uniform",  # int when min, max and q are integers
+    "log_uniform": "loguniform",  # min and max are natural logs of the bounds
+    "log_uniform_values": "loguniform",
+    "q_log_uniform_values": "int_log",
+}
 
 
 @dataclass(frozen=True)
@@ -264,9 +280,10 @@ class SearchParam:
     """One searched spec key: a distribution (or a constant), and an optional condition on other keys."""
 
     key: str
-    kind: str  # one of DISTRIBUTIONS, or "const"
-    values: tuple  # choices, (low, high), or (constant,)
+    kind: str  # one of DISTRIBUTIONS, GRID, or "const"
+    values: tuple  # choices (grid values), (low, high), or (constant,)
     when: tuple[tuple[str, tuple], ...] = ()  # (key, allowed values) pairs; all must hold
+    step: int | float | None = None  # uniform and int only: the values are low, low + step, ..., high
 
 
 @dataclass(frozen=True)
@@ -309,8 +326,9 @@ class SearchSpec:
 
     params: dict[str, Any] = _field(
         {},
-        "searched keys by dotted path: {choice: [...]}, {uniform: [lo, hi]}, "
-        "{loguniform: [lo, hi]}, {int: [lo, hi]}, {int_log: [lo, hi]} or a constant; "
+        "searched keys by dotted path: {choice: [...]}, {grid: [...]} (every value tried; sampler grid), "
+        "{uniform: [lo, hi]}, {loguniform: [lo, hi]}, {int: [lo, hi]}, {int_log: [lo, hi]} or a constant; "
+        "step: s on uniform and int; W&B's values, value, min/max, distribution and q also work; "
         "optional when: {other.key: [values]} makes a key conditional",
     )
     start_from: tuple[dict[str, Any], ...] = _field(
@@ -320,7 +338,9 @@ class SearchSpec:
     )
     objective: Literal["net_time", "net_flops"] = _field("net_time", "what the search minimises")
     pareto: bool = _field(False, "also maximise average sparsity (two objectives: the Pareto front)")
-    sampler: Literal["tpe", "nsga2", "random"] = _field("tpe", "Optuna sampler")
+    sampler: Literal["tpe", "nsga2", "random", "grid"] = _field(
+        "tpe", "Optuna sampler (grid: each combination of the {grid: [...]} keys once; num_samples = their number)"
+    )
     seed: int = _field(0, "sampler seed", lo=0)
     num_samples: int = _field(16, "sparse trials to run (the dense family not counted)", lo=1)
     asha: AshaSpec = _section(AshaSpec, "early stopping (ASHA) on the held-out loss at equal compute")
@@ -348,6 +368,12 @@ class TuneSpec:
         lo=0.0,
     )
     max_failures: int = _field(2, "retries of a failed trial from its last checkpoint", lo=0)
+    callbacks: tuple[Literal["tensorboard", "mlflow", "wandb"], ...] = _field(
+        (),
+        "loggers besides Ray Tune's own files (TensorBoard, CSV, JSON in every trial folder): mlflow (a SQLite "
+        "store, EXPERIMENT/mlflow.db, unless MLFLOW_TRACKING_URI is set) and wandb (offline unless WANDB_MODE is "
+        "set); each needs its package",
+    )
 
 
 @dataclass(frozen=True)
@@ -576,43 +602,160 @@ def _field_type(dotted: str) -> Any:
     return typing.get_type_hints(section).get(parts[1])
 
 
+_PARAM_KEYS = (*DISTRIBUTIONS, GRID, "step", *WANDB_KEYS, "when")
+_FORMS = f"{', '.join((*DISTRIBUTIONS, GRID))} or W&B's values, value, min/max"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _decimal(v: int | float) -> decimal.Decimal:
+    """A number as written (0.1 is one tenth, not its binary neighbour), so steps divide ranges as the file says."""
+    return decimal.Decimal(v) if isinstance(v, int) else decimal.Decimal(repr(v))
+
+
+def _off_step(value: int | float, low: int | float, step: int | float) -> decimal.Decimal | None:
+    """How far ``value`` lies from the grid low, low + step, ...: in [0, step / 2]; None when not finite."""
+    try:
+        with decimal.localcontext() as ctx:
+            ctx.prec = 60
+            r = (_decimal(value) - _decimal(low)) % _decimal(step)
+            return min(abs(r), _decimal(step) - abs(r))
+    except (decimal.InvalidOperation, ValueError, OverflowError):
+        return None
+
+
 def _parse_param(key: str, value: Any, path: str) -> SearchParam:
+    """One entry of ``search.params``: a constant, or a mapping with one distribution (native or W&B spelling),
+    an optional step (or W&B's q) and an optional condition."""
     if not isinstance(value, dict):
         return SearchParam(key, "const", (value,))
-    unknown = [k for k in value if k not in (*DISTRIBUTIONS, "when")]
+    unknown = [k for k in value if k not in _PARAM_KEYS]
     if unknown:
-        raise SpecError(f"{path}.{unknown[0]}: unknown key (use one of {', '.join(DISTRIBUTIONS)}, and when)")
-    kinds = [k for k in DISTRIBUTIONS if k in value]
-    if len(kinds) != 1:
-        raise SpecError(f"{path}: needs exactly one distribution ({', '.join(DISTRIBUTIONS)}), got {len(kinds)}")
-    kind = kinds[0]
-    arg = value[kind]
-    if kind == "choice":
-        if not isinstance(arg, list) or not arg:
-            raise SpecError(f"{path}.choice: must be a non-empty list of values")
-        if len({repr(v) for v in arg}) != len(arg):
-            raise SpecError(f"{path}.choice: values must be distinct")
-        values = tuple(tuple(v) if isinstance(v, list) else v for v in arg)
+        raise SpecError(
+            f"{path}.{unknown[0]}: unknown key (use one of {', '.join((*DISTRIBUTIONS, GRID))} with an optional "
+            f"step, or W&B's {', '.join(WANDB_KEYS)}; and when)"
+        )
+    native = [k for k in (*DISTRIBUTIONS, GRID) if k in value]
+    givers = native + [k for k in ("values", "value", "min", "max", "distribution") if k in value][:1]
+    if len(givers) != 1:
+        got = f"both {givers[0]} and {givers[1]}" if givers else "none"
+        raise SpecError(f"{path}: needs exactly one distribution ({_FORMS}), got {got}")
+    step_keys = [k for k in ("step", "q") if k in value]
+    if len(step_keys) > 1:
+        raise SpecError(f"{path}: step and q are the same setting (q is W&B's name); keep one")
+    step_key = step_keys[0] if step_keys else None
+    step = value.get(step_key) if step_key else None
+    if native:
+        kind, arg, where = native[0], value[native[0]], f"{path}.{native[0]}"
     else:
-        if (
-            not isinstance(arg, list)
-            or len(arg) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg)
-        ):
-            raise SpecError(f"{path}.{kind}: must be [low, high] (two numbers)")
+        kind, arg, default_step = _wandb_form(value, path, step)
+        where = f"{path}.values" if kind == "choice" else f"{path}.min/max"
+        if kind == "int_log":  # q_log_uniform_values' q 1: the integers themselves
+            step = None
+        elif step is None and default_step is not None:
+            step, step_key = default_step, "q"
+    if kind in ("choice", GRID):
+        if not isinstance(arg, list) or not arg:
+            raise SpecError(f"{where}: must be a non-empty list of values")
+        if len({repr(v) for v in arg}) != len(arg):
+            raise SpecError(f"{where}: values must be distinct")
+        values = tuple(tuple(v) if isinstance(v, list) else v for v in arg)
+    elif kind == "const":
+        values = (arg,)
+    else:
+        if not isinstance(arg, list) or len(arg) != 2 or not all(_is_number(v) for v in arg):
+            raise SpecError(f"{where}: must be [low, high] (two numbers)")
         lo, hi = arg
         if kind in ("int", "int_log") and not all(isinstance(v, int) for v in arg):
-            raise SpecError(f"{path}.{kind}: bounds must be integers, got {arg}")
+            raise SpecError(f"{where}: bounds must be integers, got {arg}")
         if not lo < hi:
-            raise SpecError(f"{path}.{kind}: low must be < high, got [{lo}, {hi}]")
+            raise SpecError(f"{where}: low must be < high, got [{lo}, {hi}]")
         if kind in ("loguniform", "int_log") and lo <= 0:
-            raise SpecError(f"{path}.{kind}: low must be > 0 for a log scale, got {lo}")
+            raise SpecError(f"{where}: low must be > 0 for a log scale, got {lo}")
         values = (lo, hi)
+    if step is not None:
+        _check_step(kind, values, step, f"{path}.{step_key}")
     when = value.get("when", {})
     if "when" in value and (not isinstance(when, dict) or not when):
         raise SpecError(f"{path}.when: must be a non-empty mapping of other.key: [values]")
+    if "when" in value and kind in (GRID, "const"):
+        what = "a grid key (the grid tries every combination)" if kind == GRID else "a constant"
+        raise SpecError(f"{path}.when: {what} cannot be conditional")
     conds = tuple((str(k), tuple(v) if isinstance(v, list) else (v,)) for k, v in (when or {}).items())
-    return SearchParam(key, kind, values, conds)
+    return SearchParam(key, kind, values, conds, step)
+
+
+def _wandb_form(value: dict, path: str, step: Any) -> tuple[str, Any, Any]:
+    """The native (kind, argument, default step) of a W&B sweep spelling: {values}, {value}, {min, max} (int when
+    both are integers, else uniform), each with an optional distribution."""
+    dist = value.get("distribution")
+    forms = [k for k in ("values", "value") if k in value] + (["min/max"] if "min" in value or "max" in value else [])
+    if len(forms) > 1:
+        raise SpecError(f"{path}: needs exactly one distribution ({_FORMS}), got both {forms[0]} and {forms[1]}")
+    if dist is None:
+        if not forms:
+            raise SpecError(f"{path}.distribution: needs values, value or min and max beside it")
+        if forms[0] == "min/max":
+            ints = all(isinstance(value.get(k), int) and not isinstance(value.get(k), bool) for k in ("min", "max"))
+            dist = "int_uniform" if ints and (step is None or isinstance(step, int)) else "uniform"
+        else:
+            dist = "categorical" if forms[0] == "values" else "constant"
+    elif not isinstance(dist, str) or dist not in WANDB_DISTRIBUTIONS:
+        raise SpecError(
+            f"{path}.distribution: {dist!r} is not supported (supported: {', '.join(WANDB_DISTRIBUTIONS)}, "
+            "the last with q 1 and integer bounds only)"
+        )
+    needs = {"constant": ("value",), "categorical": ("values",)}.get(dist, ("min", "max"))
+    for k in ("values", "value", "min", "max"):
+        if k in value and k not in needs:
+            raise SpecError(f"{path}.{k}: not used by distribution {dist} (it takes {' and '.join(needs)})")
+    for k in needs:
+        if k not in value:
+            raise SpecError(f"{path}.{k}: required ({dist} takes {' and '.join(needs)})")
+    kind = WANDB_DISTRIBUTIONS[dist]
+    if dist == "constant":
+        return kind, value["value"], None
+    if dist == "categorical":
+        return kind, value["values"], None
+    bounds = [value["min"], value["max"]]
+    if dist == "q_uniform":  # W&B's q defaults to 1; integers throughout make an int key
+        q = 1 if step is None else step
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (*bounds, q))
+        return ("int" if ints else "uniform"), bounds, 1 if step is None else None
+    if dist == "q_log_uniform_values":  # Optuna steps no log scale: only q 1 on integers (int_log) maps
+        q_one = step is None or (_is_number(step) and step == 1)
+        if not (q_one and all(isinstance(v, int) and not isinstance(v, bool) for v in bounds)):
+            raise SpecError(
+                f"{path}.distribution: q_log_uniform_values is supported with integer min and max and q 1 only "
+                "(Optuna has no step on a log scale)"
+            )
+        return kind, bounds, None
+    if dist == "log_uniform":  # min and max are natural logs of the bounds
+        if not all(_is_number(v) for v in bounds):
+            raise SpecError(f"{path}.min/max: must be [low, high] (two numbers)")
+        try:
+            return kind, [math.exp(v) for v in bounds], None
+        except OverflowError:
+            raise SpecError(f"{path}.min/max: exponents too large for log_uniform, got {bounds}") from None
+    return kind, bounds, None
+
+
+def _check_step(kind: str, values: tuple, step: Any, where: str) -> None:
+    """A step: on uniform and int only, a number > 0 (an integer on int) that divides high - low exactly."""
+    if kind not in STEPPED:
+        if kind in ("loguniform", "int_log"):
+            raise SpecError(f"{where}: not with a log scale ({kind}); a step applies to uniform and int only")
+        raise SpecError(f"{where}: applies to uniform and int only, not to {'a constant' if kind == 'const' else kind}")
+    if not _is_number(step) or not step > 0 or not _decimal(step).is_finite():
+        raise SpecError(f"{where}: must be a number > 0, got {step!r}")
+    if kind == "int" and not isinstance(step, int):
+        raise SpecError(f"{where}: must be an integer for int, got {step!r}")
+    lo, hi = values
+    if _off_step(hi, lo, step) != 0:
+        span = _decimal(hi) - _decimal(lo) if _decimal(hi).is_finite() and _decimal(lo).is_finite() else hi - lo
+        raise SpecError(f"{where}: high - low ({span}) must be a multiple of the step {step}")
 
 
 def blames(message: str, key: str, others: typing.Iterable[str] = ()) -> bool:
@@ -664,7 +807,7 @@ def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
                 raise SpecError(f"{where}: a key cannot be conditional on itself")
             if cond_key in by_key:
                 ref = by_key[cond_key]
-                if ref.kind in ("choice", "const"):
+                if ref.kind in ("choice", GRID, "const"):
                     bad = [a for a in allowed if a not in ref.values]
                     if bad:
                         raise SpecError(
@@ -677,19 +820,61 @@ def search_params(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
                 raise SpecError(f"{where}: unknown key {cond_key!r} (not a searched parameter nor a spec key)")
         out.append(p)
         by_key[key] = p
+    _check_grid(spec, out)
     _check_start_from(spec.search.start_from, by_key, base)
     return tuple(out)
 
 
+def grid_size(params: typing.Iterable[SearchParam]) -> int:
+    """The number of combinations of the grid keys (1 without any)."""
+    return math.prod(len(p.values) for p in params if p.kind == GRID)
+
+
+def _check_grid(spec: Spec, params: list[SearchParam]) -> None:
+    """A grid search (``search.sampler: grid``) searches grid keys and constants only, and runs each combination
+    once: num_samples is the number of combinations, and no start_from (every point is tried anyway)."""
+    grid = [p for p in params if p.kind == GRID]
+    sampled = [p for p in params if p.kind not in (GRID, "const")]
+    sampler = spec.search.sampler
+    if grid and sampled:
+        raise SpecError(
+            f"search.params.{sampled[0].key}: a {sampled[0].kind} key cannot be mixed with grid keys "
+            f"({grid[0].key}); make every searched key a grid or a constant"
+        )
+    if grid and sampler != "grid":
+        raise SpecError(f"search.sampler: grid keys ({grid[0].key}) need sampler: grid, got {sampler}")
+    if sampler != "grid" or not params:
+        return
+    if sampled:
+        raise SpecError(
+            f"search.params.{sampled[0].key}: sampler grid tries every combination of {{grid: [...]}} keys; "
+            f"make this {sampled[0].kind} key a grid or a constant"
+        )
+    n = grid_size(grid)
+    if spec.search.num_samples != n:
+        sizes = " x ".join(f"{len(p.values)} {p.key}" for p in grid) or "no grid keys"
+        raise SpecError(
+            f"search.num_samples: a grid search runs each of its {n} combinations ({sizes}) once; "
+            f"set num_samples: {n}, got {spec.search.num_samples}"
+        )
+    if spec.search.start_from:
+        raise SpecError("search.start_from: a grid search tries every combination anyway; remove start_from")
+
+
 def _in_distribution(p: SearchParam, value: Any) -> bool:
-    if p.kind == "choice":
+    if p.kind in ("choice", GRID):
         return (tuple(value) if isinstance(value, list) else value) in p.values
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not _is_number(value):
         return False
     if p.kind in ("int", "int_log") and not isinstance(value, int):
         return False
     lo, hi = p.values
-    return lo <= value <= hi
+    if not lo <= value <= hi:
+        return False
+    if p.step is None:
+        return True
+    off = _off_step(value, lo, p.step)  # a float point may miss the step by its rounding
+    return off is not None and off <= _decimal(p.step) * decimal.Decimal("1e-9")
 
 
 def _check_start_from(points: tuple[dict[str, Any], ...], params: dict[str, SearchParam], base: dict) -> None:
@@ -703,7 +888,8 @@ def _check_start_from(points: tuple[dict[str, Any], ...], params: dict[str, Sear
             if p is None:
                 raise SpecError(f"{where}.{key}: not a searched key (searched: {', '.join(searched) or 'none'})")
             if not _in_distribution(p, value):
-                shown = list(p.values) if p.kind == "choice" else f"{p.kind} {list(p.values)}"
+                shown = str(list(p.values)) if p.kind in ("choice", GRID) else f"{p.kind} {list(p.values)}"
+                shown += f" step {p.step}" if p.step is not None else ""
                 raise SpecError(f"{where}.{key}: {value!r} is not a value of its distribution ({shown})")
         values = {k: v for k, p in params.items() if p.kind == "const" for v in p.values}
         values.update(point)

@@ -24,8 +24,8 @@ def trial_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def export(path: str | Path, out: str | Path | None = None, *, by: str = "net_time") -> dict[str, Path]:
-    """Write trials.csv, pareto.csv, pareto.json, pareto.png and pareto.html for the experiment at ``path``
-    into ``out`` (default: ``<experiment>/export``); returns the files by name."""
+    """Write trials.csv, pareto.csv, pareto.json, pareto.png and pareto.html (with the plotly.min.js it loads) for
+    the experiment at ``path`` into ``out`` (default: ``<experiment>/export``); returns the files by name."""
     exp = experiment_dir(path)
     df = load_reported(exp)
     out = Path(out) if out is not None else exp / "export"
@@ -38,6 +38,7 @@ def export(path: str | Path, out: str | Path | None = None, *, by: str = "net_ti
         "pareto.json": out / "pareto.json",
         "pareto.png": out / "pareto.png",
         "pareto.html": out / "pareto.html",
+        plots.PLOTLY_JS: out / plots.PLOTLY_JS,
     }
     trial_table(df).to_csv(files["trials.csv"], index=False)
     trial_table(fr).to_csv(files["pareto.csv"], index=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -17,7 +18,25 @@ from .format import missing, value
 from .pareto import OBJECTIVES
 
 _AXIS = {"net_time": ("net time to target (s)", 1.0), "net_flops": ("net FLOPs to target (TFLOP)", 1e-12)}
-_FRONT, _REF, _GREY = "#1f77b4", "#d62728", "#9a9a9a"
+_FRONT, _REF, _GREY, _DENSE = "#1f77b4", "#d62728", "#9a9a9a", "black"
+# One colour per sparse method: tab10 and its light shades without the front's blue, the reference's red and the
+# greys, so that no method reads as one of the roles drawn in those colours.
+_METHODS = (
+    "#ff7f0e",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+    "#ffbb78",
+    "#98df8a",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+)
+PLOTLY_JS = "plotly.min.js"  # the one plotly.js bundle of a folder, beside the HTML files that load it
+NOT_REACHED = "crosses: did not reach the target (projected value; never on the front)"
 
 
 def _plt():
@@ -41,93 +60,160 @@ def _ref(df: pd.DataFrame) -> pd.Series | None:
     return r.iloc[0] if len(r) else None
 
 
-def pareto_png(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str = "net_time", title: str = "") -> Path:
-    """Every trial in grey, the front highlighted and connected, the dense family (other sizes and configurations)
-    as squares, the best same-size dense (the reference) marked."""
+def _finite(v) -> bool:
+    return not missing(v) and math.isfinite(v)
+
+
+def _method(m) -> str:
+    return "unknown" if missing(m) else str(m)
+
+
+def _dense(df: pd.DataFrame) -> pd.Series:
+    """Rows of dense trials: the family, the reference, and (tables without roles) any trial of method dense."""
+    return _dense_family(df) | df["reference"].astype(bool) | (df["method"] == "dense")
+
+
+def method_colours(df: pd.DataFrame) -> dict[str, str]:
+    """One colour per sparse method of a trial table, by name, so that the PNG and the HTML agree."""
+    sparse = df[~_dense(df)]
+    names = sorted({_method(m) for m in sparse["method"]})
+    return {m: _METHODS[i % len(_METHODS)] for i, m in enumerate(names)}
+
+
+class _Parts:
+    """The groups every Pareto figure draws, from one trial table: plotted (finite) points only."""
+
+    def __init__(self, df: pd.DataFrame, col: str):
+        finite = df[col].map(_finite) & df["avg_sparsity"].map(_finite)
+        reached = finite & (df["status"] == REACHED)
+        dense = _dense(df)
+        methods = df["method"].map(_method)
+        self.colours = method_colours(df)
+        self.methods = {
+            m: (df[~dense & reached & (methods == m)], df[~dense & finite & ~reached & (methods == m)])
+            for m in self.colours
+        }
+        self.family = df[dense & reached & ~df["reference"].astype(bool)]
+        self.family_not = df[dense & finite & ~reached]
+        self.ref = _ref(df)
+        ok = df[dense & reached]
+        self.frontier = ok.loc[ok[col].idxmin()] if len(ok) else None
+        # The best point of each size carries its size label (the other configurations of a size sit near it).
+        sized = ok[ok["size"].notna()] if "size" in ok.columns else ok.iloc[:0]
+        self.sized = sized.sort_values(col, kind="stable").drop_duplicates("size")
+        self.top = max(df.loc[finite, col].tolist(), default=math.nan)
+
+    def frontier_label(self, value: str) -> str:
+        f = self.frontier
+        assert f is not None
+        if f["reference"]:
+            return f"dense frontier = the same-size dense ({value})"
+        size = "" if missing(f.get("size")) else f"size {int(f['size'])}, "
+        return f"dense frontier: best dense of any size ({size}{value})"
+
+
+def _size(r: pd.Series) -> str:
+    return f"size {int(r['size'])}"
+
+
+def pareto_figure(df: pd.DataFrame, front_df: pd.DataFrame, *, by: str = "net_time", title: str = ""):
+    """The Pareto front as a matplotlib Figure (the caller saves and closes it): sparse trials coloured by method,
+    the dense family in black labelled by size with its frontier (the best dense of any size) as a line, the best
+    same-size dense as a red star and dashed line, the front ringed and connected in blue."""
     plt = _plt()
     col, (ylabel, scale) = OBJECTIVES[by], _AXIS[by]
-    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=120)
-    family = _dense_family(df) & (df["status"] == REACHED) & ~df["reference"]
-    reached = df[(df["status"] == REACHED) & ~df["reference"] & ~family]
-    if family.any():
+    parts = _Parts(df, col)
+    fig, ax = plt.subplots(figsize=(10.5, 5.4), dpi=120)
+
+    def xy(part: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        return 100 * part["avg_sparsity"], part[col] * scale
+
+    for m, colour in parts.colours.items():
+        ok, other = parts.methods[m]
+        ax.scatter(*xy(ok), s=30, color=colour, label=f"{m}: {len(ok)} reached, {len(other)} not", zorder=2)
+        if len(other):
+            ax.scatter(*xy(other), s=26, marker="x", color=colour, alpha=0.6, zorder=1)
+    if len(parts.family):
         ax.scatter(
-            100 * df.loc[family, "avg_sparsity"],
-            df.loc[family, col] * scale,
+            *xy(parts.family),
             s=34,
             marker="s",
-            color="#444444",
-            label=f"dense family: other sizes and configurations ({int(family.sum())})",
+            color=_DENSE,
+            label=f"dense family, labelled by size ({len(parts.family)}; size 0 = the spec's model)",
             zorder=2,
         )
-    others = df[(df["status"] != REACHED) & df[col].map(lambda v: not missing(v) and math.isfinite(v))]
-    ax.scatter(
-        100 * reached["avg_sparsity"],
-        reached[col] * scale,
-        s=28,
-        color=_GREY,
-        alpha=0.8,
-        label=f"reached the target ({len(reached)})",
-        zorder=2,
-    )
-    if len(others):
-        ax.scatter(
-            100 * others["avg_sparsity"],
-            others[col] * scale,
-            s=26,
-            marker="x",
-            color="#c8c8c8",
-            label=f"not reached: projected, never on the front ({len(others)})",
-            zorder=1,
-        )
+    if len(parts.family_not):
+        ax.scatter(*xy(parts.family_not), s=26, marker="x", color=_DENSE, alpha=0.6, zorder=1)
+    if any(len(other) for _, other in parts.methods.values()) or len(parts.family_not):
+        ax.scatter([], [], marker="x", color=_GREY, label=NOT_REACHED)  # one legend entry for every colour's crosses
+    for _, r in parts.sized.iterrows():
+        ax.annotate(_size(r), (0, r[col] * scale), xytext=(9, -3), textcoords="offset points", fontsize=7)
+    if parts.frontier is not None:
+        fy = parts.frontier[col] * scale
+        ax.axhline(fy, color=_DENSE, lw=1.2, zorder=0, label=parts.frontier_label(f"{fy:.3g}"))
     if len(front_df):
         ax.plot(
-            100 * front_df["avg_sparsity"],
-            front_df[col] * scale,
+            *xy(front_df),
             "-o",
             color=_FRONT,
             lw=2,
-            ms=7,
-            label=f"Pareto front ({len(front_df)})",
+            ms=11,
+            mfc="none",
+            mew=1.8,
+            label=f"Pareto front ({len(front_df)}), ringed; labels: speedup over the same-size dense",
             zorder=3,
         )
-    ref = _ref(df)
+    ref = parts.ref
     if ref is not None:
         y = ref[col] * scale
-        ax.axhline(y, color=_REF, ls="--", lw=1, zorder=0)
-        ax.axhline(y / 2, color=_REF, ls=":", lw=1, zorder=0)
-        ax.scatter([0], [y], marker="*", s=220, color=_REF, label="best same-size dense", zorder=4)
-        ax.annotate("dense", (0, y), xytext=(4, 4), textcoords="offset points", color=_REF, fontsize=9)
-        ax.annotate(
-            "2x faster than dense", (0, y / 2), xytext=(4, 4), textcoords="offset points", color=_REF, fontsize=9
-        )
+        ax.axhline(y, color=_REF, ls="--", lw=1, zorder=0, label=f"same-size dense ({y:.3g})")
+        ax.axhline(y / 2, color=_REF, ls=":", lw=1, zorder=0, label="2x faster than the same-size dense")
+        ax.scatter([0], [y], marker="*", s=220, color=_REF, label="best same-size dense (size 0)", zorder=4)
         for _, r in front_df.iterrows():
             if not r["reference"]:
                 ax.annotate(
                     f"{ref[col] / r[col]:.2f}x",
                     (100 * r["avg_sparsity"], r[col] * scale),
-                    xytext=(5, -12),
+                    xytext=(7, -13),
                     textcoords="offset points",
                     color=_FRONT,
                     fontsize=8,
                 )
     ax.set_xlabel("average sparsity of the sparsifiable weights (%)")
-    ax.set_ylabel(ylabel + ("  (lower is better)"))
+    ax.set_ylabel(ylabel + "  (lower is better)")
     ax.set_xlim(-3, 100)
-    top = max([v for v in (df[col] * scale).tolist() if not missing(v) and math.isfinite(v)], default=1.0)
-    ax.set_ylim(0, top * 1.12)
+    ax.set_ylim(0, 1.12 * (parts.top * scale if _finite(parts.top) else 1.0))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, framealpha=0.9)
     ax.set_title(title or "Pareto front: sparsity vs. " + ylabel.split(" (")[0], fontsize=11)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def pareto_png(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str = "net_time", title: str = "") -> Path:
+    """The Pareto front (``pareto_figure``) as a PNG."""
+    fig = pareto_figure(df, front_df, by=by, title=title)
+    _save(fig, path)
     return path
+
+
+def _save(fig, path: Path) -> None:
+    # "tight" keeps a legend placed beside the axes inside the image
+    fig.savefig(path, bbox_inches="tight")
+    _plt().close(fig)
 
 
 def curves_png(
     history: pd.DataFrame, trial_ids: list[str], labels: dict[str, str], target: float | None, path: Path
 ) -> Path:
-    """Held-out loss against cumulative FLOPs actually spent, one line per trial."""
+    """Held-out loss against cumulative FLOPs actually spent, one line per trial (``curves_figure``), as a PNG."""
+    _save(curves_figure(history, trial_ids, labels, target), path)
+    return path
+
+
+def curves_figure(history: pd.DataFrame, trial_ids: list[str], labels: dict[str, str], target: float | None):
+    """Held-out loss against cumulative FLOPs actually spent as a matplotlib Figure: one labelled line per trial
+    (``labels`` by trial id), the best same-size dense dashed in red, the target a dotted black line."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for i, tid in enumerate(trial_ids):
@@ -145,8 +231,7 @@ def curves_png(
             label=labels.get(tid, tid),
         )
     if target is not None:
-        ax.axhline(target, color="black", lw=0.8, ls=":")
-        ax.annotate(f"target {target:.3f}", (0, target), xytext=(2, 3), textcoords="offset points", fontsize=8)
+        ax.axhline(target, color="black", lw=0.8, ls=":", label=f"target loss {target:.3f}")
     ax.set_xlabel("cumulative training FLOPs actually needed (TFLOP)")
     ax.set_ylabel("held-out MLM loss")
     ax.grid(alpha=0.3)
@@ -156,9 +241,7 @@ def curves_png(
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("Held-out loss against compute: the front and the best same-size dense", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def rungs_png(points: list[tuple[float, float, float]], path: Path) -> Path:
@@ -181,13 +264,12 @@ def rungs_png(points: list[tuple[float, float, float]], path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.set_title("Speedup per target rung (net FLOPs)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
 def importances_png(importances: dict[str, float], path: Path, title: str) -> Path:
-    """A bar chart of parameter importances."""
+    """A bar chart of parameter importances; ``title`` should say how many trials they come from."""
     plt = _plt()
     names = list(importances)[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4), dpi=120)
@@ -196,25 +278,29 @@ def importances_png(importances: dict[str, float], path: Path, title: str) -> Pa
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
 def pareto_html(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str = "net_time", title: str = "") -> Path:
-    """The same plot, interactive: hover shows a trial's parameters and metrics. plotly.js is embedded, so
-    the file opens offline."""
+    """The Pareto front, interactive (``pareto_plotly``), as HTML that loads the folder's plotly.min.js."""
+    return write_html(pareto_plotly(df, front_df, by=by, title=title), path)
+
+
+def pareto_plotly(df: pd.DataFrame, front_df: pd.DataFrame, *, by: str = "net_time", title: str = ""):
+    """The plot of ``pareto_figure`` as a plotly Figure: hover shows a trial's parameters and metrics, a click on a
+    legend entry hides a method or role."""
     import plotly.graph_objects as go
 
     col, (ylabel, scale) = OBJECTIVES[by], _AXIS[by]
     params = [c for c in df.attrs.get("params", []) if c in df.columns]
-    on_front = set(front_df["trial_id"])
+    parts = _Parts(df, col)
 
     def hover(r: pd.Series) -> str:
         lines = [
             f"<b>trial {r['trial']} ({r['trial_id']})</b>",
             f"status: {r['status']}",
-            f"method: {r['method']}",
+            f"method: {r['method']}" + ("" if missing(r.get("size")) else f" (dense family size {int(r['size'])})"),
             f"sparsity: {r['avg_sparsity']:.3f}",
             f"net time: {r['net_time_s']:.1f} s" + (" (projected)" if r["projected"] else ""),
             f"net FLOPs: {r['net_flops']:.3g}",
@@ -231,51 +317,64 @@ def pareto_html(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str
         return "<br>".join(lines)
 
     fig = go.Figure()
-    finite = df[df[col].map(lambda v: not missing(v) and math.isfinite(v))]
-    groups = [
-        (
-            "reached the target",
-            finite[
-                (finite["status"] == REACHED)
-                & ~finite["reference"]
-                & ~finite["trial_id"].isin(on_front)
-                & ~_dense_family(finite)
-            ],
-            dict(color=_GREY, size=8),
-        ),
-        (
-            "dense family: other sizes and configurations",
-            finite[(finite["status"] == REACHED) & ~finite["reference"] & _dense_family(finite)],
-            dict(color="#444444", size=9, symbol="square"),
-        ),
-        ("not reached (projected)", finite[finite["status"] != REACHED], dict(color="#c8c8c8", size=8, symbol="x")),
-        (
-            "best same-size dense",
-            finite[finite["reference"] & (finite["status"] == REACHED)],
-            dict(color=_REF, size=16, symbol="star"),
-        ),
-    ]
-    for name, part, marker in groups:
-        if len(part):
-            fig.add_trace(
-                go.Scatter(
-                    x=100 * part["avg_sparsity"],
-                    y=part[col] * scale,
-                    mode="markers",
-                    name=f"{name} ({len(part)})",
-                    marker=marker,
-                    text=[hover(r) for _, r in part.iterrows()],
-                    hoverinfo="text",
-                )
+
+    sized = set(parts.sized["trial_id"])
+
+    def points(part: pd.DataFrame, name: str, marker: dict, group: str) -> None:
+        if not len(part):
+            return
+        labels = [_size(r) if r["trial_id"] in sized else "" for _, r in part.iterrows()]
+        fig.add_trace(
+            go.Scatter(
+                x=100 * part["avg_sparsity"],
+                y=part[col] * scale,
+                mode="markers+text" if any(labels) else "markers",
+                name=name,
+                legendgroup=group,
+                marker=marker,
+                text=[hover(r) for _, r in part.iterrows()],
+                hoverinfo="text",
+                texttemplate=labels,
+                textposition="middle right",
             )
+        )
+
+    def line(y: float, name: str, **style) -> None:
+        fig.add_trace(go.Scatter(x=[-3, 100], y=[y, y], mode="lines", name=name, line=style, hoverinfo="name"))
+
+    for m, colour in parts.colours.items():
+        ok, other = parts.methods[m]
+        points(ok, f"{m}: reached ({len(ok)})", dict(color=colour, size=9), m)
+        points(other, f"{m}: not reached, projected ({len(other)})", dict(color=colour, size=8, symbol="x"), m)
+    points(
+        parts.family,
+        f"dense family, labelled by size ({len(parts.family)})",
+        dict(color=_DENSE, size=9, symbol="square"),
+        "dense",
+    )
+    points(
+        parts.family_not,
+        f"dense family: not reached, projected ({len(parts.family_not)})",
+        dict(color=_DENSE, size=8, symbol="x"),
+        "dense",
+    )
+    if parts.frontier is not None:
+        fy = parts.frontier[col] * scale
+        line(fy, parts.frontier_label(f"{fy:.3g}"), color=_DENSE, width=1.5)
+    if parts.ref is not None:
+        y = parts.ref[col] * scale
+        line(y, f"same-size dense ({y:.3g})", color=_REF, width=1, dash="dash")
+        line(y / 2, "2x faster than the same-size dense", color=_REF, width=1, dash="dot")
+        ref = df[df["trial_id"] == parts.ref["trial_id"]]
+        points(ref, "best same-size dense (size 0)", dict(color=_REF, size=16, symbol="star"), "dense")
     if len(front_df):
         fig.add_trace(
             go.Scatter(
                 x=100 * front_df["avg_sparsity"],
                 y=front_df[col] * scale,
                 mode="lines+markers",
-                name=f"Pareto front ({len(front_df)})",
-                marker=dict(color=_FRONT, size=10),
+                name=f"Pareto front ({len(front_df)}), ringed",
+                marker=dict(color=_FRONT, size=16, symbol="circle-open", line=dict(width=2)),
                 line=dict(color=_FRONT, width=2),
                 text=[hover(r) for _, r in front_df.iterrows()],
                 hoverinfo="text",
@@ -288,8 +387,47 @@ def pareto_html(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str
         yaxis_title=ylabel + " (lower is better)",
         xaxis=dict(range=[-3, 100]),
     )
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True)
+    return fig
+
+
+def write_html(fig, path: Path) -> Path:
+    """Write a plotly Figure as an HTML file that loads plotly.js from ``plotly.min.js`` beside it: one bundle per
+    folder, however many figures, so each file stays small and still opens offline."""
+    from plotly.offline import get_plotlyjs
+
+    bundle, js = path.parent / PLOTLY_JS, get_plotlyjs().encode("utf-8")
+    # plotly writes the bundle only when none is there: refresh one an older plotly left, which may not draw
+    # figures of this version
+    if not bundle.is_file() or bundle.read_bytes() != js:
+        bundle.write_bytes(js)
+    fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
     return path
+
+
+def study_views(study, folder: Path, *, target_name: str, params: list[str]) -> tuple[dict[str, Path], list[str]]:
+    """Optuna's own views of a study's completed trials, as HTML files in ``folder`` sharing its plotly.min.js:
+    the optimization history, a parallel coordinate plot (of ``params``: the parameters every completed trial
+    has, so that no trial drops out) and slice plots (of every parameter). The first objective is drawn, named
+    ``target_name``. Returns the files by view title, and one line per view that could not be drawn."""
+    import optuna.visualization as vis
+
+    multi = len(study.directions) > 1
+    # Optuna draws the best-so-far line only for its own target, and needs a target for several objectives.
+    target = (lambda t: t.values[0]) if multi else None
+    kw: dict[str, Any] = dict(target=target, target_name=target_name)
+    common = params or None  # none in common: Optuna's default, every parameter
+    views = (
+        ("optimization history", "study_history.html", lambda: vis.plot_optimization_history(study, **kw)),
+        ("parallel coordinate", "study_parallel.html", lambda: vis.plot_parallel_coordinate(study, common, **kw)),
+        ("slice", "study_slice.html", lambda: vis.plot_slice(study, **kw)),
+    )
+    files, problems = {}, []
+    for name, file, draw in views:
+        try:
+            files[name] = write_html(draw(), folder / file)
+        except Exception as e:  # one view Optuna cannot draw for this study is a note, not a failed report
+            problems.append(f"{name}: not drawn ({type(e).__name__}: {e})")
+    return files, problems
 
 
 def front_json(front_df: pd.DataFrame, params: list[str], *, by: str, experiment: str, target) -> dict:

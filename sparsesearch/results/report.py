@@ -19,7 +19,7 @@ from . import plots
 from .confirm import ci_text, confirmation_table, load_confirmation
 from .export import export
 from .format import missing, number, params_text
-from .importances import param_importances
+from .importances import MIN_TRIALS, RELIABLE_TRIALS, StudyRecord, importances, read_study, varying_params
 from .pareto import OBJECTIVES, front
 from .table import experiment_dir, load_history, load_reported, load_state
 
@@ -29,6 +29,8 @@ _FILES = [
     "- `trials.csv`: every trial, its parameters, status and metrics",
     "- `pareto.csv`, `pareto.json`: the front",
     "- `pareto.png`, `pareto.html`: the front, static and interactive",
+    "- `plotly.min.js`: plotly.js, loaded by every HTML file of this folder (keep it beside them to open them offline)",
+    "- `study_history.html`, `study_parallel.html`, `study_slice.html`: Optuna's views of the study (when drawn)",
     "",
 ]
 
@@ -62,7 +64,10 @@ def report(path: str | Path, out: str | Path | None = None, *, by: str | None = 
     lines += _confirmation(exp, df)
     lines += _pareto(fr, by, params)
     lines += _curves(df, fr, load_history(exp), out)
-    lines += _importances(exp, by, out)
+    record, problem = read_study(exp / STUDY_FILE)
+    study_objective = df.attrs.get("objective", "net_time")
+    lines += _importances(record, problem, study_objective, out)
+    lines += _study_views(record, problem, study_objective, out)
     lines += _per_method(df)
     lines += ["## Where the FLOPs go", ""]
     config = df.attrs["configs"].get(best["trial_id"], {}) if best is not None else {}
@@ -317,10 +322,11 @@ def _pareto(fr: pd.DataFrame, by: str, params: list[str]) -> list[str]:
         "",
         "![Pareto front](pareto.png)",
         "",
-        "Grey: sparse trials that reached the target; crosses: trials that did not (their projected value, never on "
-        "the front); dark squares: the dense family's other sizes and configurations; blue: the non-dominated trials "
-        "(less net time, more sparsity); red star and dashed line: the best same-size dense; dotted line: half of it. "
-        "Interactive version: [pareto.html](pareto.html).",
+        "Dots: sparse trials that reached the target, one colour per method; crosses: trials that did not (their "
+        "projected value, never on the front); black squares: the dense family's other sizes and configurations, "
+        "the best of each size labelled with its size; black line: the dense frontier (the best dense model of any "
+        "size); red star and dashed line: the best same-size dense; dotted line: half of it; blue rings and line: "
+        "the non-dominated trials (less net time, more sparsity). Interactive version: [pareto.html](pareto.html).",
         "",
     ]
     if len(fr):
@@ -354,20 +360,66 @@ def _curves(df: pd.DataFrame, fr: pd.DataFrame, history: pd.DataFrame, out: Path
     ]
 
 
-def _importances(exp: Path, by: str, out: Path) -> list[str]:
-    imp, note = param_importances(exp / STUDY_FILE)
+_STUDY_TARGET = {"net_time": "net time to target (s)", "net_flops": "net FLOPs to target"}
+
+
+def _importances(record: StudyRecord | None, problem: str, objective: str, out: Path) -> list[str]:
     lines = ["## Parameter importances", ""]
+    if record is None:
+        return lines + [f"Not computed: {problem}.", ""]
+    imp, note = importances(record)
     if not imp:
         return lines + [f"Not computed: {note}.", ""]
     imp = {k: float(v) for k, v in imp.items()}
-    plots.importances_png(imp, out / "importances.png", f"What drives {by} (fANOVA on the Optuna study)")
+    n = len(record.complete)
+    few = n < RELIABLE_TRIALS
+    title = f"What drives {objective}: fANOVA over {n} completed trials" + (" (too few: unreliable)" if few else "")
+    plots.importances_png(imp, out / "importances.png", title)
+    if few:
+        lines += [
+            f"**Unreliable: only {n} completed trials** (fewer than {RELIABLE_TRIALS}). fANOVA fits a random forest "
+            "to them; with so few, one more trial can reorder the parameters. Read the ranking as a hint, not a "
+            "finding.",
+            "",
+        ]
     lines += ["![Parameter importances](importances.png)", ""]
     lines += _table(["parameter", "importance"], [[f"`{k}`", f"{v:.3f}"] for k, v in imp.items()]) + [""]
-    return lines + [
-        note + ". Trials stopped early enter with their projected objective, so importances "
-        "describe the search's ranking, not measured times.",
+    if record.legacy:
+        how = (
+            "This study predates pruning: trials stopped early entered it as completed, with their projected "
+            "objective, so importances describe the search's ranking, not measured times."
+        )
+    else:
+        how = (
+            "Only trials that reached the target are completed in the study (those stopped early or out of budget "
+            "are pruned), so importances describe what drives the objective among them."
+        )
+    return lines + [f"{note}. {how}", ""]
+
+
+def _study_views(record: StudyRecord | None, problem: str, objective: str, out: Path) -> list[str]:
+    """Optuna's views of the study, as HTML files beside the report, or one line saying why there are none."""
+    lines = ["## The Optuna study", ""]
+    if record is None:
+        return lines + [f"Not drawn: {problem}.", ""]
+    n = len(record.complete)
+    if n < MIN_TRIALS:
+        return lines + [
+            f"Not drawn: {n} completed trials with a finite objective; the views need at least {MIN_TRIALS}.",
+            "",
+        ]
+    files, problems = plots.study_views(
+        record.study, out, target_name=_STUDY_TARGET.get(objective, objective), params=varying_params(record.complete)
+    )
+    lines += [
+        f"Optuna's own views of the {n} completed trials (trials that reached the target), interactive: "
+        + ", ".join(f"[{name}]({path.name})" for name, path in files.items())
+        + ". The history shows the objective by trial number (pruned trials have none), the parallel coordinate "
+        "plot each completed trial's parameters against its objective, the slice plots the objective against each "
+        "parameter. The dense family is not part of the study.",
         "",
     ]
+    return lines + [f"- {p}" for p in problems] + ([""] if problems else [])
 
 
 def _per_method(df: pd.DataFrame) -> list[str]:

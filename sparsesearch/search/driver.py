@@ -163,10 +163,10 @@ def _searcher(spec: Spec, raw: dict, exp_dir: Path, name: str, family: list[dict
     inner = StudyFeed(
         rungs=rungs,
         points_to_evaluate=points or None,
-        space=define_by_run(spec, raw),
+        space=(space := define_by_run(spec, raw)),
         metric=metric,
         mode=mode,
-        sampler=make_sampler(spec.search.sampler, spec.search.seed),
+        sampler=make_sampler(spec.search.sampler, spec.search.seed, space.params),
         storage=storage,
         study_name=name,
     )
@@ -389,6 +389,8 @@ def resume_search(
     family: list[dict] | None = None
     started_tune = (exp_dir / TUNER_FILE).is_file()
     if more:
+        if spec.search.sampler == "grid":
+            raise SpecError(f"{exp_dir}: a grid search ran every combination of its grid; it cannot be extended")
         if not started_tune:
             raise SpecError(f"{exp_dir}: the search never started; resume it without --num-samples first")
         unfinished = _unfinished(exp_dir)

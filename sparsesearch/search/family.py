@@ -127,7 +127,7 @@ def family_configs(spec: Spec, raw: dict, sizes: list[FamilySize]) -> list[dict[
         space = DefineByRun(spec, raw, keep=keep)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
-            sampler=make_sampler(spec.search.sampler, spec.search.seed + 7919 * (size.index + 1))
+            sampler=make_sampler(spec.search.sampler, spec.search.seed + 7919 * (size.index + 1), space.params)
         )
         for j in range(1, spec.search.dense_family.configs):
             trial = study.ask()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import optuna
@@ -10,18 +10,18 @@ import optuna
 from ..checks import check_space
 from ..experiment import decode_value, encode_value, trial_spec
 from ..sparsity.registry import check_sparsity
-from ..spec import SearchParam, Spec, SpecError
+from ..spec import GRID, SearchParam, Spec, SpecError, grid_size
 
 
 def _suggest(trial: optuna.Trial, p: SearchParam) -> Any:
-    if p.kind == "choice":
+    if p.kind in ("choice", GRID):  # a grid key is a categorical; the grid sampler picks its value
         return decode_value(trial.suggest_categorical(p.key, [encode_value(v) for v in p.values]))
     lo, hi = p.values
     if p.kind == "uniform":
-        return trial.suggest_float(p.key, lo, hi)
+        return trial.suggest_float(p.key, lo, hi, step=p.step)
     if p.kind == "loguniform":
         return trial.suggest_float(p.key, lo, hi, log=True)
-    return trial.suggest_int(p.key, lo, hi, log=p.kind == "int_log")  # bounds inclusive
+    return trial.suggest_int(p.key, lo, hi, step=int(p.step or 1), log=p.kind == "int_log")  # bounds inclusive
 
 
 class DefineByRun:
@@ -47,8 +47,32 @@ class DefineByRun:
         return constants
 
 
-def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler ``search.sampler`` names."""
+class GridOnce(optuna.samplers.GridSampler):
+    """Optuna's ``GridSampler`` (trial i of the study takes combination i of the grid, shuffled by the seed), without
+    its stop at the end of the grid: outside ``study.optimize`` (Ray Tune asks and tells) that stop raises, and
+    ``search.num_samples``, equal to the grid's size, already ends the search."""
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        pass
+
+
+def grid_space(params: Iterable[SearchParam]) -> dict[str, list]:
+    """The grid keys and their values as the study stores them."""
+    return {p.key: [encode_value(v) for v in p.values] for p in params if p.kind == GRID}
+
+
+def make_sampler(kind: str, seed: int, params: Iterable[SearchParam] | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler ``search.sampler`` names; ``grid`` needs the space's ``params`` (its grid keys)."""
+    if kind == GRID:
+        if params is None:
+            raise ValueError("make_sampler: the grid sampler needs the search parameters (params=space.params)")
+        return GridOnce(grid_space(params), seed=seed)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "nsga2":
@@ -56,7 +80,7 @@ def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def define_by_run(spec: Spec, raw: dict) -> Callable[[optuna.Trial], dict]:
+def define_by_run(spec: Spec, raw: dict) -> DefineByRun:
     """The search space of ``spec`` as Optuna's define-by-run function."""
     return DefineByRun(spec, raw)
 
@@ -71,10 +95,14 @@ def _current(key: str, chosen: dict, constants: dict, fixed: dict) -> Any:
 
 
 def sample_configs(spec: Spec, raw: dict, n: int, seed: int = 0) -> list[dict]:
-    """``n`` configurations drawn at random from the space (for --dry-run), each validated as a full spec."""
-    space = define_by_run(spec, raw)
+    """``n`` configurations drawn at random from the space (for --dry-run), each validated as a full spec; for a
+    grid search, the first ``n`` combinations the search will run (at most the grid's size)."""
+    space = DefineByRun(spec, raw)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    sampler: optuna.samplers.BaseSampler = optuna.samplers.RandomSampler(seed=seed)
+    if spec.search.sampler == GRID:
+        sampler, n = make_sampler(GRID, seed, space.params), min(n, grid_size(space.params))
+    study = optuna.create_study(sampler=sampler)
     out = []
     for _ in range(n):
         trial = study.ask()
