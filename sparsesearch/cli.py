@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         "ratio, net time and the FLOP breakdown.",
     )
     _add_spec_args(p)
+    p.add_argument(
+        "--save",
+        metavar="DIR",
+        help="save the trained model with its masks, the spec and the metrics to DIR (new, empty, or an earlier "
+        "save); load it with sparsesearch.load_trained(DIR)",
+    )
     p = sub.add_parser(
         "flops",
         help="print the FLOP breakdown of one training step",
@@ -98,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate, print the resolved space and a few sampled configurations; train nothing",
     )
+    p.add_argument(
+        "--verbose", action="store_true", help="also print every evaluation of every trial, and Ray's own output"
+    )
     _add_set_arg(p)
     p = sub.add_parser(
         "resume",
@@ -112,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-samples",
         type=int,
         help="extend a finished search by this many sparse trials; the sampler learns from every earlier one",
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help="also print every evaluation of every trial, and Ray's own output"
     )
     p = sub.add_parser(
         "export",
@@ -128,6 +140,27 @@ def build_parser() -> argparse.ArgumentParser:
         "parameter importances, per-method comparison, where the FLOPs go.",
     )
     _add_results_args(p, "report")
+    p = sub.add_parser(
+        "best",
+        help="write the spec of the best sparse trial that reached the target, ready for `train`",
+        description="Write the full spec of the N-th best sparse trial that reached the target (the experiment's "
+        "spec with the trial's values; no search or tune section) as YAML, so that `sparsesearch train FILE` "
+        "trains it again. Printed when no --out is given.",
+    )
+    p.add_argument("experiment", help="the experiment directory (printed by `sparsesearch run`)")
+    p.add_argument("--rank", type=int, default=0, help="0: the best trial (default), 1: the second best, ...")
+    p.add_argument("--out", help="write the spec to this file (default: print it)")
+    p.add_argument(
+        "--by", choices=("net_time", "net_flops"), help="rank by this measure (default: the search's objective)"
+    )
+    p = sub.add_parser(
+        "list",
+        help="list the experiments in a storage directory with their status and best result",
+        description="One line per experiment under STORAGE: name, status (running, finished, interrupted, not "
+        "started), trials that reached the target of all, and the best sparse trial's objective. A folder that "
+        "cannot be read shows as 'unreadable: <reason>'.",
+    )
+    p.add_argument("storage", nargs="?", default="runs", help="the directory holding experiments (default: runs)")
     sub.add_parser(
         "defaults",
         help="print every spec key with its default and meaning",
@@ -292,6 +325,7 @@ def cmd_train(args) -> int:
     from .train.trainer import Trainer
 
     spec = _load_checked(args.spec, args.overrides)
+    save_dir = _save_dir(args.save) if args.save else None  # a bad --save fails before any training
     out = sys.stderr if args.json else sys.stdout
     say = lambda msg: print(msg, file=out, flush=True)  # noqa: E731
     data = prepare_data(spec.data, spec.model)
@@ -320,15 +354,24 @@ def cmd_train(args) -> int:
         f"{spec.sparsity.method}, device {trainer.device}, precision {trainer.precision.name}, "
         f"{torch.get_num_threads()} CPU threads"
     )
+    max_steps = spec.train.max_steps
     for row in trainer.run():
         train_loss = "   -   " if row["train_loss"] is None else f"{row['train_loss']:.4f}"
+        # The budget bounds the rest: a run that reaches its target sooner ends sooner.
+        eta = row["train_time_s"] / row["step"] * (max_steps - row["step"]) if row["step"] else None
         say(
-            f"  step {row['step']:>5}  eval {row['eval_loss']:.4f}  train {train_loss}  "
+            f"  step {row['step']:>5}/{max_steps}  eval {row['eval_loss']:.4f}  train {train_loss}  "
             f"time {row['train_time_s']:7.1f}s  net {row['net_time_s']:7.1f}s"
+            + (f"  ETA <= {eta:.0f}s" if eta is not None else "")
         )
     r = trainer.result
     assert r is not None  # set when run() ends
     step_actual, _ = trainer.step_flops(trainer.expected_masked())
+    if save_dir is not None:
+        from .train.saved import save_trained
+
+        save_trained(trainer, save_dir, target_source=target.source)
+        say(f"saved   {save_dir} (weights, masks, spec, metrics): sparsesearch.load_trained({str(save_dir)!r})")
     if args.json:
         payload = {
             "target_source": target.source,
@@ -409,17 +452,25 @@ def cmd_run(args) -> int:
         )
         for p in params:
             cond = "" if not p.when else "  when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when)
-            print(f"  {p.key:<28} {p.kind:<10} {list(p.values)}{cond}")
+            step = f" step {p.step}" if p.step is not None else ""
+            print(f"  {p.key:<28} {p.kind:<10} {list(p.values)}{step}{cond}")
         print(_family_text(spec, raw, params))
-        print("sampled configurations (random, validated):")
+        grid = spec.search.sampler == "grid"
+        print("the first combinations of the grid:" if grid else "sampled configurations (random, validated):")
         for cfg in sample_configs(spec, raw, 5, seed=spec.search.seed):
             print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in cfg.items()))
         return 0
     from .results.summary import summarize
     from .search.driver import run_search
+    from .search.progress import Console
 
-    exp = run_search(args.spec, raw, spec)
-    print("\n".join(summarize(exp)))
+    console = Console()
+    try:
+        exp = run_search(args.spec, raw, spec, log=console, verbose=args.verbose)
+        for line in summarize(exp):
+            console(line)
+    finally:
+        console.close()
     return 0
 
 
@@ -446,11 +497,54 @@ def cmd_resume(args) -> int:
     """`resume`: continue an interrupted experiment."""
     from .results.summary import summarize
     from .search.driver import resume_search
+    from .search.progress import Console
 
     if args.num_samples is not None and args.num_samples < 1:
         raise SpecError(f"--num-samples: must be >= 1, got {args.num_samples}")
-    exp = resume_search(args.experiment, address=args.address, more=args.num_samples or 0)
-    print("\n".join(summarize(exp)))
+    console = Console()
+    try:
+        exp = resume_search(
+            args.experiment, address=args.address, more=args.num_samples or 0, log=console, verbose=args.verbose
+        )
+        for line in summarize(exp):
+            console(line)
+    finally:
+        console.close()
+    return 0
+
+
+def _save_dir(path: str):
+    """``train --save DIR``, checked and created before training."""
+    from .train.saved import prepare_save_dir
+
+    return prepare_save_dir(path)
+
+
+def cmd_best(args) -> int:
+    """`best`: the full spec of the N-th best sparse trial that reached the target, as YAML."""
+    from .results.best import best_trial
+
+    best = best_trial(args.experiment, args.rank, args.by)
+    if not args.out:
+        sys.stdout.write(best.yaml())
+        return 0
+    try:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(best.yaml())
+    except OSError as e:
+        raise ResultsError(f"--out {args.out}: cannot write ({e.strerror or e})") from None
+    print(
+        f"wrote {args.out}: {best.label}, rank {best.rank} by {best.by} ({best.row['method']}, sparsity "
+        f"{best.row['avg_sparsity']:.4f}); train it with: sparsesearch train {args.out}"
+    )
+    return 0
+
+
+def cmd_list(args) -> int:
+    """`list`: one line per experiment in a storage directory."""
+    from .results.listing import listing_lines
+
+    print("\n".join(listing_lines(args.storage)))
     return 0
 
 
@@ -503,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "resume": cmd_resume,
             "export": cmd_export,
             "report": cmd_report,
+            "best": cmd_best,
+            "list": cmd_list,
         }[args.command](args)
     except _USER_ERRORS as e:
         print(f"sparsesearch {args.command}: error: {e}", file=sys.stderr)
