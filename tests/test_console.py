@@ -32,8 +32,8 @@ def test_one_line_per_finished_trial_with_the_searchs_status(logged_search):
     df = load_results(exp)
     assert len(finished) == len(df)  # one line per trial, none per evaluation
     last = finished[-1]
-    assert f"{len(df)}/{len(df)} done" in last and "elapsed" in last and "ETA" in last
-    assert "best dense" in proc.stdout
+    assert f"{len(df)}/{len(df)} done" in last and "stopped" in last and "ETA" in last
+    assert "best sparse" in proc.stdout or "dense " in last
 
 
 def test_ray_noise_stays_off_the_console(logged_search):

@@ -168,20 +168,20 @@ class SearchProgress(tune.Callback):
             self.console.bar = None
 
     def status(self, trials) -> str:
-        """done / running / stopped early / failed, the best so far by role, elapsed time and ETA."""
+        """done / running / stopped early / failed, the best objective so far by role, elapsed time and ETA."""
         running = sum(1 for t in trials if t.status == "RUNNING")
         done = self.counts["done"]
         elapsed = time.monotonic() - self.started
         eta = elapsed / done * (self.total - done) if done else math.inf
         unit = "s" if self.key == "net_time_s" else " FLOPs"
         best = ", ".join(
-            f"best {name} {self.best[r]:.3g}{unit}"
+            f"{name} {self.best[r]:.3g}{unit}"
             for r, name in ((SPARSE, "sparse"), (DENSE_FAMILY, "dense"))
             if r in self.best
         )
         return (
-            f"{done}/{self.total} done, {running} running, {self.counts['stopped']} stopped early, "
-            f"{self.counts['failed']} failed" + (f"; {best}" if best else "") + f"; {_clock(elapsed)} elapsed, "
+            f"{done}/{self.total} done, {running} running, {self.counts['stopped']} stopped, "
+            f"{self.counts['failed']} failed" + (f"; best {best}" if best else "") + f"; {_clock(elapsed)}, "
             f"ETA {_clock(eta)}"
         )
 
