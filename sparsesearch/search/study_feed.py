@@ -16,9 +16,12 @@ rejected are the good ones. Here instead, as Optuna's own pruners do:
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 from typing import Any
 
+import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -41,8 +44,8 @@ class StudyFeed(OptunaSearch):
         config = super().suggest(trial_id)
         trial = self._ot_trials.get(trial_id)
         if trial is not None and isinstance(config, dict) and config is not Searcher.FINISHED:
-            trial.set_user_attr("ray_trial_id", trial_id)
-            trial.set_user_attr("role", SPARSE)
+            _unless_finished(trial.set_user_attr, "ray_trial_id", trial_id)
+            _unless_finished(trial.set_user_attr, "role", SPARSE)
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -56,7 +59,7 @@ class StudyFeed(OptunaSearch):
         if step <= self._last_step.get(trial_id, -1):  # Optuna keeps the first value of a step
             return
         self._last_step[trial_id] = step
-        trial.report(float(loss), step)  # type: ignore[arg-type]
+        _unless_finished(trial.report, float(loss), step)  # type: ignore[arg-type]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self._ot_trials.get(trial_id)
@@ -64,7 +67,7 @@ class StudyFeed(OptunaSearch):
         status = str(result.get("status", ""))
         if trial is not None and trial_id not in self._completed_trials:
             for key, value in self.attributes(trial_id, result, error).items():
-                trial.set_user_attr(key, value)
+                _unless_finished(trial.set_user_attr, key, value)
         if status == REACHED and not error:
             super().on_trial_complete(trial_id, result, error=False)
             return
@@ -94,6 +97,13 @@ class StudyFeed(OptunaSearch):
                     k: _json_number(result.get(rung_key(i, k))) for k in ("loss", "steps", "net_time_s", "net_flops")
                 }
         return out
+
+
+def _unless_finished(update: Callable[..., None], *args: Any) -> None:
+    """Update an Optuna trial, unless the study already holds it as finished: a driver killed after telling the
+    study and before saving its searcher state resumes with a searcher that does not know the trial ended."""
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        update(*args)
 
 
 def _finite(x: Any) -> bool:
