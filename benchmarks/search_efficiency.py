@@ -5,7 +5,8 @@
 Strategies, each run with every search seed on SPEC (default: benchmarks/search_efficiency.yaml, the rigl.yaml
 space at reduced cost):
 
-* ASHA + TPE (the default), ASHA + random: 3K sparse trials (early stopping makes most of them short);
+* ASHA + TPE (the default), ASHA + TPE with 4 random start-up trials (Optuna's default is 10), ASHA + random:
+  3K sparse trials (early stopping makes most of them short);
 * TPE without early stopping, random without early stopping: K sparse trials, each to the target or its budget.
 
 Compute is what the sparse trials spent (their cumulative FLOPs, stopped trials included), in the order they
@@ -13,13 +14,15 @@ finished; the dense family is left out (it is the same for every strategy). The 
 (net_flops by default: deterministic, so the comparison carries no timing noise). All curves are cut at the same
 budget: the smallest total any run spent. Prints, per strategy, the best objective found (mean over seeds) at
 fractions of that budget, and the compute each needed to get within 10% of the best objective any run found;
-writes the table (search_efficiency.csv) and a figure (search_efficiency.png) to --out.
+writes the table (search_efficiency.csv), every run's curve (search_efficiency_curves.json) and a figure of
+the whole curves (search_efficiency.png) to --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import sys
 import tempfile
@@ -49,6 +52,11 @@ def strategies(max_steps: int, trials: int) -> dict[str, list[str]]:
     no_stop = [f"search.asha.grace_period={max_steps}", f"search.asha.max_t={max_steps}"]
     return {
         "ASHA + TPE": ["search.sampler=tpe", f"search.num_samples={3 * trials}"],
+        "ASHA + TPE, 4 start-up": [
+            "search.sampler=tpe",
+            "search.startup_trials=4",
+            f"search.num_samples={3 * trials}",
+        ],
         "ASHA + random": ["search.sampler=random", f"search.num_samples={3 * trials}"],
         "TPE, no early stop": ["search.sampler=tpe", f"search.num_samples={trials}", *no_stop],
         "random, no early stop": ["search.sampler=random", f"search.num_samples={trials}", *no_stop],
@@ -99,7 +107,8 @@ def main() -> int:
     p.add_argument("spec", nargs="?", default=str(ROOT / "benchmarks" / "search_efficiency.yaml"))
     p.add_argument("--trials", type=int, default=12, help="K: trials of the searches without early stopping")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--out", type=Path, default=Path("."), help="folder for the CSV and the figure")
+    p.add_argument("--out", type=Path, default=Path("."), help="folder for the CSV, the curves and the figure")
+    p.add_argument("--strategies", nargs="+", help="run only these (names as printed; default: all)")
     args = p.parse_args()
     raw = yaml.safe_load(Path(args.spec).read_text())
     spec = spec_from_dict(raw)
@@ -107,6 +116,8 @@ def main() -> int:
     curves: dict[str, list[list[tuple[float, float]]]] = {}
     with tempfile.TemporaryDirectory() as storage:
         for name, overrides in strategies(spec.train.max_steps, args.trials).items():
+            if args.strategies and name not in args.strategies:
+                continue
             for seed in args.seeds:
                 tag = f"{name.replace(' ', '').replace(',', '-').replace('+', '-')}-{seed}"
                 trials = run_one(args.spec, raw, [*overrides, f"search.seed={seed}"], storage, tag)
@@ -144,18 +155,32 @@ def main() -> int:
         spent = [compute_to(c, goal) for c in cs]
         needs[name] = sum(spent) / len(spent)
         print(f"  {name:<24} {needs[name]:.3g}  ({', '.join(f'{s:.3g}' for s in spent)})")
-    random_need = needs["random, no early stop"]
-    if math.isfinite(random_need) and random_need > 0:
+    random_need = needs.get("random, no early stop", math.nan)
+    if "ASHA + TPE" in needs and math.isfinite(random_need) and random_need > 0:
         print(f"ASHA + TPE needs {needs['ASHA + TPE'] / random_need:.2f} of the compute random search needs")
+    print("\nat each run's whole budget (not cut), best objective found (per seed) and compute spent:")
+    for name, cs in curves.items():
+        print(f"  {name:<24} " + "; ".join(f"{c[-1][1]:.4g} with {c[-1][0]:.3g}" for c in cs))
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "search_efficiency.csv", index=False)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in curves:
-        t = table[table["strategy"] == name]
-        ax.plot(t["compute"], t["best_mean"], marker="o", label=name)
-    ax.axhline(goal, color="grey", linestyle=":", label="within 10% of the best found")
+    (args.out / "search_efficiency_curves.json").write_text(json.dumps(curves))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, cs) in enumerate(curves.items()):
+        for j, c in enumerate(cs):  # each search seed's whole run, best so far after each finished trial
+            found = [(x, y) for x, y in c if math.isfinite(y)]
+            if found:
+                ax.step(
+                    *zip(*found),
+                    where="post",
+                    color=colours[i % len(colours)],
+                    alpha=0.8,
+                    label=name if j == 0 else None,
+                )
+    ax.axhline(goal, color="grey", linestyle=":", label="within 10% of the best found within the common budget")
+    ax.axvline(budget, color="grey", linestyle="--", label="common budget (the smallest run's total)")
     ax.set_xlabel("compute spent by sparse trials (FLOPs)")
-    ax.set_ylabel(f"best {objective} found (mean over {len(args.seeds)} seeds)")
+    ax.set_ylabel(f"best {objective} found so far (one line per search seed)")
     ax.set_title("Search efficiency on the reduced rigl.yaml space")
     ax.legend()
     fig.tight_layout()

@@ -342,6 +342,12 @@ class SearchSpec:
         "tpe", "Optuna sampler (grid: each combination of the {grid: [...]} keys once; num_samples = their number)"
     )
     seed: int = _field(0, "sampler seed", lo=0)
+    startup_trials: int | None = _field(
+        None,
+        "tpe: random trials drawn before TPE models the space (null: Optuna's 10; with fewer trials than this in "
+        "all, TPE never runs and the search is a random one)",
+        lo=1,
+    )
     num_samples: int = _field(16, "sparse trials to run (the dense family not counted)", lo=1)
     asha: AshaSpec = _section(AshaSpec, "early stopping (ASHA) on the held-out loss at equal compute")
     dense_family: DenseFamilySpec = _section(

@@ -160,3 +160,12 @@ def test_a_real_search_tells_the_study_the_truth_and_extends_on_the_same_study(t
         yaml.safe_load(json.dumps(json.loads((exp / "sparsesearch.json").read_text())["raw"]))["search"]["num_samples"]
         == 8
     )
+
+
+def test_tpe_models_the_space_after_the_specs_startup_trials():
+    from sparsesearch.search.space import make_sampler
+
+    assert make_sampler("tpe", 0, None, 3)._n_startup_trials == 3
+    assert make_sampler("tpe", 0)._n_startup_trials == 10  # Optuna's own default
+    spec = spec_from_dict({**RAW, "search": {**RAW["search"], "startup_trials": 2}})
+    assert spec.search.startup_trials == 2

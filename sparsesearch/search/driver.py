@@ -166,7 +166,7 @@ def _searcher(spec: Spec, raw: dict, exp_dir: Path, name: str, family: list[dict
         space=(space := define_by_run(spec, raw)),
         metric=metric,
         mode=mode,
-        sampler=make_sampler(spec.search.sampler, spec.search.seed, space.params),
+        sampler=make_sampler(spec.search.sampler, spec.search.seed, space.params, spec.search.startup_trials),
         storage=storage,
         study_name=name,
     )

@@ -67,8 +67,11 @@ def grid_space(params: Iterable[SearchParam]) -> dict[str, list]:
     return {p.key: [encode_value(v) for v in p.values] for p in params if p.kind == GRID}
 
 
-def make_sampler(kind: str, seed: int, params: Iterable[SearchParam] | None = None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler ``search.sampler`` names; ``grid`` needs the space's ``params`` (its grid keys)."""
+def make_sampler(
+    kind: str, seed: int, params: Iterable[SearchParam] | None = None, startup_trials: int | None = None
+) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler ``search.sampler`` names; ``grid`` needs the space's ``params`` (its grid keys);
+    ``startup_trials``: TPE's random start (None: Optuna's default)."""
     if kind == GRID:
         if params is None:
             raise ValueError("make_sampler: the grid sampler needs the search parameters (params=space.params)")
@@ -77,6 +80,8 @@ def make_sampler(kind: str, seed: int, params: Iterable[SearchParam] | None = No
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
+    if startup_trials is not None:
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
     return optuna.samplers.TPESampler(seed=seed)
 
 
