@@ -601,10 +601,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "list": cmd_list,
         }[args.command](args)
     except _USER_ERRORS as e:
-        print(f"sparsesearch {args.command}: error: {e}", file=sys.stderr)
+        print(f"sparsesearch {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except StorageError as e:  # not the user's input: the search ran and stopped (exit 1, as any failed run)
-        print(f"sparsesearch {args.command}: error: {e}", file=sys.stderr)
+        print(f"sparsesearch {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"sparsesearch {args.command}: interrupted", file=sys.stderr)
@@ -612,6 +612,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader left (e.g. `| head`): stop quietly, as a command killed by SIGPIPE would
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+
+
+def _one_line(e: Exception) -> str:
+    """The error's message on one line (a key or value from the user's file may hold line breaks)."""
+    return " ".join(str(e).replace("\r", "\n").split("\n"))
 
 
 def _silence_stdout() -> None:

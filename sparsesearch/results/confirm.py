@@ -62,11 +62,14 @@ def confirmation_table(runs: pd.DataFrame, search: pd.DataFrame) -> pd.DataFrame
         return pd.DataFrame()
     ok = runs[runs["status"] == REACHED]
     dense = ok[ok["role"] == DENSE_FAMILY]
-    same = dense[dense["size"] == 0].set_index("seed")
+    same = dense[dense["size"] == 0].groupby("seed")[["net_time_s", "net_flops"]].min()
     frontier = dense.groupby("seed")[["net_time_s", "net_flops"]].min()
+    trials = search.drop_duplicates("trial_id").set_index("trial_id")
     rows = []
     for pick, g in runs.groupby(CONFIRM_OF, sort=False):
-        info = search.set_index("trial_id").loc[pick]
+        if pick not in trials.index:  # the search trial it repeats is gone from the experiment: nothing to name
+            continue
+        info = trials.loc[pick]
         reached = g[g["status"] == REACHED]
         row: dict[str, Any] = {
             "trial": info["trial"],
@@ -81,7 +84,7 @@ def confirmation_table(runs: pd.DataFrame, search: pd.DataFrame) -> pd.DataFrame
         for col in ("net_flops", "net_time_s"):
             row[col], row[col + "_lo"], row[col + "_hi"] = mean_ci(list(reached[col]))
         if info["role"] == SPARSE:
-            by_seed = reached.set_index("seed")
+            by_seed = reached.groupby("seed")[["net_time_s", "net_flops"]].min()
             for ref, name in ((same, ""), (frontier, "frontier_")):
                 for col, out in (("net_time_s", "speedup"), ("net_flops", "flop_speedup")):
                     both = by_seed.index.intersection(ref.index)

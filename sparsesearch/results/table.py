@@ -255,7 +255,7 @@ def _num(v) -> float:
         return math.nan
     try:
         return float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # a damaged report: not a number
         return math.nan
 
 
@@ -382,6 +382,9 @@ def _objective(state: dict) -> str:
     return objective if objective in OBJECTIVES else "net_time"
 
 
+_HISTORY_NUMBERS = ("step", "eval_loss", "train_loss", "flops", "net_flops", "net_time_s", "budget", "timestamp")
+
+
 def load_history(path: str | Path) -> pd.DataFrame:
     """Every report of every trial (one row per evaluation): trial_id, role, reference (a dense trial), and the
     reported metrics."""
@@ -393,6 +396,9 @@ def load_history(path: str | Path) -> pd.DataFrame:
             continue
         cfg = _config(d, rows)
         f = pd.DataFrame.from_records([{k: v for k, v in r.items() if k != "config"} for r in rows])
+        for col in _HISTORY_NUMBERS:  # a damaged report's text or huge number becomes NaN, never a str in a curve
+            if col in f:
+                f[col] = f[col].map(_num)
         f["trial_id"] = _trial_id(d, rows)
         f["role"] = role(cfg)
         f["reference"] = role(cfg) == DENSE_FAMILY  # drawn as dense in the loss curves
