@@ -165,25 +165,14 @@ def train(
 ) -> RunResult:
     """Train the spec's configuration to its target (``sparsesearch train``, without printing unless ``log`` is
     given); returns the ``RunResult``. ``save``: a directory for the trained model (``train --save``)."""
-    from .data.batches import prepare_data
-    from .train.reference import measure_reference
     from .train.saved import prepare_save_dir, save_trained
-    from .train.target import resolve_target
-    from .train.trainer import Trainer
+    from .train.session import start_session
 
     say = log or (lambda msg: None)
     checked = checked_spec(spec, overrides)
     save_dir = prepare_save_dir(save, "save") if save is not None else None
-    data = prepare_data(checked.data, checked.model)
-    target = resolve_target(checked, data, log=say)
-    reference = measure_reference(checked, data)
-    trainer = Trainer(
-        checked,
-        data,
-        target.losses,
-        eval_steps=checked.target.rung_steps if checked.target.loss == "auto" else (),
-        seconds_per_flop=reference.seconds_per_flop,
-    )
+    session = start_session(checked, say)
+    target, trainer = session.target, session.trainer
     for row in trainer.run():
         say(f"step {row['step']:>5}  eval {row['eval_loss']:.4f}  net {row['net_time_s']:.1f}s  {row['status']}")
     assert trainer.result is not None  # set when run() ends

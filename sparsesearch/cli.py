@@ -319,36 +319,14 @@ def cmd_train(args) -> int:
     """`train`: train the spec's configuration to its target and report net time."""
     import torch
 
-    from .data.batches import prepare_data
-    from .train.reference import measure_reference
-    from .train.target import resolve_target
-    from .train.trainer import Trainer
+    from .train.session import start_session
 
     spec = _load_checked(args.spec, args.overrides)
     save_dir = _save_dir(args.save) if args.save else None  # a bad --save fails before any training
     out = sys.stderr if args.json else sys.stdout
     say = lambda msg: print(msg, file=out, flush=True)  # noqa: E731
-    data = prepare_data(spec.data, spec.model)
-    st = data.stats
-    say(
-        f"data    {st['source']}: {st['documents']:,} documents, {st['tokens']:,} tokens; "
-        f"{st['train_sequences']:,} training / {st['heldout_sequences']:,} held-out sequences of {st['seq_len']}"
-    )
-    target = resolve_target(spec, data, log=say)
-    where = f" ({target.source}: {target.path})" if target.path else f" ({target.source})"
-    say(f"target  held-out MLM loss {target.describe()}{where}")
-    reference = measure_reference(spec, data)
-    say(
-        f"price   a dense step of the spec's model takes {reference.dense_step_s * 1e3:.0f} ms here: net time is in "
-        "these dense-equivalent seconds"
-    )
-    trainer = Trainer(
-        spec,
-        data,
-        target.losses,
-        eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else (),
-        seconds_per_flop=reference.seconds_per_flop,
-    )
+    session = start_session(spec, say)
+    target, trainer = session.target, session.trainer
     say(
         f"model   {spec.model.num_layers} layers, hidden {spec.model.hidden_size}, method "
         f"{spec.sparsity.method}, device {trainer.device}, precision {trainer.precision.name}, "
@@ -377,7 +355,7 @@ def cmd_train(args) -> int:
             "target_source": target.source,
             **r.to_dict(),
             "flops_per_step": _flops_dict(step_actual),
-            "data": st,
+            "data": session.data.stats,
         }
         print(json.dumps(_json_safe(payload)))
         return 0

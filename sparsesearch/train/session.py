@@ -1,0 +1,49 @@
+"""One training run of a checked spec, set up the same way by ``sparsesearch train`` and ``sparsesearch.train``:
+data, the resolved target, the measured price of a dense FLOP, and the trainer, with a line for each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..data.batches import TokenizedData, prepare_data
+from ..spec import Spec
+from .reference import measure_reference
+from .target import Target, resolve_target
+from .trainer import Trainer
+
+
+@dataclass
+class Session:
+    """What a run needs, ready to ``trainer.run()``."""
+
+    data: TokenizedData
+    target: Target
+    trainer: Trainer
+
+
+def start_session(spec: Spec, say: Callable[[str], None]) -> Session:
+    """Prepare the data, resolve the target (a dense run for ``auto``, once, cached), price a dense FLOP and
+    build the trainer; ``say`` gets one line for each step."""
+    data = prepare_data(spec.data, spec.model)
+    st = data.stats
+    say(
+        f"data    {st['source']}: {st['documents']:,} documents, {st['tokens']:,} tokens; "
+        f"{st['train_sequences']:,} training / {st['heldout_sequences']:,} held-out sequences of {st['seq_len']}"
+    )
+    target = resolve_target(spec, data, log=say)
+    where = f" ({target.source}: {target.path})" if target.path else f" ({target.source})"
+    say(f"target  held-out MLM loss {target.describe()}{where}")
+    reference = measure_reference(spec, data)
+    say(
+        f"price   a dense step of the spec's model takes {reference.dense_step_s * 1e3:.0f} ms here: net time is in "
+        "these dense-equivalent seconds"
+    )
+    trainer = Trainer(
+        spec,
+        data,
+        target.losses,
+        eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else (),
+        seconds_per_flop=reference.seconds_per_flop,
+    )
+    return Session(data, target, trainer)
