@@ -35,7 +35,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import resource
 import shlex
 import shutil
@@ -54,6 +53,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # tiny.py: the tests' tiny model, corpus and spec
 for _k, _v in (
     ("HF_HUB_OFFLINE", "1"),
     ("RAY_USAGE_STATS_ENABLED", "0"),
@@ -62,6 +62,7 @@ for _k, _v in (
 ):
     os.environ.setdefault(_k, _v)
 
+import tiny
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
@@ -800,82 +801,15 @@ def shrink(case: Any, same: Callable[[Any], bool], candidates: Callable, budget_
 
 # ----- the tiny assets and the experiment ------------------------------------------------------------------------
 
-_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-_NOUNS = [
-    "cat",
-    "dog",
-    "bird",
-    "fish",
-    "tree",
-    "house",
-    "car",
-    "road",
-    "river",
-    "stone",
-    "cloud",
-    "field",
-    "horse",
-    "lamp",
-    "book",
-    "door",
-    "table",
-    "garden",
-    "window",
-    "bridge",
-]
-_VERBS = ["sees", "likes", "finds", "moves", "holds", "follows", "builds", "paints", "takes", "leaves"]
-_ADJS = ["red", "small", "old", "quiet", "bright", "heavy", "green", "cold", "soft", "tall"]
-_OTHER = ["the", "a", "and", "near", "under", "over", "with", "then", "it", "is", ".", ","]
-
 
 def tiny_raw_in(workdir: Path) -> dict:
-    """The tests' tiny spec (tests/conftest.py: tiny_raw) with its model directory and corpus made in ``workdir``."""
-    import torch
-    from safetensors.torch import save_file
-
+    """The tests' tiny spec (tests/tiny.py) with its model directory and corpus made in ``workdir``."""
     model, corpus = workdir / "tiny_bert", workdir / "tiny.txt"
     if not (model / "model.safetensors").is_file():
-        model.mkdir(parents=True, exist_ok=True)
-        vocab = _SPECIALS + sorted(set(_NOUNS + _VERBS + _ADJS + _OTHER))
-        (model / "vocab.txt").write_text("\n".join(vocab) + "\n")
-        (model / "tokenizer_config.json").write_text(
-            json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True})
-        )
-        (model / "config.json").write_text(
-            json.dumps({"model_type": "bert", "hidden_size": 16, "vocab_size": len(vocab)})
-        )
-        g = torch.Generator().manual_seed(0)
-        weights = torch.randn(len(vocab), 16, generator=g) * 0.5
-        save_file({"embeddings.word_embeddings.weight": weights}, str(model / "model.safetensors"))
+        tiny.write_model(model)
     if not corpus.is_file():
-        rng = random.Random(0)
-
-        def sentence() -> str:
-            n = rng.choice
-            return f"the {n(_ADJS)} {n(_NOUNS)} {n(_VERBS)} a {n(_NOUNS)} near the {n(_NOUNS)} ."
-
-        corpus.write_text("\n\n".join(" ".join(sentence() for _ in range(rng.randint(3, 8))) for _ in range(300)))
-    return {
-        "model": {
-            "embedding": str(model),
-            "hidden_size": 32,
-            "num_layers": 2,
-            "num_heads": 2,
-            "ffn_size": 64,
-            "seq_len": 32,
-        },
-        "data": {"source": str(corpus), "heldout_fraction": 0.1},
-        "train": {
-            "batch_size": 8,
-            "lr": 3e-3,
-            "warmup_steps": 5,
-            "max_steps": 60,
-            "eval_every": 10,
-            "eval_sequences": 32,
-            "num_threads": 1,
-        },
-        "target": {"loss": "auto", "dense_steps": 30},
-    }
+        tiny.write_corpus(corpus)
+    return tiny.raw_spec(model, corpus)
 
 
 def source_digest() -> str:
