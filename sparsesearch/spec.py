@@ -25,6 +25,7 @@ MAX_WIDTH = 1 << 16
 MAX_LAYERS = 1024
 MAX_TRIALS = 100_000
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take no larger seed
+MAX_INT = 2**53
 
 
 class SpecError(ValueError):
@@ -465,6 +466,10 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:  # beyond what a float holds exactly: no count, size or seed here is that big
+                raise SpecError(
+                    f"{path}: must be at most {MAX_INT} in size, got an integer of {len(str(value))} digits"
+                )
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):

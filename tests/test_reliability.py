@@ -287,3 +287,24 @@ def test_a_combination_that_cannot_meet_its_level_is_an_invalid_trial_not_an_err
     sparse = df[df["role"] == "sparse"]
     assert list(sparse["status"]) == ["invalid"], sparse[["status"]]
     assert (df[df["role"] == "dense_family"]["status"] != "errored").all()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 1000 + "]" * 1000, "nested too deeply"),
+        ("train: {lr: 1" + "0" * 400 + "}", "must be a finite number"),
+        ("train: {max_steps: 1" + "0" * 60 + "}", "train.max_steps: must be at most"),
+        ("model: {hidden_size: 100000000000000000000}", "model.hidden_size: must be"),
+        ("model: {num_layers: 100000000}", "model.num_layers: must be <="),
+        ("search: {dense_family: {configs: 100000000}}", "search.dense_family.configs: must be <="),
+        ("search: {seed: 4294967296}", "search.seed: must be <="),
+        ("model: {'a\\nb': 1}", "unknown key"),
+    ],
+)
+def test_what_fuzzing_found_is_one_clean_line(tmp_path, capsys, text, message):
+    """Each input once crashed validation (a traceback, a hang or a huge allocation)."""
+    path = tmp_path / "fuzzed.yaml"
+    path.write_text(text + "\n")
+    err = _one_line_error(capsys, ["run", str(path), "--dry-run"], "run")
+    assert message in err
