@@ -147,18 +147,19 @@ def memory_cap(headroom: int = MEMORY_HEADROOM) -> Iterator[None]:
 
 @contextlib.contextmanager
 def stop_before_data() -> Iterator[None]:
-    """`train` raises Validated where it would prepare its data (cmd_train imports prepare_data when it runs)."""
+    """`train` raises Validated where it would prepare its data (its session module calls prepare_data)."""
     import sparsesearch.data.batches as batches
+    import sparsesearch.train.session as session
 
     def stop(*args, **kwargs):
         raise Validated
 
-    saved = batches.prepare_data
-    batches.prepare_data = stop
+    saved = batches.prepare_data, session.prepare_data
+    batches.prepare_data = session.prepare_data = stop
     try:
         yield
     finally:
-        batches.prepare_data = saved
+        batches.prepare_data, session.prepare_data = saved
 
 
 def _where(tb: traceback.StackSummary, line: bool = True) -> str:
@@ -514,7 +515,11 @@ def search_params(draw, sound: bool = False) -> dict:
     params: dict = {}
     for key in draw(st.lists(names, min_size=sound, max_size=4, unique=True)):
         entry = draw(distributions(key, sound))
-        earlier = [(k, v) for k, v in params.items() if isinstance(v, dict) and isinstance(v.get("choice"), list)]
+        earlier = [
+            (k, v)
+            for k, v in params.items()
+            if isinstance(v, dict) and v.get("choice") and isinstance(v["choice"], list)
+        ]
         if earlier and isinstance(entry, dict) and draw(st.booleans()):
             k, v = draw(st.sampled_from(earlier))
             entry = {**entry, "when": {k: draw(st.lists(st.sampled_from(v["choice"]), min_size=1, max_size=2))}}

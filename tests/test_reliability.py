@@ -283,7 +283,12 @@ def test_a_combination_that_cannot_meet_its_level_is_an_invalid_trial_not_an_err
         "sparsity.level": {"uniform": [0.9, 0.95]},
     }
     raw["tune"]["name"] = "clash"
-    df = load_results(run_search(path, raw, spec_from_dict(raw), log=lambda m: None))
+    import ray
+
+    try:
+        df = load_results(run_search(path, raw, spec_from_dict(raw), log=lambda m: None))
+    finally:
+        ray.shutdown()  # later tests start their own Ray (a cluster, a subprocess)
     sparse = df[df["role"] == "sparse"]
     assert list(sparse["status"]) == ["invalid"], sparse[["status"]]
     assert (df[df["role"] == "dense_family"]["status"] != "errored").all()

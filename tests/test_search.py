@@ -274,6 +274,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, tiny_raw):
     from sparsesearch.search.driver import run_search
 
     path = _spec_file(tmp_path, tiny_raw, num_samples=3)
+    ray.shutdown()  # a Ray an earlier test left running in this process would take the search's trials
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
         cluster.add_node(num_cpus=1)
