@@ -132,11 +132,12 @@ def test_local_search_listens_on_loopback_only(tmp_path, tiny_raw, ray_tmpdir):
     seen: set[tuple[str, str, str, int]] = set()
     try:
         end = time.time() + 300
-        # Scan at every poll, until a trial has reported twice: every Ray component is up by then.
+        # Scan at every poll, until a trial has reported twice and the GCS was seen: every Ray component is up
+        # by then (on a loaded machine a scan can miss a process that is starting or between reads).
         while time.time() < end and proc.poll() is None:
             seen |= _sockets_of(_process_tree(proc.pid))
-            if any(len(rows) >= 2 for rows in _trial_results(exp).values()):
-                seen |= _sockets_of(_process_tree(proc.pid))
+            reported = any(len(rows) >= 2 for rows in _trial_results(exp).values())
+            if reported and any("gcs_server" in name for name, *_ in seen):
                 break
             time.sleep(0.5)
         else:
