@@ -47,20 +47,27 @@ from sparsesearch.spec import apply_override, spec_from_dict
 FRACTIONS = (0.1, 0.2, 1 / 3, 0.5, 0.75, 1.0)
 
 
-def strategies(max_steps: int, trials: int) -> dict[str, list[str]]:
+def strategies(max_steps: int, trials: int, asha_trials: int) -> dict[str, list[str]]:
     """The overrides of each strategy: its sampler, early stopping and number of trials."""
     no_stop = [f"search.asha.grace_period={max_steps}", f"search.asha.max_t={max_steps}"]
-    return {
-        "ASHA + TPE": ["search.sampler=tpe", f"search.num_samples={3 * trials}"],
-        "ASHA + TPE, 4 start-up": [
-            "search.sampler=tpe",
-            "search.startup_trials=4",
-            f"search.num_samples={3 * trials}",
-        ],
-        "ASHA + random": ["search.sampler=random", f"search.num_samples={3 * trials}"],
+    asha = [f"search.num_samples={asha_trials}"]
+    out = {
+        "ASHA + TPE": ["search.sampler=tpe", *asha],
+        "ASHA + TPE, 4 start-up": ["search.sampler=tpe", "search.startup_trials=4", *asha],
+        "ASHA + random": ["search.sampler=random", *asha],
         "TPE, no early stop": ["search.sampler=tpe", f"search.num_samples={trials}", *no_stop],
         "random, no early stop": ["search.sampler=random", f"search.num_samples={trials}", *no_stop],
     }
+    # The early-stopping knobs (the budget unit is not among them: a budget in FLOPs is the budget in dense
+    # steps times one dense step's FLOPs, so the two units give the same rungs once the grace period is scaled).
+    for grace, rf in ((50, 2), (100, 2), (25, 3), (50, 3)):
+        out[f"ASHA + TPE, grace {grace}, rf {rf}"] = [
+            "search.sampler=tpe",
+            f"search.asha.grace_period={grace}",
+            f"search.asha.reduction_factor={rf}",
+            *asha,
+        ]
+    return out
 
 
 def run_one(spec_path: str, raw: dict, overrides: list[str], storage: str, name: str) -> pd.DataFrame:
@@ -106,24 +113,42 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("spec", nargs="?", default=str(ROOT / "benchmarks" / "search_efficiency.yaml"))
     p.add_argument("--trials", type=int, default=12, help="K: trials of the searches without early stopping")
+    p.add_argument("--asha-trials", type=int, help="trials of the searches with early stopping (default 3K)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the CSV, the curves and the figure")
     p.add_argument("--strategies", nargs="+", help="run only these (names as printed; default: all)")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="search_efficiency_curves.json files of earlier runs of the same spec to compare with",
+    )
     args = p.parse_args()
     raw = yaml.safe_load(Path(args.spec).read_text())
     spec = spec_from_dict(raw)
     objective = spec.search.objective
+    plan = strategies(spec.train.max_steps, args.trials, args.asha_trials or 3 * args.trials)
+    unknown = sorted(set(args.strategies or []) - set(plan))
+    if unknown:
+        p.error(f"unknown strategies {unknown}; choices: {sorted(plan)}")
     curves: dict[str, list[list[tuple[float, float]]]] = {}
+    for f in args.merge:
+        curves.update(json.loads(f.read_text()))
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as storage:
-        for name, overrides in strategies(spec.train.max_steps, args.trials).items():
+        for name, overrides in plan.items():
             if args.strategies and name not in args.strategies:
                 continue
+            curves[name] = []
             for seed in args.seeds:
-                tag = f"{name.replace(' ', '').replace(',', '-').replace('+', '-')}-{seed}"
+                tag = "".join(ch if ch.isalnum() else "-" for ch in name) + f"-{seed}"
                 trials = run_one(args.spec, raw, [*overrides, f"search.seed={seed}"], storage, tag)
-                curves.setdefault(name, []).append(curve(trials, objective))
+                curves[name].append(curve(trials, objective))
                 c = curves[name][-1]
                 print(f"  {name:<24} seed {seed}: {len(c)} trials, compute {c[-1][0]:.3g}, best {c[-1][1]:.4g}")
+                # kept after every search, so a long benchmark cut short still has what it measured
+                (args.out / "search_efficiency_curves.json").write_text(json.dumps(curves))
     budget = min(c[-1][0] for cs in curves.values() for c in cs)
     best_any = min(b for cs in curves.values() for c in cs for _, b in c if _ <= budget)
     goal = 1.1 * best_any
@@ -161,9 +186,7 @@ def main() -> int:
     print("\nat each run's whole budget (not cut), best objective found (per seed) and compute spent:")
     for name, cs in curves.items():
         print(f"  {name:<24} " + "; ".join(f"{c[-1][1]:.4g} with {c[-1][0]:.3g}" for c in cs))
-    args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "search_efficiency.csv", index=False)
-    (args.out / "search_efficiency_curves.json").write_text(json.dumps(curves))
     fig, ax = plt.subplots(figsize=(8, 5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, cs) in enumerate(curves.items()):

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import tiny
 import torch
+import yaml
+from helpers import run_cli, search_spec_file
 
 from sparsesearch.spec import spec_from_dict
 
@@ -52,3 +54,19 @@ def tiny_data(tiny_spec):
     from sparsesearch.data.batches import prepare_data
 
     return prepare_data(tiny_spec.data, tiny_spec.model)
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory, tiny_raw):
+    """A finished tiny search run by the CLI, shared by the tests that only read it: 3 sparse trials and the
+    same-size dense, none stopped early (several reach the target), logged to MLflow. Returns (the finished CLI
+    process, the experiment directory)."""
+    tmp = tmp_path_factory.mktemp("finished")
+    path = search_spec_file(tmp, tiny_raw, num_samples=3)
+    raw = yaml.safe_load(path.read_text())
+    raw["search"]["asha"] = {"grace_period": 60}  # every trial trains to its target or budget
+    raw["tune"]["callbacks"] = ["mlflow"]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = run_cli("run", str(path), "--name", "exp")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, tmp / "runs" / "exp"

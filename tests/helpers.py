@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _command(args: tuple[str, ...]) -> list[str]:
-    exe = shutil.which("sparsesearch")  # the installed console script, as users run it
+    # the installed console script, as users run it (beside this Python when its venv is not on PATH)
+    exe = shutil.which("sparsesearch") or shutil.which("sparsesearch", path=str(Path(sys.executable).parent))
     return [*([exe] if exe else [sys.executable, "-m", "sparsesearch.cli"]), *args]
 
 

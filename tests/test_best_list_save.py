@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import run_cli, search_spec_file
+from helpers import run_cli
 from safetensors import safe_open
 
 from sparsesearch.cli import main
@@ -25,16 +25,9 @@ SECTIONS = ("model", "data", "train", "target", "sparsity")
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory, tiny_raw) -> Path:
+def experiment(finished_search) -> Path:
     """A finished tiny search: 3 sparse trials and the same-size dense, none stopped early."""
-    tmp = tmp_path_factory.mktemp("best")
-    path = search_spec_file(tmp, tiny_raw, num_samples=3)
-    raw = yaml.safe_load(path.read_text())
-    raw["search"]["asha"] = {"grace_period": 60}  # every trial trains to its target: several reach it
-    path.write_text(yaml.safe_dump(raw))
-    proc = run_cli("run", str(path), "--name", "exp")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp / "runs" / "exp"
+    return finished_search[1]
 
 
 def _ranked(exp: Path, by: str = "net_time_s"):

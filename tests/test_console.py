@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import yaml
 from helpers import run_cli, search_spec_file
 
 from sparsesearch.results.table import load_results
@@ -15,15 +14,9 @@ from sparsesearch.search.progress import LOG_FILE
 
 
 @pytest.fixture(scope="module")
-def logged_search(tmp_path_factory, tiny_raw):
-    tmp = tmp_path_factory.mktemp("console")
-    path = search_spec_file(tmp, tiny_raw, num_samples=2)
-    raw = yaml.safe_load(path.read_text())
-    raw["tune"]["callbacks"] = ["mlflow"]
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    proc = run_cli("run", str(path), "--name", "logged")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc, tmp / "runs" / "logged"
+def logged_search(finished_search):
+    """A finished search run by the CLI with tune.callbacks: [mlflow]: (its process, its experiment)."""
+    return finished_search
 
 
 def test_one_line_per_finished_trial_with_the_searchs_status(logged_search):
@@ -61,7 +54,7 @@ def test_mlflow_receives_every_trial_in_a_local_store(logged_search):
 
     _, exp = logged_search
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{exp / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("logged")
+    experiment = client.get_experiment_by_name(exp.name)
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == len(load_results(exp))

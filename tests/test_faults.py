@@ -140,13 +140,7 @@ def _fill(directory: Path) -> None:
             pass
 
 
-# The read-only variant (a bind mount remounted ro) passes alone but failed one CI run in two at the resume step
-# (a trial's results ended early): kept out of the suite until that is understood; run it with
-# SPARSESEARCH_FAULTS_READ_ONLY=1.
-FAILURES = ["full", "read-only"] if os.environ.get("SPARSESEARCH_FAULTS_READ_ONLY") else ["full"]
-
-
-@pytest.mark.parametrize("failure", FAILURES)
+@pytest.mark.parametrize("failure", ["full", "read-only"])
 def test_search_stops_cleanly_when_storage_fails_and_resumes_once_it_works(tmp_path, tiny_raw, ray_tmpdir, failure):
     """The storage fills up (or turns read-only) while a trial runs: `sparsesearch run` stops at the trial's first
     failure, without retrying it against the broken storage, with one clear line that names the remedy and no

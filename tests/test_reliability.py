@@ -4,12 +4,12 @@ that run before any data, target, Ray or file work, and the readers' behaviour o
 from __future__ import annotations
 
 import json
-import shutil
+import shlex
 import subprocess
 
 import pytest
 import yaml
-from helpers import ROOT, run_cli, search_spec_file
+from helpers import ROOT, _command, run_cli, search_spec_file
 
 from sparsesearch import cli
 from sparsesearch.experiment import STATE_FILE, STUDY_FILE, TUNER_FILE
@@ -173,8 +173,7 @@ def test_flops_counts_the_specs_sparsity_as_training_charges_it(tiny_raw, tmp_pa
 def test_flops_into_a_closed_pipe_ends_quietly(tmp_path, tiny_raw):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(tiny_raw))
-    exe = shutil.which("sparsesearch")
-    assert exe
+    exe = shlex.join(_command(()))
     # `head -c 1` leaves after one byte; the breakdown is longer than what the pipe buffers only in part, so
     # print it many times (-n is not an option: repeat the command in one shell pipeline instead).
     script = f"for i in $(seq 50); do echo; done | {exe} flops {path} | head -c 1 >/dev/null; echo ${{PIPESTATUS[1]}}"
