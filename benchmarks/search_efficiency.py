@@ -1,21 +1,26 @@
-"""Does ASHA + TPE earn its keep? Best objective found against compute spent, four strategies, several seeds.
+"""Does ASHA + TPE earn its keep? Best objective found against compute spent, several strategies and seeds.
 
-    python benchmarks/search_efficiency.py [SPEC] [--trials K] [--seeds 0 1 2] [--out DIR]
+    python benchmarks/search_efficiency.py [SPEC] [--trials K] [--asha-trials N] [--seeds 0 1 2] [--out DIR]
+        [--strategies NAME ...] [--merge CURVES.json ...]
 
 Strategies, each run with every search seed on SPEC (default: benchmarks/search_efficiency.yaml, the rigl.yaml
 space at reduced cost):
 
-* ASHA + TPE (the default), ASHA + TPE with 4 random start-up trials (Optuna's default is 10), ASHA + random:
-  3K sparse trials (early stopping makes most of them short);
-* TPE without early stopping, random without early stopping: K sparse trials, each to the target or its budget.
+* with early stopping, N sparse trials each (default 3K; most of them are short): ASHA + TPE (the default),
+  ASHA + TPE with 4 random start-up trials (Optuna's default is 10), ASHA + random, and ASHA + TPE with other
+  grace periods and reduction factors ("ASHA + TPE, grace G, rf R");
+* without early stopping, K sparse trials each, every one to the target or its budget: TPE, random.
 
 Compute is what the sparse trials spent (their cumulative FLOPs, stopped trials included), in the order they
 finished; the dense family is left out (it is the same for every strategy). The objective is the spec's
 (net_flops by default: deterministic, so the comparison carries no timing noise). All curves are cut at the same
-budget: the smallest total any run spent. Prints, per strategy, the best objective found (mean over seeds) at
-fractions of that budget, and the compute each needed to get within 10% of the best objective any run found;
-writes the table (search_efficiency.csv), every run's curve (search_efficiency_curves.json) and a figure of
-the whole curves (search_efficiency.png) to --out.
+budget: the smallest total any run spent (give the searches without early stopping enough trials, K, to spend
+about what the others do). Prints, per strategy, the best objective found (mean over seeds) at fractions of that
+budget, and the compute each needed to get within 10% of the best objective any run found within it (median over
+seeds); writes the table (search_efficiency.csv), every run's curve (search_efficiency_curves.json, also kept
+after every search) and a figure of the whole curves (search_efficiency.png) to --out. --merge adds the curves of
+earlier runs of the same spec (strategies measured apart, or in several processes); `--strategies` with no name
+runs nothing and only compares them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import copy
 import json
 import math
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -38,6 +44,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
 
+from sparsesearch.checks import dense_step_flops
 from sparsesearch.definitions import REACHED
 from sparsesearch.results.pareto import OBJECTIVES
 from sparsesearch.results.table import load_history, load_results
@@ -60,7 +67,7 @@ def strategies(max_steps: int, trials: int, asha_trials: int) -> dict[str, list[
     }
     # The early-stopping knobs (the budget unit is not among them: a budget in FLOPs is the budget in dense
     # steps times one dense step's FLOPs, so the two units give the same rungs once the grace period is scaled).
-    for grace, rf in ((50, 2), (100, 2), (25, 3), (50, 3)):
+    for grace, rf in ((12, 2), (50, 2), (100, 2), (25, 3), (50, 3)):
         out[f"ASHA + TPE, grace {grace}, rf {rf}"] = [
             "search.sampler=tpe",
             f"search.asha.grace_period={grace}",
@@ -116,7 +123,11 @@ def main() -> int:
     p.add_argument("--asha-trials", type=int, help="trials of the searches with early stopping (default 3K)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("."), help="folder for the CSV, the curves and the figure")
-    p.add_argument("--strategies", nargs="+", help="run only these (names as printed; default: all)")
+    p.add_argument(
+        "--strategies",
+        nargs="*",
+        help="run only these (names as printed; default: all; none: only compare the --merge files)",
+    )
     p.add_argument(
         "--merge",
         type=Path,
@@ -138,7 +149,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as storage:
         for name, overrides in plan.items():
-            if args.strategies and name not in args.strategies:
+            if args.strategies is not None and name not in args.strategies:
                 continue
             curves[name] = []
             for seed in args.seeds:
@@ -146,7 +157,7 @@ def main() -> int:
                 trials = run_one(args.spec, raw, [*overrides, f"search.seed={seed}"], storage, tag)
                 curves[name].append(curve(trials, objective))
                 c = curves[name][-1]
-                print(f"  {name:<24} seed {seed}: {len(c)} trials, compute {c[-1][0]:.3g}, best {c[-1][1]:.4g}")
+                print(f"  {name:<32} seed {seed}: {len(c)} trials, compute {c[-1][0]:.3g}, best {c[-1][1]:.4g}")
                 # kept after every search, so a long benchmark cut short still has what it measured
                 (args.out / "search_efficiency_curves.json").write_text(json.dumps(curves))
     budget = min(c[-1][0] for cs in curves.values() for c in cs)
@@ -174,38 +185,58 @@ def main() -> int:
     wide = table.pivot(index="fraction", columns="strategy", values="best_mean")[list(curves)]
     print("best objective found (mean over seeds; NaN: some seed had no trial at the target yet):")
     print(wide.to_string(float_format=lambda v: f"{v:.4g}"))
-    print(f"\ncompute to come within 10% of {best_any:.4g} (mean over seeds; inf: some seed never did):")
+    print(
+        f"\ncompute to come within 10% of {best_any:.4g} (median over seeds; per seed; inf: never, within that "
+        "seed's whole run):"
+    )
     needs = {}
     for name, cs in curves.items():
         spent = [compute_to(c, goal) for c in cs]
-        needs[name] = sum(spent) / len(spent)
-        print(f"  {name:<24} {needs[name]:.3g}  ({', '.join(f'{s:.3g}' for s in spent)})")
+        needs[name] = statistics.median(spent)
+        print(f"  {name:<32} {needs[name]:.3g}  ({', '.join(f'{s:.3g}' for s in spent)})")
     random_need = needs.get("random, no early stop", math.nan)
     if "ASHA + TPE" in needs and math.isfinite(random_need) and random_need > 0:
-        print(f"ASHA + TPE needs {needs['ASHA + TPE'] / random_need:.2f} of the compute random search needs")
+        print(f"ASHA + TPE needs {needs['ASHA + TPE'] / random_need:.2f} of the compute random search needs (medians)")
+    step, to_target = dense_step_flops(spec), spec.target.rung_steps[-1]
+    print(
+        "\ncompute per trial that trained, in dense-equivalent steps (all seeds), and the share of trials that "
+        f"cost less than a quarter of the dense run to the target ({to_target} steps):"
+    )
+    for name, cs in curves.items():
+        costs = [(b[0] - a[0]) / step for c in cs for a, b in zip([(0.0, math.inf), *c], c) if b[0] > a[0]]
+        if costs:
+            short = sum(cost < to_target / 4 for cost in costs) / len(costs)
+            print(
+                f"  {name:<32} mean {statistics.mean(costs):.0f}, median {statistics.median(costs):.0f}, "
+                f"short {short:.0%}"
+            )
     print("\nat each run's whole budget (not cut), best objective found (per seed) and compute spent:")
     for name, cs in curves.items():
-        print(f"  {name:<24} " + "; ".join(f"{c[-1][1]:.4g} with {c[-1][0]:.3g}" for c in cs))
+        print(f"  {name:<32} " + "; ".join(f"{c[-1][1]:.4g} with {c[-1][0]:.3g}" for c in cs))
     table.to_csv(args.out / "search_efficiency.csv", index=False)
-    fig, ax = plt.subplots(figsize=(8, 5))
+    (args.out / "search_efficiency_curves.json").write_text(json.dumps(curves))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    longest = max(c[-1][0] for cs in curves.values() for c in cs)
+    grid = [longest * k / 400 for k in range(401)]
     for i, (name, cs) in enumerate(curves.items()):
-        for j, c in enumerate(cs):  # each search seed's whole run, best so far after each finished trial
+        colour = colours[i % len(colours)]
+        for c in cs:  # each search seed's whole run, best so far after each finished trial: thin
             found = [(x, y) for x, y in c if math.isfinite(y)]
             if found:
-                ax.step(
-                    *zip(*found),
-                    where="post",
-                    color=colours[i % len(colours)],
-                    alpha=0.8,
-                    label=name if j == 0 else None,
-                )
+                ax.step(*zip(*found), where="post", color=colour, alpha=0.25, linewidth=0.8)
+        # the median over seeds (none yet counts as the worst), up to where the shortest seed's run ended: thick
+        end = min(c[-1][0] for c in cs)
+        median = [(x, statistics.median(best_at(c, x) for c in cs)) for x in grid if x <= end]
+        shown = [(x, m) for x, m in median if math.isfinite(m)]
+        if shown:
+            ax.plot(*zip(*shown), color=colour, linewidth=2.2, label=f"{name} (median of {len(cs)} seeds)")
     ax.axhline(goal, color="grey", linestyle=":", label="within 10% of the best found within the common budget")
     ax.axvline(budget, color="grey", linestyle="--", label="common budget (the smallest run's total)")
     ax.set_xlabel("compute spent by sparse trials (FLOPs)")
-    ax.set_ylabel(f"best {objective} found so far (one line per search seed)")
+    ax.set_ylabel(f"best {objective} found so far")
     ax.set_title("Search efficiency on the reduced rigl.yaml space")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out / "search_efficiency.png", dpi=120)
     print(f"wrote {args.out / 'search_efficiency.csv'} and {args.out / 'search_efficiency.png'}")
