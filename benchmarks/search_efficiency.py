@@ -221,16 +221,18 @@ def main() -> int:
     grid = [longest * k / 400 for k in range(401)]
     for i, (name, cs) in enumerate(curves.items()):
         colour = colours[i % len(colours)]
-        for c in cs:  # each search seed's whole run, best so far after each finished trial: thin
-            found = [(x, y) for x, y in c if math.isfinite(y)]
-            if found:
-                ax.step(*zip(*found), where="post", color=colour, alpha=0.25, linewidth=0.8)
         # the median over seeds (none yet counts as the worst), up to where the shortest seed's run ended: thick
         end = min(c[-1][0] for c in cs)
         median = [(x, statistics.median(best_at(c, x) for c in cs)) for x in grid if x <= end]
         shown = [(x, m) for x, m in median if math.isfinite(m)]
         if shown:
             ax.plot(*zip(*shown), color=colour, linewidth=2.2, label=f"{name} (median of {len(cs)} seeds)")
+        label = None if shown else f"{name} (seeds only: most had no trial at the target)"
+        for c in cs:  # each search seed's whole run, best so far after each finished trial: thin
+            found = [(x, y) for x, y in c if math.isfinite(y)]
+            if found:
+                ax.step(*zip(*found), where="post", color=colour, alpha=0.25, linewidth=0.8, label=label)
+                label = None
     ax.axhline(goal, color="grey", linestyle=":", label="within 10% of the best found within the common budget")
     ax.axvline(budget, color="grey", linestyle="--", label="common budget (the smallest run's total)")
     ax.set_xlabel("compute spent by sparse trials (FLOPs)")
