@@ -1,7 +1,7 @@
 """Does ASHA + TPE earn its keep? Best objective found against compute spent, several strategies and seeds.
 
     python benchmarks/search_efficiency.py [SPEC] [--trials K] [--asha-trials N] [--seeds 0 1 2] [--out DIR]
-        [--strategies NAME ...] [--merge CURVES.json ...]
+        [--set KEY=VALUE ...] [--strategies NAME ...] [--merge CURVES.json ...]
 
 Strategies, each run with every search seed on SPEC (default: benchmarks/search_efficiency.yaml, the rigl.yaml
 space at reduced cost):
@@ -135,8 +135,18 @@ def main() -> int:
         default=[],
         help="search_efficiency_curves.json files of earlier runs of the same spec to compare with",
     )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change the spec for every strategy (as `sparsesearch run --set`), e.g. train.eval_every=10",
+    )
     args = p.parse_args()
     raw = yaml.safe_load(Path(args.spec).read_text())
+    for o in args.overrides:
+        apply_override(raw, o)
     spec = spec_from_dict(raw)
     objective = spec.search.objective
     plan = strategies(spec.train.max_steps, args.trials, args.asha_trials or 3 * args.trials)
@@ -178,8 +188,9 @@ def main() -> int:
                 }
             )
     table = pd.DataFrame(rows)
+    changed = "".join(f" --set {o}" for o in args.overrides)
     print(
-        f"\nspec {args.spec}; objective {objective}; seeds {args.seeds}; K={args.trials}; common budget "
+        f"\nspec {args.spec}{changed}; objective {objective}; seeds {args.seeds}; K={args.trials}; common budget "
         f"{budget:.3g} FLOPs (the smallest total of any run); best any run found within it: {best_any:.4g}"
     )
     wide = table.pivot(index="fraction", columns="strategy", values="best_mean")[list(curves)]
