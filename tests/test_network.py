@@ -72,10 +72,14 @@ def _process_tree(root: int) -> set[int]:
 
 
 def _name(pid: int) -> str:
+    """The program's file name and its first arguments (never the path: a long install path would push the
+    program's name past any cut, as it did for gcs_server under a deep checkout)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
+    program, *args = [a.decode(errors="replace") for a in argv if a] or ["?"]
+    return " ".join([os.path.basename(program), *args])[:120]
 
 
 def _sockets_of(pids: set[int]) -> set[tuple[str, str, str, int]]:
@@ -132,6 +136,7 @@ def test_local_search_listens_on_loopback_only(tmp_path, tiny_raw, ray_tmpdir):
     exp = tmp_path / "runs" / "net"
     proc = start_cli("run", str(spec), "--name", "net")
     seen: set[tuple[str, str, str, int]] = set()
+    reported = False
     try:
         end = time.time() + 300
         # Scan at every poll, until a trial has reported twice and the GCS was seen: every Ray component is up
@@ -143,7 +148,10 @@ def test_local_search_listens_on_loopback_only(tmp_path, tiny_raw, ray_tmpdir):
                 break
             time.sleep(0.5)
         else:
-            pytest.fail(f"no trial reported in time (exit code {proc.poll()})")
+            pytest.fail(
+                f"gave up (exit code {proc.poll()}): trial reported twice: {reported}; "
+                f"processes seen: {sorted({name[:40] for name, *_ in seen})}"
+            )
     finally:
         _kill_session(proc)
     assert any("gcs_server" in name for name, *_ in seen), "the scan found Ray's GCS: it looked at the right tree"
