@@ -89,7 +89,8 @@ def _done(path: Path) -> set[tuple[str, int]]:
     return {(r["config"], r["seed"]) for r in rows}
 
 
-def run_one(name: str, overrides: list[str], seed: int, target: float, data) -> dict:
+def run_one(name: str, overrides: list[str], seed: int, target: float, data, group: str | None = None) -> dict:
+    """Train one configuration of the base spec on ``seed`` to ``target`` and return its stored row."""
     spec = load_spec(str(BASE_SPEC), overrides + [f"train.seed={seed}", f"target.loss={target}"])
     trainer = Trainer(spec, data, target)
     for _ in trainer.run():
@@ -100,7 +101,7 @@ def run_one(name: str, overrides: list[str], seed: int, target: float, data) -> 
     ]
     return {
         "config": name,
-        "group": STUDY[name][0],
+        "group": group or STUDY[name][0],
         "seed": seed,
         "overrides": overrides,
         **r,
