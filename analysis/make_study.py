@@ -2,7 +2,8 @@
 
     python analysis/make_study.py
 
-Reads only ``analysis/results/`` (``runs.jsonl`` from run_study.py, ``search_*/`` from run_searches.py); never
+Reads only ``analysis/results/`` (``runs.jsonl`` from run_study.py, ``fair_runs.jsonl`` from run_fair.py,
+``search_*/`` from run_searches.py); never
 trains. Writes the figures to ``analysis/figures/`` and replaces each table of STUDY.md between its
 ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers (the prose around them is left alone).
 """
@@ -19,6 +20,9 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import fair
 
 from sparsesearch.results import plots
 from sparsesearch.results.format import params_text
@@ -368,6 +372,26 @@ GROUPS = {
 }
 
 
+FAIR_SPARSE = ["rigl_erk_0.8", "flop_rigl_erk_0.8", "rigl_search_best"]
+
+
+def fair_sections(text: str, df: pd.DataFrame, figures: Path) -> str:
+    """The fair comparison's tables (every target of the ladder; every configuration at the objective) and
+    figure."""
+    sparse = [c for c in FAIR_SPARSE if c in set(df["config"])]
+    text = replace_block(text, "fair_ladder", fair.ladder_table(df, sparse))
+    text = replace_block(text, "fair_configs", fair.config_table(df, 1000))
+    fair.figure(df, sparse, figures / "fair.png")
+    seeds = sorted(df["seed"].unique())
+    return replace_block(
+        text,
+        "fair_setup",
+        f"{len(df)} runs, seeds {', '.join(map(str, seeds))}; every run trained "
+        f"{max(h[-1]['step'] for h in df['history'])} steps; precision `{df.iloc[0]['spec']['train']['precision']}` "
+        f"on `{df.iloc[0]['device']}`; torch {df.iloc[0]['torch']}, {df.iloc[0]['threads']} threads.",
+    )
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -405,6 +429,9 @@ def main(argv=None) -> int:
     for name in ("rigl", "methods"):
         body, _ = search_section(name, args.results, figures)
         text = replace_block(text, f"search_{name}", body)
+    fair_file = args.results / "fair_runs.jsonl"
+    if fair_file.is_file():
+        text = fair_sections(text, fair.load(fair_file), figures)
     env = df.iloc[0]
     text = replace_block(
         text,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYSIS = ROOT / "analysis"
@@ -40,3 +43,53 @@ def test_make_study_regenerates_every_figure_and_table_from_stored_results(tmp_p
     blocks = lambda t: re.findall(r"<!-- BEGIN (\w+) -->\n(.*?)<!-- END", t, re.S)  # noqa: E731
     assert blocks(text) == blocks((ANALYSIS / "STUDY.md").read_text())
     assert all(body.strip() for _, body in blocks(text))
+
+
+def _fair_runs(costs: dict[str, list[float | None]]):
+    """Runs whose loss falls from 7 to 5 over four evaluations, each seed's FLOPs scaled by its entry in
+    ``costs`` (None: the run stays at loss 7). Configurations named ``dense*`` or ``narrow*`` are dense."""
+    sys.path.insert(0, str(ANALYSIS))
+    import fair
+    import pandas as pd
+
+    rows = []
+    for config, scales in costs.items():
+        for seed, scale in enumerate(scales):
+            history = [
+                {
+                    "step": 100 * k,
+                    "eval_loss": 7.0 if scale is None else 7.0 - 0.5 * k,
+                    "flops": (scale or 1) * k * 1e12,
+                }
+                for k in range(1, 5)
+            ]
+            rows.append({"config": config, "seed": seed, "history": history, "dense": config[0] in "dn"})
+    return fair, pd.DataFrame(rows)
+
+
+def test_fair_cost_is_the_flops_at_the_first_evaluation_at_or_below_the_target():
+    fair, df = _fair_runs({"dense_256": [1.0]})
+    history = df.iloc[0]["history"]
+    assert fair.flops_to(history, 6.0) == 2e12  # step 200 is the first at or below 6.0
+    assert fair.flops_to(history, 5.9) == 3e12
+    assert math.isnan(fair.flops_to(history, 4.0))  # never reached
+
+
+def test_fair_frontier_is_one_dense_configuration_chosen_by_its_mean_not_each_seeds_luckiest():
+    # narrow_a is the cheapest dense run on seed 0 only, narrow_b on average; narrow_c, cheapest on seed 1,
+    # misses the target on seed 0. Per-seed minima would mix all three.
+    fair, df = _fair_runs(
+        {
+            "dense_256": [2.0, 2.0],
+            "narrow_a": [0.5, 1.9],
+            "narrow_b": [0.9, 0.9],
+            "narrow_c": [None, 0.1],
+            "sparse": [0.6, 0.6],
+        }
+    )
+    s, best = fair.speedups(df, 6.0)
+    assert best == "narrow_b"
+    sparse = s.set_index("config").loc["sparse"]
+    assert sparse["reached"] == 2
+    assert list(sparse["vs_frontier"]) == pytest.approx([0.9 / 0.6] * 2)
+    assert list(sparse["vs_same"]) == pytest.approx([2.0 / 0.6] * 2)

@@ -1,0 +1,197 @@
+"""The study's fair comparison: sparse runs against the best dense model of any size, at every target loss.
+
+Reads ``results/fair_runs.jsonl`` (written by run_fair.py: every run trained its whole budget, with the held-out
+loss and cumulative FLOPs at each evaluation). A target is the loss the seed-0 ``dense_256`` run (the spec's own
+model) had after N steps, as rigl.yaml's ``target.dense_steps`` defines its ladder. A run's cost to a target is
+the cumulative FLOPs actually needed at its first evaluation at or below it, the rule the trainer applies.
+For each target the *dense frontier* is the one dense configuration (width and learning rate) with the fewest
+mean FLOPs over seeds among those that reach it on every seed: chosen once per target, then compared seed by
+seed, so picking the luckiest seed of six dense configurations does not flatter dense.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+SAME_SIZE = "dense_256"
+LADDER = (200, 500, 1000, 1200)  # rigl.yaml's rungs (1000 is its objective) and the end of its budget
+
+
+def load(path: Path) -> pd.DataFrame:
+    """One row per (configuration, seed), the last one stored when a pair was run twice."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    df = pd.DataFrame(rows).drop_duplicates(["config", "seed"], keep="last").reset_index(drop=True)
+    df["dense"] = [r["sparsity"]["method"] == "dense" for r in df["spec"]]
+    df["hidden"] = [r["model"]["hidden_size"] for r in df["spec"]]
+    return df
+
+
+def flops_to(history: list[dict], loss: float) -> float:
+    """Cumulative FLOPs at the first evaluation at or below ``loss`` (nan if the run never got there)."""
+    for h in history:
+        if h["eval_loss"] <= loss:
+            return float(h["flops"])
+    return math.nan
+
+
+def targets(df: pd.DataFrame, steps: tuple[int, ...] = LADDER) -> dict[int, float]:
+    """Dense steps -> the seed-0 same-size dense run's held-out loss after that many steps."""
+    ref = df[(df["config"] == SAME_SIZE) & (df["seed"] == 0)]
+    if ref.empty:
+        raise SystemExit(f"fair_runs.jsonl has no {SAME_SIZE} run on seed 0: it defines the targets")
+    at = {h["step"]: h["eval_loss"] for h in ref.iloc[0]["history"]}
+    return {n: at[n] for n in steps if n in at}
+
+
+def cost_table(df: pd.DataFrame, loss: float) -> pd.DataFrame:
+    """configuration x seed -> FLOPs to ``loss``."""
+    return df.assign(f=[flops_to(h, loss) for h in df["history"]]).pivot(index="config", columns="seed", values="f")
+
+
+def frontier(costs: pd.DataFrame, df: pd.DataFrame) -> str | None:
+    """The dense configuration with the fewest mean FLOPs among those reaching the target on every seed."""
+    dense = costs.loc[sorted(set(df.loc[df["dense"], "config"]) & set(costs.index))]
+    full = dense[dense.notna().all(axis=1)]
+    return None if full.empty else str(full.mean(axis=1).idxmin())
+
+
+def _ms(x: pd.Series) -> str:
+    x = x.dropna()
+    if x.empty:
+        return "–"
+    return f"{x.iloc[0]:.2f}" if len(x) == 1 else f"{x.mean():.2f} ± {x.std(ddof=1):.2f} (worst {x.min():.2f})"
+
+
+def speedups(df: pd.DataFrame, loss: float) -> tuple[pd.DataFrame, str | None]:
+    """Per configuration: seeds reached, mean FLOPs, and its speedup over the same-size dense and over the
+    frontier, paired by seed (nan where either side missed the target on that seed)."""
+    costs = cost_table(df, loss)
+    best = frontier(costs, df)
+    rows = []
+    for config, c in costs.iterrows():
+        rows.append(
+            {
+                "config": config,
+                "dense": bool(df.loc[df["config"] == config, "dense"].iloc[0]),
+                "reached": int(c.notna().sum()),
+                "seeds": int((df["config"] == config).sum()),
+                "flops": c.mean(),
+                "vs_same": costs.loc[SAME_SIZE] / c if SAME_SIZE in costs.index else c * math.nan,
+                "vs_frontier": costs.loc[best] / c if best else c * math.nan,
+            }
+        )
+    return pd.DataFrame(rows), best
+
+
+def ladder_table(df: pd.DataFrame, sparse: list[str]) -> str:
+    """One row per target: the frontier, and each sparse configuration's speedups over same-size and frontier."""
+    head = ["target (dense-256 steps)", "loss", "dense frontier", "frontier FLOPs", "same-size FLOPs"]
+    head += [f"`{c}`: vs same-size / vs frontier" for c in sparse]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for steps, loss in targets(df).items():
+        s, best = speedups(df, loss)
+        s = s.set_index("config")
+        cells = [str(steps), f"{loss:.4f}", f"`{best}`" if best else "none on every seed"]
+        cells += [f"{s.loc[best, 'flops']:.3g}" if best else "–", f"{s.loc[SAME_SIZE, 'flops']:.3g}"]
+        for c in sparse:
+            if c not in s.index:
+                cells.append("–")
+                continue
+            r = s.loc[c]
+            cells.append(f"{_ms(r['vs_same'])} / {_ms(r['vs_frontier'])} ({r['reached']}/{r['seeds']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def config_table(df: pd.DataFrame, steps: int) -> str:
+    """Every configuration at one target: seeds reached, FLOPs to it, loss at the end of the budget."""
+    loss = targets(df)[steps]
+    s, best = speedups(df, loss)
+    final = {(c, sd): h[-1]["eval_loss"] for c, sd, h in zip(df["config"], df["seed"], df["history"])}
+    head = [
+        "configuration",
+        "hidden",
+        "sparsity",
+        "seeds reached",
+        "FLOPs to target (mean)",
+        "speedup vs same-size dense",
+        "speedup vs frontier",
+        "loss after the budget",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in s.sort_values(["dense", "flops"], ascending=[False, True]).iterrows():
+        g = df[df["config"] == r["config"]]
+        ends = pd.Series([final[(r["config"], sd)] for sd in g["seed"]])
+        mark = " (frontier)" if r["config"] == best else ""
+        lines.append(
+            f"| `{r['config']}`{mark} | {g['hidden'].iloc[0]} | {g['avg_sparsity'].mean():.2f} | "
+            f"{r['reached']}/{r['seeds']} | {r['flops']:.3g} | {_ms(r['vs_same'])} | {_ms(r['vs_frontier'])} | "
+            f"{ends.mean():.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def figure(df: pd.DataFrame, sparse: list[str], path: Path) -> None:
+    """Left: loss against FLOPs, every run. Right: each sparse configuration's speedup over the frontier and
+    over the same-size dense (mean over seeds) against the target's difficulty (dense-256 steps to it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    configs = list(dict.fromkeys(df.sort_values(["dense", "hidden"], ascending=[False, False])["config"]))
+    for i, c in enumerate(configs):
+        g = df[df["config"] == c]
+        dense = bool(g["dense"].iloc[0])
+        for j, (_, r) in enumerate(g.iterrows()):
+            h = pd.DataFrame(r["history"])
+            left.plot(
+                h["flops"] * 1e-12,
+                h["eval_loss"],
+                color=cmap(i % 10),
+                lw=1.0,
+                alpha=0.8,
+                ls="--" if dense else "-",
+                label=c if j == 0 else None,
+            )
+    marks = targets(df)
+    for steps, loss in marks.items():
+        left.axhline(loss, color="black", lw=0.6, ls=":")
+        left.annotate(f"dense-256 @ {steps}", (0, loss), xytext=(2, 2), textcoords="offset points", fontsize=7)
+    lo = min(marks.values())
+    left.set_ylim(lo - 0.25, lo + 1.3)
+    left.set_xlabel("cumulative training FLOPs actually needed (TFLOP)")
+    left.set_ylabel("held-out MLM loss")
+    left.set_title("Loss against compute (dashed: dense widths; every seed)", fontsize=10)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+
+    grid = targets(df, tuple(range(100, 1201, 50)))
+    for i, c in enumerate(sparse):
+        xs, front_mean, same_mean = [], [], []
+        for steps, loss in grid.items():
+            s, _ = speedups(df, loss)
+            row = s[s["config"] == c]
+            if row.empty:
+                continue
+            xs.append(steps)
+            front_mean.append(row.iloc[0]["vs_frontier"].mean())
+            same_mean.append(row.iloc[0]["vs_same"].mean())
+        color = cmap((configs.index(c) if c in configs else i) % 10)
+        right.plot(xs, front_mean, color=color, marker="o", ms=3, label=f"{c}: vs dense frontier")
+        right.plot(xs, same_mean, color=color, ls=":", label=f"{c}: vs same-size dense")
+    right.axhline(1.0, color="#d62728", ls="--", lw=1)
+    right.set_xlabel("target: the loss dense-256 (seed 0) reaches after this many steps")
+    right.set_ylabel("FLOP speedup (dense FLOPs / sparse FLOPs, mean over seeds)")
+    right.set_title("Does sparse beat dense? Above the red line it does", fontsize=10)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
