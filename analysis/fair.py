@@ -1,12 +1,14 @@
 """The study's fair comparison: sparse runs against the best dense model of any size, at every target loss.
 
 Reads ``results/fair_runs.jsonl`` (written by run_fair.py: every run trained its whole budget, with the held-out
-loss and cumulative FLOPs at each evaluation). A target is the loss the seed-0 ``dense_256`` run (the spec's own
-model) had after N steps, as rigl.yaml's ``target.dense_steps`` defines its ladder. A run's cost to a target is
-the cumulative FLOPs actually needed at its first evaluation at or below it, the rule the trainer applies.
+loss and cumulative FLOPs at each evaluation). A target is the loss the seed-0 ``dense_256_lr0.002`` run (the
+spec's own model and configuration) had after N steps, as rigl.yaml's ``target.dense_steps`` defines its ladder.
+A run's cost to a target is the cumulative FLOPs actually needed at its first evaluation at or below it, the
+rule the trainer applies.
 For each target the *dense frontier* is the one dense configuration (width and learning rate) with the fewest
 mean FLOPs over seeds among those that reach it on every seed: chosen once per target, then compared seed by
-seed, so picking the luckiest seed of six dense configurations does not flatter dense.
+seed, so picking the luckiest seed of several dense configurations does not flatter dense. The *same-size dense*
+is chosen the same way among the dense configurations of the spec's own width (its learning rates).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from scipy import stats
 
-SAME_SIZE = "dense_256"
+from sparsesearch.results.stats import mean_ci
+
+REFERENCE = "dense_256_lr0.002"  # the spec's own model and configuration: it defines the targets
 LADDER = (200, 500, 1000, 1200)  # rigl.yaml's rungs (1000 is its objective) and the end of its budget
 
 
@@ -39,10 +44,10 @@ def flops_to(history: list[dict], loss: float) -> float:
 
 
 def targets(df: pd.DataFrame, steps: tuple[int, ...] = LADDER) -> dict[int, float]:
-    """Dense steps -> the seed-0 same-size dense run's held-out loss after that many steps."""
-    ref = df[(df["config"] == SAME_SIZE) & (df["seed"] == 0)]
+    """Dense steps -> the seed-0 reference run's held-out loss after that many steps."""
+    ref = df[(df["config"] == REFERENCE) & (df["seed"] == 0)]
     if ref.empty:
-        raise SystemExit(f"fair_runs.jsonl has no {SAME_SIZE} run on seed 0: it defines the targets")
+        raise SystemExit(f"fair_runs.jsonl has no {REFERENCE} run on seed 0: it defines the targets")
     at = {h["step"]: h["eval_loss"] for h in ref.iloc[0]["history"]}
     return {n: at[n] for n in steps if n in at}
 
@@ -52,18 +57,33 @@ def cost_table(df: pd.DataFrame, loss: float) -> pd.DataFrame:
     return df.assign(f=[flops_to(h, loss) for h in df["history"]]).pivot(index="config", columns="seed", values="f")
 
 
-def frontier(costs: pd.DataFrame, df: pd.DataFrame) -> str | None:
-    """The dense configuration with the fewest mean FLOPs among those reaching the target on every seed."""
-    dense = costs.loc[sorted(set(df.loc[df["dense"], "config"]) & set(costs.index))]
+def frontier(costs: pd.DataFrame, df: pd.DataFrame, hidden: int | None = None) -> str | None:
+    """The dense configuration (of width ``hidden``, or any) with the fewest mean FLOPs among those reaching the
+    target on every seed."""
+    pick = df["dense"] & (df["hidden"] == hidden if hidden is not None else True)
+    dense = costs.loc[sorted(set(df.loc[pick, "config"]) & set(costs.index))]
     full = dense[dense.notna().all(axis=1)]
     return None if full.empty else str(full.mean(axis=1).idxmin())
 
 
 def _ms(x: pd.Series) -> str:
+    """Mean with its 95% t confidence interval over seeds, and the worst seed."""
     x = x.dropna()
     if x.empty:
         return "–"
-    return f"{x.iloc[0]:.2f}" if len(x) == 1 else f"{x.mean():.2f} ± {x.std(ddof=1):.2f} (worst {x.min():.2f})"
+    if len(x) == 1:
+        return f"{x.iloc[0]:.2f}"
+    mean, lo, hi = mean_ci(list(x))
+    return f"{mean:.2f} [{lo:.2f}, {hi:.2f}] (worst {x.min():.2f})"
+
+
+def paired_p(speedup: pd.Series) -> float:
+    """Two-sided paired t-test, over seeds, of log FLOPs against the comparison's (a one-sample test of the log
+    speedup against 0); nan with fewer than two seeds or when every seed gives the same speedup."""
+    x = [math.log(v) for v in speedup.dropna()]
+    if len(x) < 2 or max(x) == min(x):
+        return math.nan
+    return float(stats.ttest_1samp(x, 0.0).pvalue)
 
 
 def speedups(df: pd.DataFrame, loss: float) -> tuple[pd.DataFrame, str | None]:
@@ -71,6 +91,7 @@ def speedups(df: pd.DataFrame, loss: float) -> tuple[pd.DataFrame, str | None]:
     frontier, paired by seed (nan where either side missed the target on that seed)."""
     costs = cost_table(df, loss)
     best = frontier(costs, df)
+    same = frontier(costs, df, hidden=int(df["hidden"].max()))
     rows = []
     for config, c in costs.iterrows():
         rows.append(
@@ -80,23 +101,25 @@ def speedups(df: pd.DataFrame, loss: float) -> tuple[pd.DataFrame, str | None]:
                 "reached": int(c.notna().sum()),
                 "seeds": int((df["config"] == config).sum()),
                 "flops": c.mean(),
-                "vs_same": costs.loc[SAME_SIZE] / c if SAME_SIZE in costs.index else c * math.nan,
+                "vs_same": costs.loc[same] / c if same else c * math.nan,
                 "vs_frontier": costs.loc[best] / c if best else c * math.nan,
             }
         )
-    return pd.DataFrame(rows), best
+    return pd.DataFrame(rows).assign(same=same), best
 
 
 def ladder_table(df: pd.DataFrame, sparse: list[str]) -> str:
     """One row per target: the frontier, and each sparse configuration's speedups over same-size and frontier."""
-    head = ["target (dense-256 steps)", "loss", "dense frontier", "frontier FLOPs", "same-size FLOPs"]
+    head = ["target (dense-256 steps)", "loss", "dense frontier", "frontier FLOPs", "same-size dense", "its FLOPs"]
     head += [f"`{c}`: vs same-size / vs frontier" for c in sparse]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for steps, loss in targets(df).items():
         s, best = speedups(df, loss)
+        same = s["same"].iloc[0]
         s = s.set_index("config")
         cells = [str(steps), f"{loss:.4f}", f"`{best}`" if best else "none on every seed"]
-        cells += [f"{s.loc[best, 'flops']:.3g}" if best else "–", f"{s.loc[SAME_SIZE, 'flops']:.3g}"]
+        cells += [f"{s.loc[best, 'flops']:.3g}" if best else "–"]
+        cells += [f"`{same}`", f"{s.loc[same, 'flops']:.3g}"] if same else ["none on every seed", "–"]
         for c in sparse:
             if c not in s.index:
                 cells.append("–")
@@ -120,19 +143,24 @@ def config_table(df: pd.DataFrame, steps: int) -> str:
         "FLOPs to target (mean)",
         "speedup vs same-size dense",
         "speedup vs frontier",
+        "paired t-test vs frontier (p)",
         "loss after the budget",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in s.sort_values(["dense", "flops"], ascending=[False, True]).iterrows():
         g = df[df["config"] == r["config"]]
         ends = pd.Series([final[(r["config"], sd)] for sd in g["seed"]])
-        mark = " (frontier)" if r["config"] == best else ""
+        mark = " (frontier)" if r["config"] == best else " (same-size)" if r["config"] == r["same"] else ""
         lines.append(
             f"| `{r['config']}`{mark} | {g['hidden'].iloc[0]} | {g['avg_sparsity'].mean():.2f} | "
             f"{r['reached']}/{r['seeds']} | {r['flops']:.3g} | {_ms(r['vs_same'])} | {_ms(r['vs_frontier'])} | "
-            f"{ends.mean():.4f} |"
+            f"{_p(paired_p(r['vs_frontier']))} | {ends.mean():.4f} |"
         )
     return "\n".join(lines)
+
+
+def _p(p: float) -> str:
+    return "–" if math.isnan(p) else f"{p:.3f}"
 
 
 def figure(df: pd.DataFrame, sparse: list[str], path: Path) -> None:

@@ -372,13 +372,10 @@ GROUPS = {
 }
 
 
-FAIR_SPARSE = ["rigl_erk_0.8", "flop_rigl_erk_0.8", "rigl_search_best"]
-
-
 def fair_sections(text: str, df: pd.DataFrame, figures: Path) -> str:
     """The fair comparison's tables (every target of the ladder; every configuration at the objective) and
     figure."""
-    sparse = [c for c in FAIR_SPARSE if c in set(df["config"])]
+    sparse = list(dict.fromkeys(df.loc[~df["dense"], "config"]))
     text = replace_block(text, "fair_ladder", fair.ladder_table(df, sparse))
     text = replace_block(text, "fair_configs", fair.config_table(df, 1000))
     fair.figure(df, sparse, figures / "fair.png")

@@ -47,7 +47,8 @@ def test_make_study_regenerates_every_figure_and_table_from_stored_results(tmp_p
 
 def _fair_runs(costs: dict[str, list[float | None]]):
     """Runs whose loss falls from 7 to 5 over four evaluations, each seed's FLOPs scaled by its entry in
-    ``costs`` (None: the run stays at loss 7). Configurations named ``dense*`` or ``narrow*`` are dense."""
+    ``costs`` (None: the run stays at loss 7). Configurations named ``dense*`` (width 256) or ``narrow*`` (width
+    128) are dense, the rest sparse at width 256."""
     sys.path.insert(0, str(ANALYSIS))
     import fair
     import pandas as pd
@@ -63,7 +64,10 @@ def _fair_runs(costs: dict[str, list[float | None]]):
                 }
                 for k in range(1, 5)
             ]
-            rows.append({"config": config, "seed": seed, "history": history, "dense": config[0] in "dn"})
+            hidden = 128 if config.startswith("narrow") else 256
+            rows.append(
+                {"config": config, "seed": seed, "history": history, "dense": config[0] in "dn", "hidden": hidden}
+            )
     return fair, pd.DataFrame(rows)
 
 
@@ -81,6 +85,7 @@ def test_fair_frontier_is_one_dense_configuration_chosen_by_its_mean_not_each_se
     fair, df = _fair_runs(
         {
             "dense_256": [2.0, 2.0],
+            "dense_256_slow": [3.0, 1.5],
             "narrow_a": [0.5, 1.9],
             "narrow_b": [0.9, 0.9],
             "narrow_c": [None, 0.1],
@@ -89,6 +94,7 @@ def test_fair_frontier_is_one_dense_configuration_chosen_by_its_mean_not_each_se
     )
     s, best = fair.speedups(df, 6.0)
     assert best == "narrow_b"
+    assert set(s["same"]) == {"dense_256"}  # the same rule among the spec's own width: mean 2.0 against 2.25
     sparse = s.set_index("config").loc["sparse"]
     assert sparse["reached"] == 2
     assert list(sparse["vs_frontier"]) == pytest.approx([0.9 / 0.6] * 2)
