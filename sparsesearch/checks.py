@@ -5,11 +5,12 @@ model's FLOPs."""
 from __future__ import annotations
 
 import importlib.util
+import math
 
 from .model.embedding import model_shape
 from .model.flops import expected_masked, step_flops
 from .sparsity.registry import check_sparsity, check_value
-from .spec import SearchParam, Spec, SpecError, blames, search_params, spec_from_dict, with_values
+from .spec import SearchParam, Spec, SpecError, blames, percent, search_params, spec_from_dict, with_values
 
 
 def check_spec(spec: Spec, raw: dict | None = None) -> tuple[SearchParam, ...]:
@@ -72,23 +73,44 @@ def asha_max_t(spec: Spec, unit_flops: float) -> float:
     return spec.train.max_steps * (unit_flops if a.unit == "flops" else 1.0)
 
 
+def asha_grace(spec: Spec, unit_flops: float) -> float:
+    """ASHA's grace period in its unit: ``search.asha.grace_period``, a percentage of it taken of the objective
+    rung's dense steps (``target.horizon``), in FLOPs when the unit is flops."""
+    a = spec.search.asha
+    if isinstance(a.grace_period, str):
+        share = percent(a.grace_period)
+        assert share is not None  # checked with the spec
+        return share / 100 * spec.target.horizon * (unit_flops if a.unit == "flops" else 1.0)
+    return a.grace_period
+
+
+def asha_rungs(spec: Spec, unit_flops: float) -> list[float]:
+    """The budgets at which ASHA decides, in its unit: grace x factor^k below max_t (Li et al. 2020, ASHA; the
+    milestones Ray's single-bracket ASHAScheduler uses)."""
+    a = spec.search.asha
+    grace, max_t = asha_grace(spec, unit_flops), asha_max_t(spec, unit_flops)
+    count = int(math.log(max_t / grace) / math.log(a.reduction_factor) + 1)
+    return [grace * a.reduction_factor**k for k in range(count)]
+
+
 def check_asha(spec: Spec) -> None:
     """Early-stopping bounds: every trial gets its grace period, so it must fit in the largest budget."""
     a = spec.search.asha
     unit_flops = dense_step_flops(spec) if a.unit == "flops" else 1.0
     max_t = asha_max_t(spec, unit_flops)
-    if a.grace_period < unit_flops:
+    grace = asha_grace(spec, unit_flops)
+    given = f"{a.grace_period} = {grace:g}" if isinstance(a.grace_period, str) else f"{grace:g}"
+    if grace < unit_flops:
         raise SpecError(
             f"search.asha.grace_period: with unit {a.unit} it counts {a.unit}, and must be at least one dense "
-            f"step's budget ({unit_flops:g}), got {a.grace_period:g}"
+            f"step's budget ({unit_flops:g}), got {given}"
         )
-    if a.grace_period > max_t:
+    if grace > max_t:
         source = (
             "search.asha.max_t"
             if a.max_t is not None
             else "train.max_steps" + (" x one dense step's FLOPs" if a.unit == "flops" else " (dense-equivalent steps)")
         )
         raise SpecError(
-            f"search.asha.grace_period: must be <= the largest budget max_t ({max_t:g}, from {source}), "
-            f"got {a.grace_period:g}"
+            f"search.asha.grace_period: must be <= the largest budget max_t ({max_t:g}, from {source}), got {given}"
         )

@@ -433,6 +433,7 @@ def cmd_run(args) -> int:
             step = f" step {p.step}" if p.step is not None else ""
             print(f"  {p.key:<28} {p.kind:<10} {list(p.values)}{step}{cond}")
         print(_family_text(spec, raw, params))
+        print(_asha_text(spec))
         grid = spec.search.sampler == "grid"
         print("the first combinations of the grid:" if grid else "sampled configurations (random, validated):")
         for cfg in sample_configs(spec, raw, 5, seed=spec.search.seed):
@@ -450,6 +451,21 @@ def cmd_run(args) -> int:
     finally:
         console.close()
     return 0
+
+
+def _asha_text(spec: Spec) -> str:
+    """Where early stopping decides: the grace period as given and the rungs it makes."""
+    from .checks import asha_rungs, dense_step_flops
+
+    a = spec.search.asha
+    flops = a.unit == "flops"
+    rungs = asha_rungs(spec, dense_step_flops(spec) if flops else 1.0)
+    unit = "net FLOPs" if flops else "dense-equivalent steps of net compute"
+    given = f" ({a.grace_period} of {spec.target.horizon} dense steps)" if isinstance(a.grace_period, str) else ""
+    return (
+        f"early stopping: ASHA on {unit}, grace period {rungs[0]:.4g}{given}, reduction factor "
+        f"{a.reduction_factor:g}; a sparse trial may be stopped at " + ", ".join(f"{r:.4g}" for r in rungs)
+    )
 
 
 def _family_text(spec: Spec, raw: dict, params) -> str:

@@ -252,6 +252,15 @@ class SparsitySpec:
     regularizer_strength: float = _field(0.0, "coefficient of the regularizer (added to the gradient)", lo=0.0)
 
 
+_PERCENT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*")
+
+
+def percent(text: str) -> float | None:
+    """The number P of a percentage written 'P%' (None when ``text`` is not one)."""
+    m = _PERCENT.fullmatch(text)
+    return float(m.group(1)) if m else None
+
+
 @dataclass(frozen=True)
 class AshaSpec:
     """The ``search.asha`` section: early stopping at equal compute."""
@@ -260,7 +269,13 @@ class AshaSpec:
         "steps",
         "unit of the ASHA budget: dense-equivalent steps (cumulative net FLOPs / one dense step's FLOPs) or net FLOPs",
     )
-    grace_period: float = _field(40.0, "budget every trial gets before ASHA may stop it", lo=0.0, lo_open=True)
+    grace_period: float | str = _field(
+        40.0,
+        "budget every trial gets before ASHA may stop it: a number in the unit, or 'P%': P percent of the objective "
+        "rung's dense steps (target.dense_steps), which carries over to any model and target",
+        lo=0.0,
+        lo_open=True,
+    )
     reduction_factor: float = _field(3.0, "ASHA keeps the best 1/reduction_factor at each rung", lo=1.0, lo_open=True)
     max_t: float | None = _field(
         None, "largest budget (null: train.max_steps dense steps, or their FLOPs)", lo=0.0, lo_open=True
@@ -544,6 +559,13 @@ def _check_cross_field(obj: Any, path: str) -> None:
         _check_rungs_reachable(obj)
     if isinstance(obj, TuneSpec):
         _check_tune(obj, path)
+    if isinstance(obj, AshaSpec) and isinstance(obj.grace_period, str):
+        share = percent(obj.grace_period)
+        if share is None or not 0 < share <= 100:
+            raise SpecError(
+                f"{path}.grace_period: must be a number, or a percentage of the objective rung's dense steps "
+                f"between 0 and 100 such as '20%', got {obj.grace_period!r}"
+            )
     if isinstance(obj, TrainSpec):
         if obj.device != "auto" and not (
             obj.device == "cpu" or obj.device == "cuda" or (obj.device.startswith("cuda:") and obj.device[5:].isdigit())

@@ -82,6 +82,50 @@ def test_a_grace_period_in_steps_with_a_flop_budget_is_refused(tmp_path, tiny_ra
     assert "at least one dense step's budget" in err
 
 
+@pytest.mark.parametrize("unit", ["steps", "flops"])
+def test_a_grace_period_in_percent_is_that_share_of_the_objective_rungs_dense_steps(tiny_raw, unit):
+    """'20%' of a ladder whose objective rung is dense after 50 steps is 10 dense steps (their FLOPs with a FLOP
+    budget), whatever the model: the first decision falls at the same point of training on any spec."""
+    from sparsesearch.checks import asha_grace, asha_rungs, check_asha, dense_step_flops
+    from sparsesearch.search.driver import _scheduler
+
+    raw = {
+        **tiny_raw,
+        "train": {**tiny_raw["train"], "max_steps": 60},
+        "target": {"loss": "auto", "dense_steps": [20, 50]},
+        "search": {"asha": {"unit": unit, "grace_period": "20%", "reduction_factor": 2}},
+    }
+    spec = spec_from_dict(raw)
+    check_asha(spec)
+    per_step = dense_step_flops(spec) if unit == "flops" else 1.0
+    assert asha_grace(spec, per_step) == pytest.approx(10 * per_step)
+    rungs = [milestone for milestone, _ in _scheduler(spec, per_step)._brackets[0]._rungs]
+    assert min(rungs) == pytest.approx(10 * per_step)
+    # what `run --dry-run` prints is where Ray's ASHA decides: 10, 20, 40 of a 60-step budget
+    assert sorted(rungs) == pytest.approx(asha_rungs(spec, per_step)) == [10 * per_step, 20 * per_step, 40 * per_step]
+
+
+@pytest.mark.parametrize(
+    ("grace", "rule"),
+    [
+        ("20 percent", "a percentage"),
+        ("0%", "between 0 and 100"),
+        ("150%", "between 0 and 100"),
+        ("fast", "a percentage"),
+    ],
+)
+def test_a_bad_grace_percentage_names_the_rule(tiny_raw, grace, rule):
+    with pytest.raises(SpecError, match=rf"search\.asha\.grace_period: .*{rule}.*got '{grace}'"):
+        spec_from_dict({**tiny_raw, "search": {"asha": {"grace_period": grace}}})
+
+
+def test_a_grace_percentage_beyond_the_budget_is_refused(tmp_path, tiny_raw, capsys):
+    path = search_spec_file(tmp_path, tiny_raw)  # the objective rung is dense after 30 steps
+    args = ["run", str(path), "--dry-run", "--set", "search.asha.max_t=20", "--set", "search.asha.grace_period=100%"]
+    err = _one_line_error(capsys, args, "run")
+    assert "search.asha.grace_period" in err and "max_t (20" in err and "got 100% = 30" in err
+
+
 @pytest.mark.parametrize(
     ("name", "ok"),
     [

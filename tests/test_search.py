@@ -141,6 +141,8 @@ def test_dry_run_prints_space_and_samples(capsys, monkeypatch):
     assert main(["run", "search_spaces/rigl.yaml", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "sparsity.level" in out and "loguniform" in out and out.count("sparsity.method=rigl") == 5
+    # rigl.yaml's grace period is 20% of its objective rung (dense after 1000 steps), its budget 1200 steps
+    assert "grace period 200 (20% of 1000 dense steps)" in out and "stopped at 200, 400, 800\n" in out
 
 
 @pytest.mark.parametrize(

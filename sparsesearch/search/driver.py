@@ -28,7 +28,7 @@ from ray._private import ray_constants
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from ..checks import asha_max_t, check_spec, dense_step_flops
+from ..checks import asha_grace, asha_max_t, check_spec, dense_step_flops
 from ..data.batches import prepare_data
 from ..definitions import UNFINISHED
 from ..experiment import (
@@ -246,7 +246,7 @@ def _scheduler(spec: Spec, unit_flops: float):
         metric="eval_loss",
         mode="min",
         max_t=max_t,  # type: ignore[arg-type]
-        grace_period=a.grace_period,  # type: ignore[arg-type]
+        grace_period=asha_grace(spec, unit_flops),  # type: ignore[arg-type]
         reduction_factor=a.reduction_factor,
     )
 
