@@ -74,8 +74,8 @@ def asha_max_t(spec: Spec, unit_flops: float) -> float:
 
 
 def asha_grace(spec: Spec, unit_flops: float) -> float:
-    """ASHA's grace period in its unit: ``search.asha.grace_period``, a percentage of it taken of the objective
-    rung's dense steps (``target.horizon``), in FLOPs when the unit is flops."""
+    """ASHA's grace period in its unit: ``search.asha.grace_period``; a percentage ('20%') is that share of the
+    objective rung's dense steps (``target.horizon``), times one dense step's FLOPs when the unit is flops."""
     a = spec.search.asha
     if isinstance(a.grace_period, str):
         share = percent(a.grace_period)
