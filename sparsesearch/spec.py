@@ -331,8 +331,8 @@ class DenseFamilySpec:
     )
     smallest_flop_ratio: float | None = _field(
         None,
-        "FLOPs per step of the smallest size over the spec's model (null: 0.9 x the expected FLOP ratio of the "
-        "sparsest sparse trial)",
+        "FLOPs per step of the smallest size over the spec's model, at most: the smallest size is the widest "
+        "width that gets there (null: the expected FLOP ratio of the sparsest sparse trial)",
         lo=0.0,
         hi=1.0,
         lo_open=True,

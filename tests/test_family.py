@@ -35,6 +35,13 @@ def test_sizes_step_down_to_below_the_sparsest_trial(rigl):
     assert ratios == sorted(ratios, reverse=True) and len(set(ratios)) == len(ratios)
     sparsest = sparse_flop_ratio(spec, SHAPE, 0.95)  # the space's highest level
     assert ratios[-1] < sparsest
+    # the smallest is the widest width that gets below it, and the sizes between are even steps in width (the
+    # FLOP ratio has a floor: steps in it would end at a uselessly narrow model)
+    assert [s.hidden for s in sizes] == [256, 160, 104, 64]
+    raw, _, _ = rigl
+    family = {**raw["search"].get("dense_family", {}), "smallest_flop_ratio": ratios[-1] * 0.9999}
+    lower = spec_from_dict({**raw, "search": {**raw["search"], "dense_family": family}})
+    assert family_sizes(lower, SHAPE, params)[-1].hidden == 56  # just below 64's ratio: the next width down
     for s in sizes:
         assert s.hidden % 8 == 0 and s.hidden % s.heads == 0 and (s.hidden // s.heads >= 16 or s.heads == 1)
         shape = ModelShape(30522, 384, s.hidden, 2, s.heads, s.ffn, 64)

@@ -2,10 +2,11 @@
 
 A sparse model that only beats the dense model of its own size has not beaten dense: a narrower dense model may
 reach the target with as few FLOPs (the RigL paper's Small-Dense baseline). Every search therefore trains the
-spec's own model densely (the same-size dense) and ``sizes - 1`` narrower ones, whose FLOPs per step step down
-geometrically to below the sparsest sparse trial's. Each size is trained with the spec's own values of the
-searched keys outside the sparsity section and with ``configs - 1`` more configurations drawn by the search's
-sampler over those keys: the same knobs and sampler as the sparse trials, at a stated budget.
+spec's own model densely (the same-size dense) and ``sizes - 1`` narrower ones, spaced geometrically in width
+down to one whose FLOPs per step are at or below the sparsest sparse trial's. Each size is trained with the
+spec's own values of the searched keys outside the sparsity section and with ``configs - 1`` more configurations
+drawn by the search's sampler over those keys: the same knobs and sampler as the sparse trials, at a stated
+budget.
 """
 
 from __future__ import annotations
@@ -84,24 +85,28 @@ def _narrower(shape: ModelShape, spec: Spec, hidden: int) -> tuple[ModelShape, i
 
 
 def family_sizes(spec: Spec, shape: ModelShape, params: tuple[SearchParam, ...]) -> list[FamilySize]:
-    """The family's sizes, widest (the spec's own model) first; ratios step down geometrically to the smallest.
+    """The family's sizes, widest (the spec's own model) first, down to the widest width whose FLOPs per step are
+    at or below ``smallest_flop_ratio`` (by default the sparsest sparse trial's), spaced geometrically in width.
 
-    Widths are multiples of 8 (the spec's own width is kept as it is); where two ratios give the same width, the
-    size appears once. A ratio below what the narrowest width reaches (the frozen decoder and the attention
-    products do not shrink with the width) ends at that width."""
+    Widths are multiples of 8 (the spec's own width is kept as it is); where two steps give the same width, the
+    size appears once. Where no width gets that low (the frozen decoder and the attention products do not shrink
+    with the width), the narrowest width ends the family. Spacing in width, not in FLOPs: the FLOP ratio has that
+    floor, so equal ratio steps crowd the last sizes into uselessly narrow models (hidden 16 for rigl.yaml, while
+    the best dense widths there were 64 to 128: analysis/STUDY.md, part A)."""
     fam = spec.search.dense_family
     full = _dense_step(shape, spec)
-    smallest = fam.smallest_flop_ratio
-    if smallest is None:
-        smallest = 0.9 * sparse_flop_ratio(spec, shape, sparsest_level(spec, params))
+    bound = fam.smallest_flop_ratio
+    if bound is None:
+        bound = sparse_flop_ratio(spec, shape, sparsest_level(spec, params))
     widths = list(range(8, spec.model.hidden_size, 8))
     ratios = {w: _dense_step(_narrower(shape, spec, w)[0], spec) / full for w in widths}
     out = [FamilySize(0, spec.model.hidden_size, spec.model.ffn_size, spec.model.num_heads, full, 1.0)]
+    if not widths or fam.sizes == 1:
+        return out
+    low = max((w for w in widths if ratios[w] <= bound), default=widths[0])
     for k in range(1, fam.sizes):
-        want = smallest ** (k / (fam.sizes - 1))
-        if not widths:
-            break
-        width = min(widths, key=lambda w: (abs(math.log(ratios[w] / want)), w))
+        want = spec.model.hidden_size * (low / spec.model.hidden_size) ** (k / (fam.sizes - 1))
+        width = min(widths, key=lambda w: (abs(math.log(w / want)), w))
         if any(s.hidden == width for s in out):
             continue
         scaled, ffn, heads = _narrower(shape, spec, width)
