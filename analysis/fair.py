@@ -8,7 +8,8 @@ between the evaluations around it: the trainer's own rule.
 For each target the *dense frontier* is the one dense configuration (width and learning rate) with the fewest
 mean FLOPs over seeds among those that reach it on every seed: chosen once per target, then compared seed by
 seed, so picking the luckiest seed of several dense configurations does not flatter dense. The *same-size dense*
-is chosen the same way among the dense configurations of the spec's own width (its learning rates).
+is chosen the same way among the dense configurations of the spec's own width (its learning rates). Below the
+*hardest* target (the lowest loss some dense configuration reaches on every seed) there is no frontier.
 """
 
 from __future__ import annotations
@@ -56,6 +57,20 @@ def targets(df: pd.DataFrame, steps: tuple[int, ...] = LADDER) -> dict[int, floa
     return {n: at[n] for n in steps if n in at}
 
 
+def hardest(df: pd.DataFrame) -> float:
+    """The lowest loss some dense configuration reaches on every seed within the budget: the hardest target at
+    which the comparison with the dense frontier is still defined."""
+    dense = df[df["dense"]]
+    worst = dense.assign(best=[min(h["eval_loss"] for h in hist) for hist in dense["history"]])
+    return float(worst.groupby("config")["best"].max().min())
+
+
+def ladder(df: pd.DataFrame) -> list[tuple[str, float]]:
+    """(label, loss) of every target the study reports: the reference run's rungs, then the hardest target."""
+    rungs = [(str(n), loss) for n, loss in targets(df).items()]
+    return rungs + [("hardest dense-reachable", hardest(df))]
+
+
 def cost_table(df: pd.DataFrame, loss: float) -> pd.DataFrame:
     """configuration x seed -> FLOPs to ``loss``."""
     return df.assign(f=[flops_to(h, loss) for h in df["history"]]).pivot(index="config", columns="seed", values="f")
@@ -71,14 +86,21 @@ def frontier(costs: pd.DataFrame, df: pd.DataFrame, hidden: int | None = None) -
 
 
 def _ms(x: pd.Series) -> str:
-    """Mean with its 95% t confidence interval over seeds, and the worst seed."""
+    """Geometric mean of speedups over seeds with its 95% t confidence interval (taken on the log scale, where a
+    ratio's noise is symmetric and the interval stays positive), and the worst seed."""
     x = x.dropna()
     if x.empty:
         return "–"
     if len(x) == 1:
         return f"{x.iloc[0]:.2f}"
-    mean, lo, hi = mean_ci(list(x))
+    mean, lo, hi = (math.exp(v) for v in mean_ci([math.log(v) for v in x]))
     return f"{mean:.2f} [{lo:.2f}, {hi:.2f}] (worst {x.min():.2f})"
+
+
+def gmean(x: pd.Series) -> float:
+    """Geometric mean over the seeds that have a value (nan if none)."""
+    x = x.dropna()
+    return math.exp(sum(math.log(v) for v in x) / len(x)) if len(x) else math.nan
 
 
 def paired_p(speedup: pd.Series) -> float:
@@ -117,11 +139,11 @@ def ladder_table(df: pd.DataFrame, sparse: list[str]) -> str:
     head = ["target (dense-256 steps)", "loss", "dense frontier", "frontier FLOPs", "same-size dense", "its FLOPs"]
     head += [f"`{c}`: vs same-size / vs frontier" for c in sparse]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for steps, loss in targets(df).items():
+    for label, loss in ladder(df):
         s, best = speedups(df, loss)
         same = s["same"].iloc[0]
         s = s.set_index("config")
-        cells = [str(steps), f"{loss:.4f}", f"`{best}`" if best else "none on every seed"]
+        cells = [label, f"{loss:.4f}", f"`{best}`" if best else "none on every seed"]
         cells += [f"{s.loc[best, 'flops']:.3g}" if best else "–"]
         cells += [f"`{same}`", f"{s.loc[same, 'flops']:.3g}"] if same else ["none on every seed", "–"]
         for c in sparse:
@@ -204,9 +226,9 @@ def figure(df: pd.DataFrame, sparse: list[str], path: Path) -> None:
     left.grid(alpha=0.3)
     left.legend(fontsize=7)
 
-    # Targets on an even grid of losses from the first rung to the last (the reference curve itself is noisy, so
-    # a grid of its steps would zigzag); harder targets to the right.
-    first, last = max(marks.values()), min(marks.values())
+    # Targets on an even grid of losses from the first rung to the hardest one a dense configuration reaches on
+    # every seed (the reference curve itself is noisy, so a grid of its steps would zigzag); harder to the right.
+    first, last = max(marks.values()), hardest(df)
     grid = [first + (last - first) * k / 40 for k in range(41)]
     for c in sparse:
         xs, front_mean, same_mean = [], [], []
@@ -216,8 +238,8 @@ def figure(df: pd.DataFrame, sparse: list[str], path: Path) -> None:
             if row.empty:
                 continue
             xs.append(loss)
-            front_mean.append(row.iloc[0]["vs_frontier"].mean())
-            same_mean.append(row.iloc[0]["vs_same"].mean())
+            front_mean.append(gmean(row.iloc[0]["vs_frontier"]))
+            same_mean.append(gmean(row.iloc[0]["vs_same"]))
         color = cmap(configs.index(c) % 20)
         right.plot(xs, front_mean, color=color, marker="o", ms=3, label=f"{c}: vs dense frontier")
         right.plot(xs, same_mean, color=color, ls=":", label=f"{c}: vs same-size dense")
@@ -227,7 +249,7 @@ def figure(df: pd.DataFrame, sparse: list[str], path: Path) -> None:
     right.invert_xaxis()
     right.axhline(1.0, color="#d62728", ls="--", lw=1)
     right.set_xlabel("target loss (dotted: dense-256's losses after 200, 500, 1000, 1200 steps); harder to the right")
-    right.set_ylabel("FLOP speedup (dense FLOPs / sparse FLOPs, mean over seeds)")
+    right.set_ylabel("FLOP speedup (dense FLOPs / sparse FLOPs, geometric mean over seeds)")
     right.set_title("Does sparse beat dense? Above the red line it does", fontsize=10)
     right.grid(alpha=0.3)
     right.legend(fontsize=7)

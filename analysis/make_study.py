@@ -380,11 +380,12 @@ def fair_sections(text: str, df: pd.DataFrame, figures: Path) -> str:
     text = replace_block(text, "fair_configs", fair.config_table(df, 1000))
     fair.figure(df, sparse, figures / "fair.png")
     seeds = sorted(df["seed"].unique())
+    steps = [h[-1]["step"] for h in df["history"]]
     return replace_block(
         text,
         "fair_setup",
-        f"{len(df)} runs, seeds {', '.join(map(str, seeds))}; every run trained "
-        f"{max(h[-1]['step'] for h in df['history'])} steps; precision `{df.iloc[0]['spec']['train']['precision']}` "
+        f"{len(df)} runs, seeds {', '.join(map(str, seeds))}; runs trained {min(steps)} to {max(steps)} steps; "
+        f"precision `{df.iloc[0]['spec']['train']['precision']}` "
         f"on `{df.iloc[0]['device']}`; torch {df.iloc[0]['torch']}, {df.iloc[0]['threads']} threads.",
     )
 

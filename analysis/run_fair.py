@@ -6,11 +6,13 @@ for that spec's whole step budget (no stop at a target: ``target.loss`` is set o
 loss and the FLOPs spent recorded at every evaluation. ``make_study.py`` then reads, for any target loss, the
 net FLOPs each run needed to reach it, so one set of runs answers the question at every target, easy or hard.
 
-Sparse runs lay their schedules over the spec's objective horizon (``sparsity.horizon_steps``, the dense steps to
-the objective rung), exactly as a search trial of rigl.yaml does. Runs already stored are skipped; seeds are
-outermost, so a partial set still has every configuration on the first seeds. It trains (hours on 2 cores).
+Dense models too narrow to spend the costliest sparse run's FLOPs in that budget train on until they have
+(``_steps``). Sparse runs lay their schedules over the spec's objective horizon (``sparsity.horizon_steps``, the
+dense steps to the objective rung), exactly as a search trial of rigl.yaml does. Runs already stored are skipped;
+seeds are outermost, so a partial set still has every configuration on the first seeds. It trains (about 3 hours
+for 5 seeds on 2 cores).
 
-    python analysis/run_fair.py                  # everything, seeds 0 1 2
+    python analysis/run_fair.py                  # everything, seeds 0 to 4
     python analysis/run_fair.py --configs dense_256_lr0.002 rigl_erk_0.8_lr0.002 --seeds 0
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -26,12 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "analysis"))
 sys.path.insert(0, str(ROOT))
 
-from run_study import BASE_SPEC, SEEDS, _done, run_one
+from run_study import BASE_SPEC, run_one
 
+from sparsesearch.checks import dense_step_flops
 from sparsesearch.data.batches import prepare_data
-from sparsesearch.spec import load_spec
+from sparsesearch.spec import Spec, load_spec
 
 RESULTS = ROOT / "analysis" / "results" / "fair_runs.jsonl"
+SEEDS = (0, 1, 2, 3, 4)  # five, as a headline number needs
 UNREACHABLE = 0.01  # a loss no run reaches: every run trains its whole budget
 
 
@@ -79,6 +84,32 @@ def _grid() -> dict[str, list[str]]:
 FAIR = _grid()
 
 
+def _stored(path: Path) -> dict[tuple[str, int], dict]:
+    """(configuration, seed) -> the last run stored for it."""
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["config"], r["seed"]): r for r in rows}
+
+
+def _steps(name: str, base: Spec, stored: dict[tuple[str, int], dict]) -> int:
+    """Step budget of one configuration: the spec's, except that a dense model too narrow to spend the FLOPs of
+    the costliest stored sparse run in it trains on until it has (in whole evaluation intervals). Otherwise the
+    hardest targets, which the sparse runs reach near the end of their budget, would count against narrow dense
+    models merely for having been stopped with compute left. The learning rate is constant after warm-up, so a
+    longer budget leaves the first steps as they were."""
+    if "sparsity.method=dense" not in FAIR[name]:
+        return base.train.max_steps
+    sparse = [r["history"][-1]["flops"] for r in stored.values() if r["spec"]["sparsity"]["method"] != "dense"]
+    if not sparse:
+        raise SystemExit(f"{name}: its step budget needs a sparse run stored first (run the sparse ones first)")
+    if base.train.lr_schedule != "constant":
+        raise SystemExit("run_fair.py extends narrow dense budgets, which needs train.lr_schedule: constant")
+    per_step = dense_step_flops(load_spec(str(BASE_SPEC), FAIR[name]))
+    every = base.train.eval_every
+    return max(base.train.max_steps, every * math.ceil(max(sparse) / per_step / every))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="*", help=f"only these configurations (choices: {', '.join(FAIR)})")
@@ -91,20 +122,27 @@ def main(argv=None) -> int:
     base = load_spec(str(BASE_SPEC), [])
     horizon = [f"sparsity.horizon_steps={base.target.horizon}"]
     data = prepare_data(base.data, base.model)
-    done = _done(args.out)
-    todo = sorted(
-        ((n, s) for n in (args.configs or FAIR) for s in args.seeds if (n, s) not in done), key=lambda ns: ns[1]
+    # Sparse runs first within a seed: the narrow dense budgets are set by their FLOPs.
+    pairs = sorted(
+        ((n, s) for n in (args.configs or FAIR) for s in args.seeds),
+        key=lambda ns: (ns[1], "sparsity.method=dense" in FAIR[ns[0]]),
     )
-    print(f"{len(todo)} runs to do, {base.train.max_steps} steps each", flush=True)
+    print(f"{len(pairs)} runs, {base.train.max_steps} steps each (narrow dense: until the sparse FLOPs)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for i, (name, seed) in enumerate(todo, 1):
+    for i, (name, seed) in enumerate(pairs, 1):
+        stored = _stored(args.out)
+        steps = _steps(name, base, stored)
+        done = stored.get((name, seed))
+        if done and done["history"][-1]["step"] >= steps:
+            continue
         t0 = time.time()
-        row = run_one(name, FAIR[name] + horizon, seed, UNREACHABLE, data, group="fair")
+        budget = [f"train.max_steps={steps}"]
+        row = run_one(name, FAIR[name] + horizon + budget, seed, UNREACHABLE, data, group="fair")
         with args.out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         last = row["history"][-1]
         print(
-            f"[{i}/{len(todo)}] {name} seed {seed}: loss {last['eval_loss']:.4f} at step {last['step']}, "
+            f"[{i}/{len(pairs)}] {name} seed {seed}: loss {last['eval_loss']:.4f} at step {last['step']}, "
             f"{last['flops']:.3g} FLOPs ({time.time() - t0:.0f}s)",
             flush=True,
         )

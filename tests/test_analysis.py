@@ -99,3 +99,26 @@ def test_fair_frontier_is_one_dense_configuration_chosen_by_its_mean_not_each_se
     assert sparse["reached"] == 2
     assert list(sparse["vs_frontier"]) == pytest.approx([0.9 / 0.6] * 2)
     assert list(sparse["vs_same"]) == pytest.approx([2.0 / 0.6] * 2)
+
+
+def test_fair_hardest_target_is_the_lowest_loss_one_dense_configuration_reaches_on_every_seed():
+    import pandas as pd
+
+    fair, _ = _fair_runs({"dense_256": [1.0]})
+
+    def run(config, seed, best, dense=True):
+        history = [{"step": 100, "eval_loss": 6.0, "flops": 1e12}, {"step": 200, "eval_loss": best, "flops": 2e12}]
+        return {"config": config, "seed": seed, "history": history, "dense": dense, "hidden": 128}
+
+    df = pd.DataFrame(
+        [
+            run("narrow_a", 0, 5.0),  # the lowest loss of any run, but only on one seed
+            run("narrow_a", 1, 5.6),
+            run("narrow_b", 0, 5.3),
+            run("narrow_b", 1, 5.4),  # narrow_b reaches 5.4 on both seeds: the hardest target
+            run("sparse", 0, 4.0, dense=False),  # sparse runs do not move it
+            run("sparse", 1, 4.0, dense=False),
+        ]
+    )
+    assert fair.hardest(df) == pytest.approx(5.4)
+    assert fair._ms(pd.Series([2.0, 0.5])).startswith("1.00 [")  # geometric: 2x and 0.5x cancel
