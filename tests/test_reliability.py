@@ -356,3 +356,32 @@ def test_what_fuzzing_found_is_one_clean_line(tmp_path, capsys, text, message):
     path.write_text(text + "\n")
     err = _one_line_error(capsys, ["run", str(path), "--dry-run"], "run")
     assert message in err
+
+
+def test_an_error_ray_logs_and_survives_is_one_line_on_the_console(monkeypatch):
+    """Ray logs some failures it survives with a traceback (an old checkpoint it cannot delete from a storage that
+    turned read-only): the console shows each as one line, without the traceback."""
+    import io
+    import logging
+    import os
+
+    import ray.train._internal.storage as ray_storage
+
+    from sparsesearch.search.driver import _quiet_ray_logs
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the settings it makes stay in this test
+    _quiet_ray_logs(verbose=False)
+    handler = logging.getLogger("ray").handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    try:
+        try:
+            raise OSError(30, "Read-only file system")
+        except OSError:
+            ray_storage.logger.exception("Caught exception when deleting path at (fs, /store/checkpoint_000001):")
+    finally:
+        handler.setStream(previous)
+    out = stream.getvalue()
+    assert "Traceback" not in out and len(out.strip().splitlines()) == 1
+    assert "checkpoint_000001" in out and "OSError: [Errno 30] Read-only file system" in out

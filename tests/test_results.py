@@ -17,7 +17,7 @@ from helpers import run_cli
 import sparsesearch
 from sparsesearch.definitions import STATUSES
 from sparsesearch.results.pareto import front, front_mask, non_dominated
-from sparsesearch.results.table import COLUMNS, ResultsError, load_results, steps_to_target
+from sparsesearch.results.table import COLUMNS, ResultsError, load_history, load_results, steps_to_target
 
 # ----- the Pareto front -------------------------------------------------------------------------------------------
 
@@ -202,6 +202,21 @@ def test_statuses_speedups_and_parameters_from_stored_reports(tmp_path):
     assert df.set_index("trial_id").loc["run", "steps"] == 20
     assert df.attrs["params"] == ["sparsity.level", "sparsity.method"]
     assert sparsesearch.load_results(exp).equals(df)  # the public API
+
+
+def test_evaluations_replayed_after_a_restore_are_counted_once(tmp_path):
+    """A trial whose node died after Ray logged a report but before it registered that report's checkpoint resumes
+    from the checkpoint before and reports those steps again: results and history keep the run it continued."""
+    cfg = {"sparsity.level": 0.8, "sparsity.method": "rigl"}
+    rows = [_report(20, 6.0), _report(40, 5.8), _report(60, 5.7, node="lost"), _report(40, 5.81, node="n2")]
+    rows += [_report(60, 5.69, node="n2"), _report(80, 4.5, "reached", net_time_s=4.0, net_flops=4e10, done=True)]
+    exp = _write_experiment(tmp_path, {"t": (cfg, rows, {})})
+    history = load_history(exp)
+    assert list(history["step"]) == [20, 40, 60, 80]
+    assert list(history["eval_loss"]) == [6.0, 5.81, 5.69, 4.5]
+    assert "lost" not in set(history["node"])
+    rec = load_results(exp).iloc[0]
+    assert rec["status"] == "reached" and rec["steps"] == 80
 
 
 def test_ray_state_file_decides_between_stopped_running_and_errored(tmp_path):

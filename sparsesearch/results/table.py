@@ -170,7 +170,24 @@ def _rows(result_file: Path) -> list[dict]:
             continue
         if isinstance(row, dict):  # anything else is not a report (a damaged file)
             rows.append(row)
-    return rows
+    return _one_run(rows)
+
+
+def _one_run(rows: list[dict]) -> list[dict]:
+    """The reports of the run a trial actually continued: a report at a step the trial had already passed is a
+    replay after a restore, and replaces what was reported from that step on.
+
+    Ray Tune logs a report before it registers the report's checkpoint (a separate task on the trial's actor): when
+    the trial's node dies between the two, the trial resumes from the checkpoint before and repeats the evaluations
+    since, which ``result.json`` then holds twice."""
+    kept: list[dict] = []
+    for row in rows:
+        step = row.get("step")
+        if isinstance(step, int | float) and not isinstance(step, bool):
+            while kept and isinstance(kept[-1].get("step"), int | float) and kept[-1]["step"] >= step:
+                kept.pop()
+        kept.append(row)
+    return kept
 
 
 def load_reported(path: str | Path) -> pd.DataFrame:

@@ -71,6 +71,24 @@ def _quiet_ray_logs(verbose: bool = False) -> None:
     # the console at every retry.
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)  # one warning per inf metric otherwise
+    if not verbose:
+        for handler in logging.getLogger("ray").handlers:
+            if not any(isinstance(f, _OneLineErrors) for f in handler.filters):
+                handler.addFilter(_OneLineErrors())
+
+
+class _OneLineErrors(logging.Filter):
+    """Ray's errors as one line each, their traceback left out (``--verbose`` keeps it). Ray logs some failures it
+    survives with a traceback (e.g. an old checkpoint it cannot delete from storage that turned read-only), which
+    the console must not show: the search says what failed and what to do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg, record.args = f"{record.getMessage()} {type(exc).__name__}: {exc}", None
+            record.exc_info, record.exc_text = None, None
+        record.stack_info = None
+        return True
 
 
 def _init_ray(address: str | None, num_cpus: int | None = None, verbose: bool = False) -> None:
