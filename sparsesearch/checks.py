@@ -73,14 +73,22 @@ def asha_max_t(spec: Spec, unit_flops: float) -> float:
     return spec.train.max_steps * (unit_flops if a.unit == "flops" else 1.0)
 
 
+DEFAULT_GRACE_PERCENT = 20.0  # the search-efficiency benchmark's best first decision (analysis/README.md)
+
+
 def asha_grace(spec: Spec, unit_flops: float) -> float:
     """ASHA's grace period in its unit: ``search.asha.grace_period``; a percentage ('20%') is that share of the
-    objective rung's dense steps (``target.horizon``), times one dense step's FLOPs when the unit is flops."""
+    objective rung's dense steps (``target.horizon``), times one dense step's FLOPs when the unit is flops; unset,
+    ``DEFAULT_GRACE_PERCENT`` of them, kept between one dense step and max_t."""
     a = spec.search.asha
+    unit = unit_flops if a.unit == "flops" else 1.0
+    if a.grace_period is None:  # the default adapts to the spec: never an error the user did not write
+        default = DEFAULT_GRACE_PERCENT / 100 * spec.target.horizon * unit
+        return min(max(default, unit), asha_max_t(spec, unit_flops))
     if isinstance(a.grace_period, str):
         share = percent(a.grace_period)
         assert share is not None  # checked with the spec
-        return share / 100 * spec.target.horizon * (unit_flops if a.unit == "flops" else 1.0)
+        return share / 100 * spec.target.horizon * unit
     return a.grace_period
 
 
@@ -96,6 +104,8 @@ def asha_rungs(spec: Spec, unit_flops: float) -> list[float]:
 def check_asha(spec: Spec) -> None:
     """Early-stopping bounds: every trial gets its grace period, so it must fit in the largest budget."""
     a = spec.search.asha
+    if a.grace_period is None:
+        return  # the default keeps within the bounds by itself
     unit_flops = dense_step_flops(spec) if a.unit == "flops" else 1.0
     max_t = asha_max_t(spec, unit_flops)
     grace = asha_grace(spec, unit_flops)

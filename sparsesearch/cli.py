@@ -432,6 +432,7 @@ def cmd_run(args) -> int:
             cond = "" if not p.when else "  when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when)
             step = f" step {p.step}" if p.step is not None else ""
             print(f"  {p.key:<28} {p.kind:<10} {list(p.values)}{step}{cond}")
+        print(_target_text(spec))
         print(_family_text(spec, raw, params))
         print(_asha_text(spec))
         grid = spec.search.sampler == "grid"
@@ -455,17 +456,38 @@ def cmd_run(args) -> int:
 
 def _asha_text(spec: Spec) -> str:
     """Where early stopping decides: the grace period as given and the rungs it makes."""
-    from .checks import asha_rungs, dense_step_flops
+    from .checks import DEFAULT_GRACE_PERCENT, asha_rungs, dense_step_flops
 
     a = spec.search.asha
     flops = a.unit == "flops"
     rungs = asha_rungs(spec, dense_step_flops(spec) if flops else 1.0)
     unit = "net FLOPs" if flops else "dense-equivalent steps of net compute"
-    given = f" ({a.grace_period} of {spec.target.horizon} dense steps)" if isinstance(a.grace_period, str) else ""
+    if a.grace_period is None:
+        given = f" (default: {DEFAULT_GRACE_PERCENT:g}% of {spec.target.horizon} dense steps, within [1, max_t])"
+    elif isinstance(a.grace_period, str):
+        given = f" ({a.grace_period} of {spec.target.horizon} dense steps)"
+    else:
+        given = ""
     return (
         f"early stopping: ASHA on {unit}, grace period {rungs[0]:.4g}{given}, reduction factor "
         f"{a.reduction_factor:g}; a sparse trial may be stopped at " + ", ".join(f"{r:.4g}" for r in rungs)
     )
+
+
+def _target_text(spec: Spec) -> str:
+    """The target rungs a search would aim at, and which one is its objective."""
+    t = spec.target
+    if t.loss == "auto":
+        rungs = [f"the loss a dense run of the spec's model reaches in {s} steps" for s in t.rung_steps]
+        how = "measured once before the trials start, and cached"
+    else:
+        losses = t.loss if isinstance(t.loss, tuple) else (float(t.loss),)
+        rungs, how = [f"loss {v:g}" for v in losses], "given in the spec"
+    lines = [f"target rungs, {how}:"]
+    lines += [
+        f"  rung {i}: {r}" + ("  <- the objective" if i == t.objective_index else "") for i, r in enumerate(rungs)
+    ]
+    return "\n".join(lines)
 
 
 def _family_text(spec: Spec, raw: dict, params) -> str:

@@ -68,6 +68,7 @@ class TrialReport:
     node: str = ""  # the Ray node it ran on
     trial_number: int = 0  # its number in the experiment (``trial_number``); 0 outside a search
     precision: str = ""
+    corpus: str = ""  # the fingerprint of the corpus it trained on (data.batches.corpus_fingerprint)
     # Where a trial's wall time and memory go besides training (benchmarks/orchestration_overhead.py).
     startup_s: float = 0.0
     eval_time_s: float = 0.0

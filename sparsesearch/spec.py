@@ -269,10 +269,11 @@ class AshaSpec:
         "steps",
         "unit of the ASHA budget: dense-equivalent steps (cumulative net FLOPs / one dense step's FLOPs) or net FLOPs",
     )
-    grace_period: float | str = _field(
-        40.0,
+    grace_period: float | str | None = _field(
+        None,
         "budget every trial gets before ASHA may stop it: a number in the unit, or 'P%': P percent of the objective "
-        "rung's dense steps (target.dense_steps), which carries over to any model and target",
+        "rung's dense steps (target.dense_steps), which carries over to any model and target; null: 20% (the "
+        "measured best, analysis/README.md), kept between one dense step and max_t",
         lo=0.0,
         lo_open=True,
     )

@@ -8,9 +8,18 @@ import json
 import pandas as pd
 import pytest
 import torch
+from helpers import ROOT
+from packaging.utils import canonicalize_name
 
 import sparsesearch.data.corpus as corpus_mod
-from sparsesearch.data.batches import Batches, _in_heldout, mask_tokens, prepare_data
+from sparsesearch.data.batches import (
+    Batches,
+    _in_heldout,
+    corpus_fingerprint,
+    describe_data,
+    mask_tokens,
+    prepare_data,
+)
 from sparsesearch.data.corpus import CorpusError, load_corpus, source_key
 from sparsesearch.spec import DataSpec, ModelSpec
 
@@ -109,6 +118,22 @@ def test_cache_is_reused_and_keyed_by_seq_len(tiny_spec, tiny_data, private_cach
     monkeypatch.undo()
     longer = prepare_data(tiny_spec.data, dataclasses.replace(tiny_spec.model, seq_len=48))
     assert longer.fingerprint != tiny_data.fingerprint and longer.seq_len == 48
+
+
+def test_the_corpus_fingerprint_follows_the_token_ids_not_the_path(tiny_spec, tiny_data, tiny_corpus, tmp_path):
+    """The same text elsewhere (another machine's path, another cache) has the same fingerprint; one paragraph
+    less does not."""
+    assert tiny_data.fingerprint == corpus_fingerprint(tiny_data.train, tiny_data.heldout)
+    assert len(tiny_data.fingerprint) == 16 and tiny_data.stats["fingerprint"] == tiny_data.fingerprint
+    copy = tmp_path / "elsewhere" / "tiny.txt"
+    copy.parent.mkdir()
+    copy.write_text(tiny_corpus.read_text())
+    moved = prepare_data(dataclasses.replace(tiny_spec.data, source=str(copy)), tiny_spec.model)
+    assert moved.cache_key != tiny_data.cache_key and moved.fingerprint == tiny_data.fingerprint
+    copy.write_text(tiny_corpus.read_text().split("\n\n", 1)[1])
+    changed = prepare_data(dataclasses.replace(tiny_spec.data, source=str(copy)), tiny_spec.model, use_cache=False)
+    assert changed.fingerprint != tiny_data.fingerprint
+    assert f"corpus fingerprint {tiny_data.fingerprint}" in describe_data(tiny_data.stats)
 
 
 def test_local_json_jsonl_and_parquet_sources(tmp_path):
@@ -215,8 +240,6 @@ add_docstr(
 '''
 
 EXPECTED_PACKAGE_DOCS = (
-    "The standard library stand-in: a paragraph of plain English prose that is long enough to count as a "
-    "document of its own in this corpus, which needs at least thirty words.",
     "Alpha reads configuration files written by people and turns them into typed settings objects that programs "
     "can trust, with an error message that names the file, the line and the key whenever something is wrong.",
     "Alpha is a small library that reads configuration files and turns them into typed settings for us.\n\n"
@@ -247,18 +270,15 @@ def _fake_distribution(site, name, version, requires=(), files=None, description
 
 @pytest.fixture
 def fake_site(tmp_path, monkeypatch):
-    """A site-packages of fake distributions: the root requires Alpha_Lib[fast] (which requires beta with that
-    extra), a missing package and one excluded by its marker; delta (other extra) and unrelated are installed too."""
+    """A site-packages of fake distributions; the pins name alpha-lib and beta at their installed versions.
+    gamma (required by Alpha_Lib's metadata), delta and unrelated are installed too, and never read."""
     site = tmp_path / "site"
     site.mkdir()
-    _fake_distribution(
-        site, "fakeroot", "1.0", ["Alpha_Lib[fast]>=1", "missing-package", 'gamma ; python_version < "3"']
-    )
     _fake_distribution(
         site,
         "Alpha_Lib",
         "1.0",
-        ['beta ; extra == "fast"', 'delta ; extra == "slow"'],
+        ["beta", "gamma", 'delta ; extra == "slow"'],
         {
             "alpha_lib/__init__.py": ALPHA_INIT,
             "alpha_lib/guide.rst": ALPHA_GUIDE,
@@ -271,11 +291,12 @@ def fake_site(tmp_path, monkeypatch):
     )
     _fake_distribution(site, "beta", "2.0", [], {"beta/__init__.py": BETA_INIT})
     for name in ("gamma", "delta", "unrelated"):
-        prose = f"The {name} package should never be read, because the root does not require it here. " * 3
+        prose = f"The {name} package should never be read, because the pinned list does not name it. " * 3
         _fake_distribution(site, name, "1.0", [], {f"{name}/__init__.py": f'"""{prose}"""\n'})
-    monkeypatch.setattr(corpus_mod, "_DOCS_ROOT", "fakeroot")
+    pins = tmp_path / "package_docs.txt"
+    pins.write_text("# the fake pins\nalpha-lib==1.0\nbeta == 2.0  # spaces and comments are fine\n")
+    monkeypatch.setattr(corpus_mod, "PACKAGE_DOCS_PINS", pins)
     monkeypatch.setattr(corpus_mod, "_DOCS_PATH", [str(site)])
-    monkeypatch.setattr(corpus_mod, "_python_docs", lambda: iter([EXPECTED_PACKAGE_DOCS[0]]))
     return site
 
 
@@ -283,24 +304,52 @@ def _package_docs_key(max_documents=None):
     return source_key("package-docs", config=None, split="train", text_field="text", max_documents=max_documents)
 
 
-def test_package_docs_follow_the_installed_requirements(fake_site):
-    assert [d.name for d in corpus_mod._doc_distributions()] == ["Alpha_Lib", "beta"]
+def test_package_docs_read_the_pinned_distributions_only(fake_site):
+    dists, differences = corpus_mod._doc_distributions()
+    assert [d.name for d in dists] == ["Alpha_Lib", "beta"] and differences == []
+
+
+def test_package_docs_name_every_difference_from_the_pins(fake_site):
+    pins = corpus_mod.PACKAGE_DOCS_PINS
+    pins.write_text("alpha-lib==1.0\nbeta==2.5\nmissing-package==1.0\n")
+    dists, differences = corpus_mod._doc_distributions()
+    assert [d.name for d in dists] == ["Alpha_Lib", "beta"]  # what is there is read all the same
+    assert differences == ["beta 2.0 (pinned 2.5)", "missing-package not installed"]
+    desc = load_corpus("package-docs").description
+    assert "NOT the pinned corpus: beta 2.0 (pinned 2.5), missing-package not installed" in desc
+    pins.write_text("alpha-lib 1.0\n")
+    with pytest.raises(CorpusError, match="is not NAME==VERSION"):
+        corpus_mod.pinned_distributions()
+
+
+def test_the_readme_setup_installs_exactly_the_pinned_corpus():
+    """package_docs.txt and the set-up's constraints.txt pin the same versions (one cannot drift from the other),
+    and this environment, set up by the README, holds exactly the pinned corpus."""
+    constraints = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            constraints[canonicalize_name(name)] = version.strip()
+    pins = corpus_mod.pinned_distributions()
+    assert len(pins) >= 50
+    assert {canonicalize_name(n): v for n, v in pins}.items() <= constraints.items()
+    assert corpus_mod._doc_distributions()[1] == []
 
 
 def test_package_docs_keep_new_prose_in_a_fixed_order(fake_site):
     corpus = load_corpus("package-docs")
     assert corpus.documents == EXPECTED_PACKAGE_DOCS
-    assert corpus.description.startswith("package-docs")
-    assert "2 installed dependencies of fakeroot" in corpus.description
+    assert corpus.description.startswith("package-docs (documentation of 2 pinned distributions")
     assert load_corpus("package-docs").documents == corpus.documents
     assert load_corpus("package-docs", max_documents=3).documents == EXPECTED_PACKAGE_DOCS[:3]
+    assert "gamma" not in " ".join(corpus.documents)
 
 
 def test_package_docs_cache_key_follows_versions_and_read_files(fake_site):
     key = _package_docs_key()
     assert _package_docs_key() == key and _package_docs_key(max_documents=3) != key
     (fake_site / "alpha_lib/data.txt").write_text("a data file that package-docs does not read")
-    (fake_site / "unrelated/__init__.py").write_text('"""Changed, but not a dependency."""\n')
+    (fake_site / "unrelated/__init__.py").write_text('"""Changed, but not pinned."""\n')
     assert _package_docs_key() == key
     (fake_site / "beta/__init__.py").write_text(BETA_INIT + "\n\ndef stop():\n    pass\n")
     changed_file = _package_docs_key()
@@ -309,21 +358,15 @@ def test_package_docs_cache_key_follows_versions_and_read_files(fake_site):
     (fake_site / "beta-2.0.dist-info" / "METADATA").unlink()
     (fake_site / "beta-2.0.dist-info" / "RECORD").unlink()
     (fake_site / "beta-2.0.dist-info").rmdir()
-    assert [d.version for d in corpus_mod._doc_distributions()] == ["1.0", "2.1"]
+    assert [d.version for d in corpus_mod._doc_distributions()[0]] == ["1.0", "2.1"]
     assert _package_docs_key() not in (key, changed_file)
-
-
-def test_package_docs_need_the_project_installed(fake_site, monkeypatch):
-    monkeypatch.setattr(corpus_mod, "_DOCS_ROOT", "not-installed-anywhere")
-    with pytest.raises(CorpusError, match="data.source: package-docs reads the installed dependencies"):
-        load_corpus("package-docs")
 
 
 @pytest.mark.parametrize(
     "text,expected",
     [
-        (ALPHA_INIT.split('"""')[1], [EXPECTED_PACKAGE_DOCS[2].replace("\n\n", "\n")]),
-        (ALPHA_GUIDE, [EXPECTED_PACKAGE_DOCS[4]]),
+        (ALPHA_INIT.split('"""')[1], [EXPECTED_PACKAGE_DOCS[1].replace("\n\n", "\n")]),
+        (ALPHA_GUIDE, [EXPECTED_PACKAGE_DOCS[3]]),
         (
             "So G.edges[u, v]['color'] gives the color of the edge, see [the docs](https://x.org/a) or [a guide][g].",
             ["So G.edges[u, v]['color'] gives the color of the edge, see the docs or a guide."],
@@ -367,9 +410,7 @@ def test_prose_paragraphs_drop_code_tables_and_markup(text, expected):
     assert corpus_mod._prose_paragraphs(text) == [p for e in expected for p in e.split("\n")]
 
 
-def test_package_docs_of_the_real_installation_are_prose_and_deterministic(monkeypatch):
-    # Skip the standard library here so that the first documents come from the real installed packages.
-    monkeypatch.setattr(corpus_mod, "_python_docs", lambda: iter(()))
+def test_package_docs_of_the_real_installation_are_prose_and_deterministic():
     docs = load_corpus("package-docs", max_documents=150).documents
     assert docs == load_corpus("package-docs", max_documents=150).documents
     assert len(docs) == 150 and len(set(docs)) == len(docs)

@@ -189,19 +189,16 @@ def test_pareto_plot_colours_methods_and_draws_the_dense_family_and_its_frontier
     df = load_results(experiment)
     fr = front(df)
     fig = plots.pareto_figure(df, fr, by="net_time")
-    try:
-        ax = fig.axes[0]
-        legend = _legend(ax)
-        assert "rigl: 2 reached, 1 not" in legend and "set: 1 reached, 1 not" in legend
-        assert any(t.startswith("dense family, labelled by size") for t in legend)
-        assert "dense frontier: best dense of any size (size 1, 12)" in legend
-        assert "best same-size dense (size 0)" in legend and "same-size dense (16)" in legend
-        assert plots.NOT_REACHED in legend and any(t.startswith("Pareto front") for t in legend)
-        _every_line_in_legend(ax)
-        sizes = sorted(t.get_text() for t in ax.texts if t.get_text().startswith("size"))
-        assert sizes == ["size 0", "size 1"]  # the best reached configuration of each size
-    finally:
-        plots._plt().close(fig)
+    ax = fig.axes[0]
+    legend = _legend(ax)
+    assert "rigl: 2 reached, 1 not" in legend and "set: 1 reached, 1 not" in legend
+    assert any(t.startswith("dense family, labelled by size") for t in legend)
+    assert "dense frontier: best dense of any size (size 1, 12)" in legend
+    assert "best same-size dense (size 0)" in legend and "same-size dense (16)" in legend
+    assert plots.NOT_REACHED in legend and any(t.startswith("Pareto front") for t in legend)
+    _every_line_in_legend(ax)
+    sizes = sorted(t.get_text() for t in ax.texts if t.get_text().startswith("size"))
+    assert sizes == ["size 0", "size 1"]  # the best reached configuration of each size
     colours = plots.method_colours(df)
     assert set(colours) == {"rigl", "set"} and len(set(colours.values())) == 2
     names = [t.name for t in plots.pareto_plotly(df, fr, by="net_time").data]
@@ -214,13 +211,28 @@ def test_loss_curves_label_the_target_line(experiment):
     df = load_results(experiment)
     labels = {"d0b": "best same-size dense", "r1": "trial 5: rigl 0.80"}
     fig = plots.curves_figure(load_history(experiment), ["d0b", "r1"], labels, TARGET)
-    try:
-        ax = fig.axes[0]
-        assert "target loss 5.000" in _legend(ax)
-        _every_line_in_legend(ax)
-    finally:
-        plots._plt().close(fig)
+    ax = fig.axes[0]
+    assert "target loss 5.000" in _legend(ax)
+    _every_line_in_legend(ax)
     assert df.attrs["target_loss"] == TARGET
+
+
+def test_drawing_figures_leaves_a_notebooks_matplotlib_backend_alone(experiment, tmp_path):
+    """A notebook user's backend (inline, widget, ...) must survive ``import``, drawing and saving: the figures
+    are made without pyplot, so no backend is ever chosen for them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import sparsesearch.results.plots as p;"
+        "from sparsesearch.results.table import load_results, load_history;"
+        "from sparsesearch.results.pareto import front;"
+        f"df = load_results({str(experiment)!r}); fig = p.pareto_figure(df, front(df));"
+        f"fig.savefig({str(tmp_path / 'f.png')!r});"
+        "print(matplotlib.get_backend())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "svg" and (tmp_path / "f.png").stat().st_size > 0
 
 
 def test_importances_state_their_trial_count_and_warn_below_the_minimum(reported, tmp_path):

@@ -71,7 +71,31 @@ def test_without_a_reference_net_time_is_the_wall_clock_one(rigl):
 
 def test_the_reference_prices_one_dense_step_of_the_specs_model(rigl):
     spec, data = rigl
-    ref = measure_reference(spec, data, steps=3, warmup=1)
+    ref = measure_reference(spec, data, blocks=2, block_steps=2, warmup=1)
     assert ref.dense_step_s > 0 and ref.seconds_per_flop == pytest.approx(ref.dense_step_s / ref.dense_step_flops)
+    assert ref.dense_step_s == min(ref.block_s) and len(ref.block_s) == 2
+    assert "threads" in ref.machine
     trainer = Trainer(dense_twin(spec), data, None)
     assert ref.dense_step_flops == trainer.step_flops(trainer.expected_masked())[1].total
+
+
+def test_a_burst_of_other_work_does_not_move_the_reference(rigl, monkeypatch):
+    """Steps take 3x longer while another process shares the cores (here: from second 2 to second 7 of the
+    measurement, as the import of Ray once did); the blocks spread over the span dodge it, and the price is the
+    idle one. Time is simulated: every step takes 0.1 s idle."""
+    spec, data = rigl
+    now, burst = [0.0], [2.0, 7.0]
+
+    def step(self):
+        now[0] += 0.3 if burst[0] <= now[0] < burst[1] else 0.1
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    sleep = lambda s: now.__setitem__(0, now[0] + s)  # noqa: E731
+    ref = measure_reference(spec, data, clock=lambda: now[0], sleep=sleep)
+    assert now[0] >= 9.0, "the blocks spread over about a hundred steps' time"
+    assert ref.dense_step_s == pytest.approx(0.1)
+    assert max(ref.block_s) == pytest.approx(0.3), "the burst did slow some blocks"
+    # without the spread, every block falls inside a burst as long as the measurement, and prices it
+    now[0], burst[1] = 2.0, 9.0
+    busy = measure_reference(spec, data, clock=lambda: now[0], sleep=lambda s: None)
+    assert busy.dense_step_s == pytest.approx(0.3)

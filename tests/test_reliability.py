@@ -105,6 +105,33 @@ def test_a_grace_period_in_percent_is_that_share_of_the_objective_rungs_dense_st
     assert sorted(rungs) == pytest.approx(asha_rungs(spec, per_step)) == [10 * per_step, 20 * per_step, 40 * per_step]
 
 
+@pytest.mark.parametrize("unit", ["steps", "flops"])
+def test_the_default_grace_period_adapts_to_a_short_budget(tmp_path, tiny_raw, unit, capsys):
+    """A spec that says nothing about ASHA is never refused for it: the default is 20% of the objective rung's
+    dense steps, kept within the budget (a 20-step budget with a 200-step target: grace 20, not an error)."""
+    from sparsesearch.checks import asha_grace, check_asha, dense_step_flops
+
+    raw = {
+        **tiny_raw,
+        "train": {**tiny_raw["train"], "max_steps": 20},
+        "target": {"loss": 5.0, "dense_steps": 200},  # the schedules' horizon: 200 steps
+        "search": {"asha": {"unit": unit}},
+    }
+    spec = spec_from_dict(raw)
+    check_asha(spec)
+    per_step = dense_step_flops(spec) if unit == "flops" else 1.0
+    assert asha_grace(spec, per_step) == pytest.approx(20 * per_step)  # 20% of 200 = 40 > max_t 20
+    long = spec_from_dict({**raw, "train": {**tiny_raw["train"], "max_steps": 2000}})
+    assert asha_grace(long, per_step) == pytest.approx(40 * per_step)
+    path = search_spec_file(tmp_path, tiny_raw)
+    data = yaml.safe_load(path.read_text())
+    del data["search"]["asha"]
+    data["train"]["max_steps"], data["target"] = 20, raw["target"]
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["run", str(path), "--dry-run"]) == 0
+    assert "grace period 20 (default: 20% of 200 dense steps" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("grace", "rule"),
     [

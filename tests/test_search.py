@@ -212,6 +212,30 @@ def test_run_end_to_end(tmp_path, tiny_raw):
         assert db.execute("select count(*) from trials").fetchone()[0] == 3
 
 
+def test_sparse_trials_on_course_reach_the_target_after_the_family_finished(tmp_path, tiny_raw):
+    """The family runs first (one trial at a time) and finishes at the target loss; sparse trials at a low level
+    are behind it at ASHA's first rung but on course, and ASHA, comparing sparse with sparse only, lets at least
+    one of them reach the target (the default experiment once stopped every one at its first rung)."""
+    path = _spec_file(tmp_path, tiny_raw, num_samples=2, max_concurrent=1)
+    raw = yaml.safe_load(path.read_text())
+    raw["search"]["params"] = {"sparsity.method": {"choice": ["rigl"]}, "sparsity.level": {"choice": [0.5, 0.55]}}
+    # Rungs at 10.5 and 31.5 dense-equivalent steps: the family's last report (the target, at 30) would land in the
+    # first, which these sparse trials pass at their step 20 (budget ~11), on course but not yet at the target.
+    raw["search"]["asha"] = {"grace_period": 10.5, "reduction_factor": 3}
+    path.write_text(yaml.safe_dump(raw))
+    proc = run_cli("run", str(path), "--name", "family-first")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = _trial_results(tmp_path / "runs" / "family-first")
+    family = [rows for rows in trials.values() if _is_dense(rows)]
+    sparse = [rows for rows in trials.values() if not _is_dense(rows)]
+    assert len(family) == 1 and len(sparse) == 2
+    assert family[0][-1]["status"] == "reached"
+    first_sparse_start = min(rows[0]["timestamp"] for rows in sparse)
+    assert family[0][-1]["timestamp"] <= first_sparse_start, "the family finished before any sparse trial began"
+    assert any(rows[-1]["status"] == "reached" for rows in sparse), [rows[-1]["status"] for rows in sparse]
+    assert "(no sparse trial reached the target)" not in proc.stdout
+
+
 def _is_dense(rows: list[dict]) -> bool:
     return rows[0]["config"].get("role") == "dense_family"
 
@@ -395,6 +419,41 @@ def test_asha_never_stops_a_dense_family_trial(config):
     late = SimpleNamespace(trial_id="late", config={"sparsity.level": 0.9})
     sched.on_trial_add(None, late)
     assert sched.on_trial_result(None, late, worst) == TrialScheduler.STOP
+
+
+def test_finished_family_trials_never_set_a_sparse_rung_cutoff():
+    """Family trials that finished first at the target loss (low) must not stop a sparse trial whose loss is the
+    best sparse loss at its rung: sparse trials are compared with sparse trials only (Ray records a finished
+    trial's last result at the highest rung it passed, which once put the family's final losses in every rung)."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from sparsesearch.search.driver import FamilyKeepingASHA
+
+    sched = FamilyKeepingASHA(
+        time_attr="budget", metric="eval_loss", mode="min", max_t=100, grace_period=10, reduction_factor=2
+    )
+    family = [SimpleNamespace(trial_id=f"f{i}", config={"role": "dense_family", "family_size": i}) for i in range(4)]
+    for i, f in enumerate(family):  # each finishes at the target, its last report past one of the rungs 10-80
+        sched.on_trial_add(None, f)
+        sched.on_trial_result(None, f, {"budget": 5, "eval_loss": 6.5})
+        sched.on_trial_complete(None, f, {"budget": [15, 25, 45, 85][i], "eval_loss": 4.0 + 0.01 * i})
+    errored, pending = (SimpleNamespace(trial_id=t, config={"role": "dense_family"}) for t in ("f4", "f5"))
+    for f in (errored, pending):
+        sched.on_trial_add(None, f)
+    sched.on_trial_result(None, errored, {"budget": 12, "eval_loss": 3.9})
+    sched.on_trial_error(None, errored)  # Ray requeues an errored trial: it is added again
+    sched.on_trial_add(None, errored)
+    sched.on_trial_remove(None, pending)
+    sparse = SimpleNamespace(trial_id="s0", config={"sparsity.level": 0.8})
+    sched.on_trial_add(None, sparse)
+    for budget, loss in ((10, 5.0), (20, 4.6), (40, 4.3), (80, 4.1)):  # on course, behind the family's finals
+        assert sched.on_trial_result(None, sparse, {"budget": budget, "eval_loss": loss}) == TrialScheduler.CONTINUE
+    # sparse trials still compete with each other
+    worse = SimpleNamespace(trial_id="s1", config={"sparsity.level": 0.9})
+    sched.on_trial_add(None, worse)
+    assert sched.on_trial_result(None, worse, {"budget": 10, "eval_loss": 5.5}) == TrialScheduler.STOP
 
 
 @pytest.mark.parametrize(

@@ -38,13 +38,28 @@ class TokenizedData:
     train: torch.Tensor  # [n_train, seq_len] int64
     heldout: torch.Tensor  # [n_heldout, seq_len] int64
     tokenizer: TokenizerInfo
-    fingerprint: str
+    cache_key: str  # where the prepared data is cached (what its source and settings are, not what it holds)
     stats: dict
+
+    @property
+    def fingerprint(self) -> str:
+        """The corpus fingerprint: a hash of the token ids of both splits (``corpus_fingerprint``)."""
+        return str(self.stats["fingerprint"])
 
     @property
     def seq_len(self) -> int:
         """Tokens per sequence, [CLS] and [SEP] included."""
         return int(self.train.shape[1])
+
+
+def corpus_fingerprint(train: torch.Tensor, heldout: torch.Tensor) -> str:
+    """16 hex digits of a SHA-256 over the token ids of the training and held-out sequences (shapes included): two
+    runs made on the same fingerprint saw the same data, whatever source, cache or machine produced it."""
+    digest = hashlib.sha256()
+    for name, ids in (("train", train), ("heldout", heldout)):
+        digest.update(f"{name}:{tuple(ids.shape)}:".encode())
+        digest.update(ids.to(torch.int64).contiguous().numpy().astype("<i8").tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _in_heldout(doc: str, fraction: float) -> bool:
@@ -89,17 +104,14 @@ def prepare_data(data: DataSpec, model: ModelSpec, *, use_cache: bool = True) ->
     key = json.dumps(
         [DATA_FORMAT_VERSION, source_key(data.source, **where), info.fingerprint, model.seq_len, data.heldout_fraction]
     )
-    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:20]
-    path = cache_root(data) / "data" / f"{fingerprint}.pt"
+    cache_key = hashlib.sha256(key.encode()).hexdigest()[:20]
+    path = cache_root(data) / "data" / f"{cache_key}.pt"
     if use_cache and path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        return TokenizedData(
-            train=blob["train"].long(),
-            heldout=blob["heldout"].long(),
-            tokenizer=info,
-            fingerprint=fingerprint,
-            stats=json.loads(blob["stats"]),
-        )
+        train, heldout = blob["train"].long(), blob["heldout"].long()
+        stats = json.loads(blob["stats"])
+        stats.setdefault("fingerprint", corpus_fingerprint(train, heldout))  # cached before fingerprints
+        return TokenizedData(train=train, heldout=heldout, tokenizer=info, cache_key=cache_key, stats=stats)
 
     corpus = load_corpus(data.source, **where)
     held = [d for d in corpus.documents if _in_heldout(d, data.heldout_fraction)]
@@ -123,13 +135,23 @@ def prepare_data(data: DataSpec, model: ModelSpec, *, use_cache: bool = True) ->
         "train_sequences": int(train_seq.shape[0]),
         "heldout_sequences": int(held_seq.shape[0]),
         "seq_len": model.seq_len,
+        "fingerprint": corpus_fingerprint(train_seq, held_seq),
     }
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save({"train": train_seq.int(), "heldout": held_seq.int(), "stats": json.dumps(stats)}, tmp)
         os.replace(tmp, path)  # atomic: concurrent trials never read half a file
-    return TokenizedData(train=train_seq, heldout=held_seq, tokenizer=info, fingerprint=fingerprint, stats=stats)
+    return TokenizedData(train=train_seq, heldout=held_seq, tokenizer=info, cache_key=cache_key, stats=stats)
+
+
+def describe_data(stats: dict) -> str:
+    """The console's one line about the prepared data: source, size and corpus fingerprint."""
+    return (
+        f"{stats['source']}: {stats['documents']:,} documents, {stats['tokens']:,} tokens; "
+        f"{stats['train_sequences']:,} training / {stats['heldout_sequences']:,} held-out sequences of "
+        f"{stats['seq_len']}; corpus fingerprint {stats['fingerprint']}"
+    )
 
 
 def mask_tokens(

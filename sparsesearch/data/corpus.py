@@ -4,13 +4,15 @@ The built-in corpus ``python-docs`` is real English prose that every Python inst
 documentation topics of ``pydoc_data`` and the docstrings of the standard library, read with ``ast`` (nothing is
 imported or executed). Interactive examples (``>>>`` lines) are dropped. Documents are de-duplicated.
 
-The built-in corpus ``package-docs`` is the larger one for long runs: the same standard-library text plus the
-documentation of every installed package that this project depends on, directly or not (the closure of its
-requirements, found in the installed metadata): docstrings and documentation strings of their Python files (read with
-``ast``, never imported), their ``.rst``/``.md`` pages and their long descriptions. It keeps prose only: doctests,
+The built-in corpus ``package-docs`` is the larger one for long runs: the documentation of a fixed list of
+distributions at exact versions (``package_docs.txt`` beside this module; the README's set-up installs exactly those
+versions through ``constraints.txt``), so that it is the same bytes on every machine set up that way, whatever else
+is installed and whichever Python runs it. It reads docstrings and documentation strings of their Python files (with
+``ast``, never imported), their ``.rst``/``.md`` pages and their long descriptions, and keeps prose only: doctests,
 code and literal blocks, tables, parameter names and types, reference and example sections, and reST/Markdown markup
 are dropped; paragraphs repeated anywhere earlier (docstrings repeat a lot across packages) are dropped; documents
-keep their first occurrence, in a fixed order (standard library, then packages by name, files by path).
+keep their first occurrence, in a fixed order (distributions as listed, files by path). A listed distribution that is
+missing or installed at another version is named in the corpus description (the corpus fingerprint then differs).
 """
 
 from __future__ import annotations
@@ -76,8 +78,8 @@ def _python_docs() -> Iterator[str]:
 
 # --- package-docs --------------------------------------------------------------------------------------------------
 
-PACKAGE_DOCS_RULES = 2  # bump whenever the extraction or cleaning below changes: it is part of the cache key
-_DOCS_ROOT = "sparsesearch"  # package-docs reads the installed dependencies of this distribution
+PACKAGE_DOCS_RULES = 3  # bump whenever the extraction or cleaning below changes: it is part of the cache key
+PACKAGE_DOCS_PINS = Path(__file__).with_name("package_docs.txt")  # the distributions package-docs reads
 _DOCS_PATH: list[str] | None = None  # where distributions are looked up (None: sys.path)
 _SKIP_PACKAGE_DIRS = {"test", "tests", "testing", "_vendor", "vendor", "_vendored", "vendored", "externals"}
 _SKIP_PAGES = re.compile(r"(licen[cs]e|copying|notice|authors|contributors|changelog|changes|history|news)", re.I)
@@ -368,37 +370,39 @@ def _doc_strings(tree: ast.Module) -> Iterator[str]:
         stack.extend(reversed(children))
 
 
-def _doc_distributions() -> list[metadata.Distribution]:
-    """The installed distributions that ``_DOCS_ROOT`` requires, directly or not (extras followed, environment
-    markers evaluated), sorted by name; the root itself excluded."""
-    from packaging.requirements import InvalidRequirement, Requirement
+def pinned_distributions(path: Path | None = None) -> list[tuple[str, str]]:
+    """The (name, version) pairs that package-docs reads, in reading order (``package_docs.txt``)."""
+    pins = []
+    for line in (path or PACKAGE_DOCS_PINS).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            if not sep or not name.strip() or not version.strip():
+                raise CorpusError(f"data.source: {path or PACKAGE_DOCS_PINS}: {line!r} is not NAME==VERSION")
+            pins.append((name.strip(), version.strip()))
+    return pins
+
+
+def _doc_distributions() -> tuple[list[metadata.Distribution], list[str]]:
+    """The installed distributions of the pinned list, in its order, and how the installation differs from the
+    pins (a distribution missing, or at another version: it is read all the same)."""
     from packaging.utils import canonicalize_name
 
     found: dict[str, metadata.Distribution] = {}
     for dist in metadata.distributions() if _DOCS_PATH is None else metadata.distributions(path=_DOCS_PATH):
         if dist.name:
             found.setdefault(canonicalize_name(dist.name), dist)  # the first on the path, as import would
-    root = canonicalize_name(_DOCS_ROOT)
-    if root not in found:
-        raise CorpusError(
-            f"data.source: package-docs reads the installed dependencies of {_DOCS_ROOT}, which is not installed "
-            f'(pip install -e ".[test]")'
-        )
-    seen: set[tuple[str, frozenset[str]]] = set()
-    todo: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
-    while todo:
-        name, extras = todo.pop()
-        if (name, extras) in seen or name not in found:
+    dists: list[metadata.Distribution] = []
+    differences: list[str] = []
+    for name, version in pinned_distributions():
+        installed = found.get(canonicalize_name(name))
+        if installed is None:
+            differences.append(f"{name} not installed")
             continue
-        seen.add((name, extras))
-        for line in found[name].requires or []:
-            try:
-                req = Requirement(line)
-            except InvalidRequirement:
-                continue
-            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras | {""}):
-                todo.append((canonicalize_name(req.name), frozenset(req.extras)))
-    return [found[name] for name in sorted({name for name, _ in seen} - {root})]
+        if installed.version != version:
+            differences.append(f"{name} {installed.version} (pinned {version})")
+        dists.append(installed)
+    return dists, differences
 
 
 def _doc_files(dist: metadata.Distribution) -> list[Path]:
@@ -438,10 +442,10 @@ def _distribution_texts(dist: metadata.Distribution) -> Iterator[str]:
 
 
 def _package_docs(dists: Iterable[metadata.Distribution]) -> Iterator[str]:
-    """Documents of prose: the standard library's (as python-docs reads it), then each distribution's. A paragraph
-    seen before anywhere is dropped; a document keeps at least ``_MIN_WORDS`` words of new paragraphs."""
+    """Documents of prose, each distribution's in turn. A paragraph seen before anywhere is dropped; a document
+    keeps at least ``_MIN_WORDS`` words of new paragraphs."""
     seen: set[bytes] = set()
-    texts = itertools.chain(_python_docs(), itertools.chain.from_iterable(map(_distribution_texts, dists)))
+    texts = itertools.chain.from_iterable(map(_distribution_texts, dists))
     for text in texts:
         if len(text.split()) < _MIN_WORDS:  # cleaning only removes words: this cannot make a document
             continue
@@ -457,10 +461,10 @@ def _package_docs(dists: Iterable[metadata.Distribution]) -> Iterator[str]:
 
 
 def _package_docs_key() -> list[Any]:
-    """What package-docs' text depends on: the cleaning rules, the Python installation, and each distribution's
-    name, version and the size and modification time of every file read."""
+    """What package-docs' text depends on: the cleaning rules, and each distribution's name, version and the size
+    and modification time of every file read."""
     idents = []
-    for dist in _doc_distributions():
+    for dist in _doc_distributions()[0]:
         digest = hashlib.sha256()
         for path in _doc_files(dist):
             try:
@@ -470,7 +474,7 @@ def _package_docs_key() -> list[Any]:
             digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         digest.update(_long_description(dist).encode())
         idents.append([dist.name, dist.version, digest.hexdigest()[:16]])
-    return ["package-docs", PACKAGE_DOCS_RULES, sys.version, sysconfig.get_paths()["stdlib"], idents]
+    return ["package-docs", PACKAGE_DOCS_RULES, idents]
 
 
 def _local_files(path: Path) -> list[Path]:
@@ -550,13 +554,13 @@ def load_corpus(
         desc = f"python-docs (Python {sys.version.split()[0]} reference topics and stdlib docstrings)"
         docs = [d for d in (_clean(t) for t in _python_docs()) if len(d.split()) >= _MIN_WORDS]
     elif source == "package-docs":
-        dists = _doc_distributions()
+        dists, differences = _doc_distributions()
         # Documents come out unique and in their final order, so reading can stop at max_documents.
         docs = list(itertools.islice(_package_docs(dists), max_documents))
-        desc = (
-            f"package-docs (Python {sys.version.split()[0]} standard library and {len(dists)} installed "
-            f"dependencies of {_DOCS_ROOT}: docstrings and documentation pages, prose only)"
-        )
+        desc = f"package-docs (documentation of {len(dists)} pinned distributions, prose only)"
+        if differences:
+            shown = ", ".join(differences[:3]) + (f" and {len(differences) - 3} more" if len(differences) > 3 else "")
+            desc += f"; NOT the pinned corpus: {shown} (install with -c constraints.txt)"
     else:
         path = Path(source).expanduser()
         if path.exists():
@@ -588,9 +592,9 @@ def load_corpus(
 def source_key(source: str, *, config: str | None, split: str, text_field: str, max_documents: int | None) -> str:
     """A cheap identity of the corpus a source yields (no text read): the tokenized-data cache key.
 
-    python-docs: the Python version. package-docs: that, the cleaning rules, and every dependency's name, version
-    and the size and modification time of each file read. Local files: every file's path, size and modification
-    time. datasets: name, config and split (the datasets library caches by these too)."""
+    python-docs: the Python version. package-docs: the cleaning rules, and every pinned distribution's installed
+    name, version and the size and modification time of each file read. Local files: every file's path, size and
+    modification time. datasets: name, config and split (the datasets library caches by these too)."""
     ident: list[Any]
     if source == "python-docs":
         ident = ["python-docs", sys.version, sysconfig.get_paths()["stdlib"]]

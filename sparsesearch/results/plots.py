@@ -39,13 +39,13 @@ PLOTLY_JS = "plotly.min.js"  # the one plotly.js bundle of a folder, beside the 
 NOT_REACHED = "crosses: did not reach the target (projected value; never on the front)"
 
 
-def _plt():
-    import matplotlib
+def _subplots(figsize: tuple[float, float], dpi: int = 120):
+    """A figure and its axes, made without pyplot: no backend is chosen or switched (a notebook keeps its own),
+    and a figure saved without a display needs none."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.add_subplot()
 
 
 def _dense_family(df: pd.DataFrame) -> pd.Series:
@@ -117,13 +117,12 @@ def _size(r: pd.Series) -> str:
 
 
 def pareto_figure(df: pd.DataFrame, front_df: pd.DataFrame, *, by: str = "net_time", title: str = ""):
-    """The Pareto front as a matplotlib Figure (the caller saves and closes it): sparse trials coloured by method,
+    """The Pareto front as a matplotlib Figure (the caller saves it): sparse trials coloured by method,
     the dense family in black labelled by size with its frontier (the best dense of any size) as a line, the best
     same-size dense as a red star and dashed line, the front ringed and connected in blue."""
-    plt = _plt()
     col, (ylabel, scale) = OBJECTIVES[by], _AXIS[by]
     parts = _Parts(df, col)
-    fig, ax = plt.subplots(figsize=(10.5, 5.4), dpi=120)
+    fig, ax = _subplots((10.5, 5.4))
 
     def xy(part: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         return 100 * part["avg_sparsity"], part[col] * scale
@@ -200,7 +199,6 @@ def pareto_png(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str 
 def _save(fig, path: Path) -> None:
     # "tight" keeps a legend placed beside the axes inside the image
     fig.savefig(path, bbox_inches="tight")
-    _plt().close(fig)
 
 
 def curves_png(
@@ -214,8 +212,9 @@ def curves_png(
 def curves_figure(history: pd.DataFrame, trial_ids: list[str], labels: dict[str, str], target: float | None):
     """Held-out loss against cumulative FLOPs actually spent as a matplotlib Figure: one labelled line per trial
     (``labels`` by trial id), the best same-size dense dashed in red, the target a dotted black line."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    from matplotlib import colormaps
+
+    fig, ax = _subplots((8, 5))
     for i, tid in enumerate(trial_ids):
         h = history[history["trial_id"] == tid].sort_values("step")
         if h.empty:
@@ -226,7 +225,7 @@ def curves_figure(history: pd.DataFrame, trial_ids: list[str], labels: dict[str,
             h["eval_loss"],
             "-" if not ref else "--",
             marker=".",
-            color=_REF if ref else plt.cm.viridis(i / max(1, len(trial_ids))),
+            color=_REF if ref else colormaps["viridis"](i / max(1, len(trial_ids))),
             lw=2 if ref else 1.5,
             label=labels.get(tid, tid),
         )
@@ -251,8 +250,7 @@ def rungs_png(points: list[tuple[float, float, float]], path: Path) -> Path:
     Args:
         points: per rung, (target loss, best sparse trial's FLOP speedup over the same-size dense, the same
             trial's FLOP speedup over the frontier)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = _subplots((7, 4.5))
     losses = [p[0] for p in points]
     ax.plot(losses, [p[1] for p in points], "-o", color=_FRONT, lw=2, label="best sparse trial")
     ax.plot(losses, [p[1] / p[2] for p in points], "-s", color="#444444", lw=1.5, label="dense frontier (any size)")
@@ -270,9 +268,8 @@ def rungs_png(points: list[tuple[float, float, float]], path: Path) -> Path:
 
 def importances_png(importances: dict[str, float], path: Path, title: str) -> Path:
     """A bar chart of parameter importances; ``title`` should say how many trials they come from."""
-    plt = _plt()
     names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4), dpi=120)
+    fig, ax = _subplots((7, 0.45 * len(names) + 1.4))
     ax.barh(names, [importances[n] for n in names], color=_FRONT)
     ax.set_xlabel("importance (fANOVA, share of the objective's variance)")
     ax.set_title(title, fontsize=10)

@@ -108,6 +108,7 @@ def _summary(df: pd.DataFrame, state: dict, by: str) -> list[str]:
         f"- {len(df)} trials: "
         + ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in STATUSES if counts.get(s, 0))
         + ".",
+        *_data_and_price(df, state),
         f"- Compute spent: {number(df['train_time_s'].sum(), '.0f')} s of training, "
         f"{number(df['flops'].sum(), '.3g')} FLOPs; nodes used: {df['node'].dropna().nunique()}; precision: "
         f"{_precisions(df)}.",
@@ -123,6 +124,27 @@ def _summary(df: pd.DataFrame, state: dict, by: str) -> list[str]:
             "interrupted; their numbers are the latest reports.",
             "",
         ]
+    return lines
+
+
+def _data_and_price(df: pd.DataFrame, state: dict) -> list[str]:
+    """What the experiment trained on (the corpus fingerprint) and what priced its net time (the reference)."""
+    corpus, ref = state.get("corpus") or {}, state.get("reference") or {}
+    fingerprint = corpus.get("fingerprint")
+    lines = [
+        f"- Data: {corpus.get('source', 'not recorded')}; corpus fingerprint `{fingerprint}`."
+        if fingerprint
+        else "- Data: the corpus fingerprint was not recorded (an experiment older than fingerprints)."
+    ]
+    seen = {str(c) for c in df.get("corpus", pd.Series(dtype=object)).dropna() if str(c)}
+    if fingerprint and seen - {fingerprint}:
+        lines.append(f"- **Warning**: trials trained on other corpora too ({', '.join(sorted(seen - {fingerprint}))}).")
+    if ref.get("dense_step_s"):
+        machine = ref.get("machine") or "a machine not recorded"
+        lines.append(
+            f"- Price: net times are in dense-equivalent seconds of a dense step of the spec's model that took "
+            f"{ref['dense_step_s'] * 1e3:.0f} ms on {machine}."
+        )
     return lines
 
 

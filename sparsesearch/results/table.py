@@ -49,8 +49,9 @@ _LAST = {
     "level": "level",
     "node": "node",
     "precision": "precision",
+    "corpus": "corpus",
 }
-_TEXT = ("method", "node", "precision")
+_TEXT = ("method", "node", "precision", "corpus")
 # Per rung: from the trial's reports, and the speedups computed here (columns rung<i>_<key>).
 _RUNG_COLUMNS = ("loss", "steps", "net_time_s", "net_flops")
 _RUNG_SPEEDUPS = ("speedup", "flop_speedup", "frontier_speedup", "frontier_flop_speedup")
@@ -84,6 +85,7 @@ COLUMNS = (
     "reports",
     "node",
     "precision",
+    "corpus",
     "trial_dir",
 )
 

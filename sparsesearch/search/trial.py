@@ -50,7 +50,7 @@ def run_trial(
         spec = trial_spec(raw, config)
         check_sparsity(spec.sparsity)
     except SpecError as e:  # a combination of individually valid values that clashes: report, do not crash
-        tune.report(_invalid_report(str(e), target.loss, config, number).to_dict())
+        tune.report(_invalid_report(str(e), target.loss, config, number, data.fingerprint).to_dict())
         return
     try:
         # Auto rungs are read at their steps: trials evaluate there too, so a dense run crosses them exactly there.
@@ -62,7 +62,7 @@ def run_trial(
             seconds_per_flop=seconds_per_flop,
         )
     except SpecError as e:  # e.g. a level that the fixed groups of this combination cannot meet
-        tune.report(_invalid_report(str(e), target.loss, config, number).to_dict())
+        tune.report(_invalid_report(str(e), target.loss, config, number, data.fingerprint).to_dict())
         return
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry after a failure, or a resumed experiment
@@ -78,7 +78,7 @@ def run_trial(
         trim_heap()
         report = _report(trainer, row, objective, budget_unit, dense_step_flops)
         report.startup_s, report.report_s = cost["startup_s"], cost["report_s"]
-        report.trial_number = number
+        report.trial_number, report.corpus = number, data.fingerprint
         report.eval_time_s, report.rss_mb, report.peak_rss_mb = trainer.eval_time, rss_mb(), peak_rss_mb()
         with tempfile.TemporaryDirectory() as d:
             torch.save(trainer.state_dict(), os.path.join(d, CHECKPOINT_FILE))
@@ -125,9 +125,10 @@ def _node() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
-def _invalid_report(message: str, target_loss: float, config: dict, number: int) -> TrialReport:
+def _invalid_report(message: str, target_loss: float, config: dict, number: int, corpus: str) -> TrialReport:
     return TrialReport(
         trial_number=number,
+        corpus=corpus,
         target_loss=target_loss,
         status=INVALID,
         message=message,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..data.batches import TokenizedData, prepare_data
+from ..data.batches import TokenizedData, describe_data, prepare_data
 from ..spec import Spec
 from .reference import measure_reference
 from .target import Target, resolve_target
@@ -26,11 +26,7 @@ def start_session(spec: Spec, say: Callable[[str], None]) -> Session:
     """Prepare the data, resolve the target (a dense run for ``auto``, once, cached), price a dense FLOP and
     build the trainer; ``say`` gets one line for each step."""
     data = prepare_data(spec.data, spec.model)
-    st = data.stats
-    say(
-        f"data    {st['source']}: {st['documents']:,} documents, {st['tokens']:,} tokens; "
-        f"{st['train_sequences']:,} training / {st['heldout_sequences']:,} held-out sequences of {st['seq_len']}"
-    )
+    say(f"data    {describe_data(data.stats)}")
     target = resolve_target(spec, data, log=say)
     where = f" ({target.source}: {target.path})" if target.path else f" ({target.source})"
     say(f"target  held-out MLM loss {target.describe()}{where}")

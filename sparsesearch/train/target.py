@@ -30,7 +30,7 @@ from .trainer import Trainer
 
 # Settings that do not change the loss after dense_steps steps (budget, eval cadence, where it runs).
 _IRRELEVANT_TRAIN_KEYS = ("max_steps", "max_time_s", "eval_every", "device", "num_threads", "precision")
-TARGET_FORMAT_VERSION = 2  # 2: keyed by the resolved precision
+TARGET_FORMAT_VERSION = 3  # 2: keyed by the resolved precision; 3: by the corpus fingerprint
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ def target_key(spec: Spec, data: TokenizedData) -> str:
     ident = {
         "version": TARGET_FORMAT_VERSION,
         "model": dataclasses.asdict(spec.model),
-        "data": data.fingerprint,
+        "data": data.fingerprint,  # the corpus fingerprint: the token ids both splits hold
+        "tokenizer": data.tokenizer.fingerprint,
         "mask_prob": spec.data.mask_prob,
         "train": train,
         "dense_steps": list(spec.target.dense_steps)
