@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from sparsesearch.data.batches import prepare_data
 from sparsesearch.spec import load_spec
-from sparsesearch.train.trainer import train
+from sparsesearch.training.trainer import train
 
 BASE_SPEC = ROOT / "search_spaces" / "rigl.yaml"
 RESULTS = ROOT / "analysis" / "results" / "precision.jsonl"

@@ -137,6 +137,10 @@ def main(argv=None) -> int:
     base = load_spec(str(BASE_SPEC), [])
     horizon = [f"sparsity.horizon_steps={base.target.horizon}"]
     data = prepare_data(base.data, base.model)
+    print(f"corpus fingerprint {data.fingerprint} ({data.stats['source']})", flush=True)
+    others = {r.get("corpus", "not recorded") for r in _stored(args.out).values()} - {data.fingerprint}
+    if others:
+        print(f"warning: {args.out} also holds runs on other corpora ({', '.join(sorted(others))})", flush=True)
     # Sparse runs first within a seed: the narrow dense budgets are set by their FLOPs.
     pairs = sorted(
         ((n, s) for n in (args.configs or FAIR) for s in args.seeds),
@@ -153,6 +157,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         budget = [f"train.max_steps={steps}"]
         row = run_one(name, FAIR[name] + horizon + budget, seed, UNREACHABLE, data, group="fair")
+        row["corpus"] = data.fingerprint  # every stored run says which token ids it trained on
         with args.out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         last = row["history"][-1]

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from sparsesearch.data.batches import prepare_data
 from sparsesearch.spec import load_spec
-from sparsesearch.train.target import resolve_target
-from sparsesearch.train.trainer import Trainer
+from sparsesearch.training.target import resolve_target
+from sparsesearch.training.trainer import Trainer
 
 BASE_SPEC = ROOT / "search_spaces" / "rigl.yaml"
 RESULTS = ROOT / "analysis" / "results" / "runs.jsonl"

@@ -149,7 +149,7 @@ def memory_cap(headroom: int = MEMORY_HEADROOM) -> Iterator[None]:
 def stop_before_data() -> Iterator[None]:
     """`train` raises Validated where it would prepare its data (its session module calls prepare_data)."""
     import sparsesearch.data.batches as batches
-    import sparsesearch.train.session as session
+    import sparsesearch.training.session as session
 
     def stop(*args, **kwargs):
         raise Validated
@@ -338,7 +338,7 @@ def _fields(cls: type, prefix: str = "") -> list[tuple[str, Any, dict]]:
 FIELDS = _fields(spec_module.Spec)
 FIELD_TYPES = {path: (tp, meta) for path, tp, meta in FIELDS}
 SECTIONS = sorted({p.rsplit(".", 1)[0] for p, _, _ in FIELDS})  # model, ..., search, search.asha, ...
-SEARCHABLE = [p for p, _, _ in FIELDS if p.split(".")[0] in spec_module._SEARCHABLE_SECTIONS]
+SEARCHABLE = [p for p, _, _ in FIELDS if p.split(".")[0] in spec_module.SEARCHABLE_SECTIONS]
 KEY_NAMES = sorted({p.split(".")[-1] for p, _, _ in FIELDS} | {s.split(".")[-1] for s in SECTIONS})
 
 YAML_SPECIAL = [

@@ -27,7 +27,7 @@ from sparsesearch.data.batches import prepare_data
 from sparsesearch.results.table import load_results
 from sparsesearch.search.driver import run_search
 from sparsesearch.spec import apply_override, load_raw, spec_from_dict
-from sparsesearch.train.target import resolve_target
+from sparsesearch.training.target import resolve_target
 
 
 def _last_reports(exp: Path) -> list[dict]:

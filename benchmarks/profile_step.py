@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from sparsesearch.data.batches import prepare_data
 from sparsesearch.spec import load_spec
-from sparsesearch.train.trainer import Trainer
+from sparsesearch.training.trainer import Trainer
 
 
 def main() -> None:

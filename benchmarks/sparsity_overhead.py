@@ -20,7 +20,7 @@ from sparsesearch.data.batches import prepare_data
 from sparsesearch.model.embedding import load_token_embedding, resolve_model_dir
 from sparsesearch.sparsity.registry import METHODS
 from sparsesearch.spec import load_spec
-from sparsesearch.train.trainer import Trainer
+from sparsesearch.training.trainer import Trainer
 
 
 def main() -> None:

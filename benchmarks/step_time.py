@@ -28,7 +28,7 @@ from sparsesearch.data.batches import prepare_data
 from sparsesearch.model.embedding import load_token_embedding, resolve_model_dir
 from sparsesearch.model.shape import weight_group
 from sparsesearch.spec import load_spec
-from sparsesearch.train.trainer import Trainer
+from sparsesearch.training.trainer import Trainer
 
 _MATMULS = {
     torch.ops.aten.mm.default,

@@ -7,15 +7,12 @@ on first use, so ``import sparsesearch`` stays light.
 
 from __future__ import annotations
 
-import types
 from typing import TYPE_CHECKING, Any
 
-from . import train as _train_layer
-
 if TYPE_CHECKING:
-    from .api import Results, resume, run
+    from .api import Results, resume, run, train
     from .results.best import BestTrial
-    from .train.saved import Trained, load_trained
+    from .training.saved import Trained, load_trained
 
 __version__ = "0.1.0"
 
@@ -33,11 +30,12 @@ __all__ = [
 
 _LAZY = {
     "run": "api",
+    "train": "api",
     "resume": "api",
     "Results": "api",
     "BestTrial": "results.best",
-    "load_trained": "train.saved",
-    "Trained": "train.saved",
+    "load_trained": "training.saved",
+    "Trained": "training.saved",
 }
 
 
@@ -47,21 +45,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class _TrainLayer(types.ModuleType):
-    """``sparsesearch.train`` is both the train layer's package (``sparsesearch.train.trainer``, ...) and, called,
-    ``sparsesearch.api.train``: the package attribute is always the module (Python binds a subpackage to its name
-    on import), so the function is its ``__call__``."""
-
-    def __call__(self, spec, overrides=(), **kwargs):
-        """Train the spec's configuration to its target; see ``sparsesearch.api.train``."""
-        from .api import train
-
-        return train(spec, overrides, **kwargs)
-
-
-_train_layer.__class__ = _TrainLayer
 
 
 def load_results(path):

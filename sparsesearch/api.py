@@ -1,8 +1,9 @@
-"""The Python API: the commands as functions, validated exactly as the command line validates them.
+"""The Python API: every command's flow as a function, with its checks and messages; the command line is a shell
+that parses arguments, calls these and prints what they return (``render`` turns results into text).
 
 ``sparsesearch.run`` (``sparsesearch run``), ``sparsesearch.resume``, ``sparsesearch.train`` (``sparsesearch
 train``, silent) and ``Results`` (an experiment's results: table, history, best trial, summary, export, report);
-``sparsesearch.load_trained`` (``train.saved``) loads a model saved by ``train --save``. A spec is a path to a
+``sparsesearch.load_trained`` (``training.saved``) loads a model saved by ``train --save``. A spec is a path to a
 YAML file or a dict with the same content; ``overrides`` are ``--set`` assignments (``"train.lr=3e-4"``). Invalid
 input raises ``SpecError`` (or ``ResultsError`` for a folder that is not a readable experiment) with the command
 line's one-line message, before any data, target, Ray or file work.
@@ -10,26 +11,42 @@ line's one-line message, before any data, target, Ray or file work.
 
 from __future__ import annotations
 
-import copy
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from .cli import _run_overrides
 from .results.best import BestTrial, best_trial
-from .spec import Spec, SpecError, load_spec, spec_from_dict
+from .spec import SearchParam, Spec, SpecError
 
 if TYPE_CHECKING:
     import pandas as pd
     from ray import tune
 
-    from .train.trainer import RunResult
+    from .data.batches import TokenizedData
+    from .model.flops import StepFlops
+    from .model.shape import ModelShape
+    from .training.target import Target
+    from .training.trainer import RunResult, Trainer
 
 SpecSource = str | Path | Mapping[str, Any]
 
-__all__ = ["BestTrial", "Results", "checked_spec", "resume", "run", "train"]
+__all__ = [
+    "BestTrial",
+    "FlopsEstimate",
+    "Results",
+    "SearchPlan",
+    "TrainedRun",
+    "checked_spec",
+    "flops",
+    "plan_search",
+    "resume",
+    "run",
+    "train",
+    "train_run",
+]
 
 
 class Results:
@@ -80,14 +97,43 @@ class Results:
         return report(self.path, out, by=by)
 
 
-def _raw(spec: SpecSource) -> Any:
-    """The spec's raw content: a file's YAML, or a copy of the given mapping (never changed in place); anything
-    else as it is, for ``spec_from_dict`` to say what a spec should be."""
-    if isinstance(spec, (str, os.PathLike)):
-        from .spec import load_raw
+@dataclass(frozen=True)
+class SearchPlan:
+    """A search as ``run`` would start it: the raw spec with every override applied, the checked spec, its
+    searched parameters and the path that names the experiment when no name is given."""
 
-        return load_raw(spec)
-    return copy.deepcopy(dict(spec)) if isinstance(spec, Mapping) else spec
+    raw: dict
+    spec: Spec
+    params: list[SearchParam]
+    path: str
+
+
+def plan_search(
+    spec: SpecSource,
+    overrides: Sequence[str] = (),
+    *,
+    num_samples: int | None = None,
+    address: str | None = None,
+    storage: str | Path | None = None,
+    name: str | None = None,
+) -> SearchPlan:
+    """The spec of a search with its overrides (``--set`` assignments, then the flags that set spec keys), every
+    rule checked, before any data, target, Ray or file work; ``SpecError`` names the field and the rule."""
+    from .checks import load_checked
+
+    extra = []
+    if num_samples is not None:
+        if num_samples < 1:
+            raise SpecError(f"--num-samples: must be >= 1, got {num_samples}")
+        extra.append(f"search.num_samples={num_samples}")
+    flags = {"tune.address": address, "tune.storage": None if storage is None else os.fspath(storage)}
+    flags["tune.name"] = name
+    extra += [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
+    checked = load_checked(spec, [*overrides, *extra])
+    if not checked.params:
+        raise SpecError("search.params: nothing to search; add keys such as sparsity.level: {uniform: [0.5, 0.9]}")
+    path = spec if isinstance(spec, (str, os.PathLike)) else "spec"  # names the experiment when no name is given
+    return SearchPlan(checked.raw, checked.spec, list(checked.params), os.fspath(path))
 
 
 def run(
@@ -105,27 +151,21 @@ def run(
     """Search the spec's space (``sparsesearch run SPEC --set ... --name N --storage DIR --num-samples N``);
     returns the experiment's results. ``callbacks``: extra Ray Tune callbacks of the search (saved with the
     experiment, so they must pickle; ``resume`` does not restore them); ``log``: where progress lines go."""
-    from .checks import check_spec
-    from .search.driver import run_search
-    from .spec import apply_override
+    plan = plan_search(spec, overrides, num_samples=num_samples, address=address, storage=storage, name=name)
+    return run_plan(plan, callbacks=callbacks, log=log, verbose=verbose)
 
-    raw = _raw(spec)
-    if not isinstance(raw, dict):
-        spec_from_dict(raw)  # reports what the spec should be
-    flags = SimpleNamespace(
-        overrides=list(overrides),
-        num_samples=num_samples,
-        address=address,
-        storage=None if storage is None else os.fspath(storage),
-        name=name,
-    )
-    for o in _run_overrides(flags):
-        apply_override(raw, o)
-    checked = spec_from_dict(raw)
-    if not check_spec(checked, raw):
-        raise SpecError("search.params: nothing to search; add keys such as sparsity.level: {uniform: [0.5, 0.9]}")
-    path = spec if isinstance(spec, (str, os.PathLike)) else "spec"  # names the experiment when no name is given
-    return Results(run_search(os.fspath(path), raw, checked, log=log, verbose=verbose, callbacks=callbacks))
+
+def run_plan(
+    plan: SearchPlan,
+    *,
+    callbacks: Sequence[tune.Callback] = (),
+    log: Callable[[str], None] = print,
+    verbose: bool = False,
+) -> Results:
+    """Run a search that ``plan_search`` checked (``run``'s second half)."""
+    from .search.driver import run_search
+
+    return Results(run_search(plan.path, plan.raw, plan.spec, log=log, verbose=verbose, callbacks=callbacks))
 
 
 def resume(
@@ -134,6 +174,7 @@ def resume(
     *,
     address: str | None = None,
     log: Callable[[str], None] = print,
+    verbose: bool = False,
 ) -> Results:
     """Continue an interrupted experiment, or extend a finished one by ``num_samples`` sparse trials
     (``sparsesearch resume``)."""
@@ -141,19 +182,86 @@ def resume(
 
     if num_samples is not None and num_samples < 1:
         raise SpecError(f"--num-samples: must be >= 1, got {num_samples}")
-    return Results(resume_search(experiment, address=address, more=num_samples or 0, log=log))
+    return Results(resume_search(experiment, address=address, more=num_samples or 0, log=log, verbose=verbose))
 
 
 def checked_spec(spec: SpecSource, overrides: Sequence[str] = ()) -> Spec:
     """The spec with its overrides and every rule checked, as ``sparsesearch train`` and ``flops`` check it."""
-    from .checks import check_spec
+    from .checks import load_checked
 
-    if isinstance(spec, (str, os.PathLike)):
-        checked = load_spec(spec, overrides)
-    else:
-        checked = spec_from_dict(_raw(spec), overrides)
-    check_spec(checked)
-    return checked
+    return load_checked(spec, overrides).spec
+
+
+@dataclass(frozen=True)
+class FlopsEstimate:
+    """Analytic FLOPs of one training step of a spec's model (``sparsesearch flops``): dense, and at the spec's
+    sparsity with every mask at its target density, without and with a mask update after the step."""
+
+    spec: Spec
+    shape: ModelShape
+    masked_positions: float
+    dense: StepFlops
+    step: StepFlops
+    update_step: StepFlops
+
+
+def flops(spec: SpecSource, overrides: Sequence[str] = ()) -> FlopsEstimate:
+    """The FLOP breakdown of one training step at the spec's sparsity (no model built, nothing trained)."""
+    from .model.embedding import model_shape
+    from .model.flops import expected_masked, step_flops
+    from .sparsity.registry import get_method
+
+    checked = checked_spec(spec, overrides)
+    shape = model_shape(checked.model)
+    batch = checked.train.batch_size
+    n = expected_masked(shape, batch, checked.data.mask_prob)
+    method = get_method(checked.sparsity.method)(checked.sparsity)
+    step, update = (step_flops(shape, batch, n, method.step_densities(shape.weight_shapes(), u)) for u in (False, True))
+    return FlopsEstimate(checked, shape, n, step_flops(shape, batch, n), step, update)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A finished ``train``: its result, the trainer (masks, FLOPs, precision), the target and data it used, and
+    where the model was saved (None when it was not)."""
+
+    result: RunResult
+    trainer: Trainer
+    target: Target
+    data: TokenizedData
+    save_dir: Path | None
+
+
+def train_run(
+    spec: SpecSource,
+    overrides: Sequence[str] = (),
+    *,
+    save: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+    on_start: Callable[[Trainer], None] | None = None,
+    on_row: Callable[[dict], None] | None = None,
+    save_option: str = "save",
+) -> TrainedRun:
+    """``sparsesearch train`` without its printing: check the spec (and ``save``, before any training), prepare
+    the data, resolve the target, train to it and save. ``log`` gets the set-up lines, ``on_start`` the trainer
+    before its first step, ``on_row`` every evaluation's row; ``save_option`` is how an error names ``save``."""
+    from .training.saved import prepare_save_dir, save_trained
+    from .training.session import start_session
+
+    say = log or (lambda msg: None)
+    checked = checked_spec(spec, overrides)
+    save_dir = prepare_save_dir(save, save_option) if save is not None else None
+    session = start_session(checked, say)
+    trainer = session.trainer
+    if on_start is not None:
+        on_start(trainer)
+    for row in trainer.run():
+        if on_row is not None:
+            on_row(row)
+    assert trainer.result is not None  # set when run() ends
+    if save_dir is not None:
+        save_trained(trainer, save_dir, target_source=session.target.source)
+    return TrainedRun(trainer.result, trainer, session.target, session.data, save_dir)
 
 
 def train(
@@ -165,18 +273,12 @@ def train(
 ) -> RunResult:
     """Train the spec's configuration to its target (``sparsesearch train``, without printing unless ``log`` is
     given); returns the ``RunResult``. ``save``: a directory for the trained model (``train --save``)."""
-    from .train.saved import prepare_save_dir, save_trained
-    from .train.session import start_session
-
     say = log or (lambda msg: None)
-    checked = checked_spec(spec, overrides)
-    save_dir = prepare_save_dir(save, "save") if save is not None else None
-    session = start_session(checked, say)
-    target, trainer = session.target, session.trainer
-    for row in trainer.run():
+
+    def row_line(row: dict) -> None:
         say(f"step {row['step']:>5}  eval {row['eval_loss']:.4f}  net {row['net_time_s']:.1f}s  {row['status']}")
-    assert trainer.result is not None  # set when run() ends
-    if save_dir is not None:
-        save_trained(trainer, save_dir, target_source=target.source)
-        say(f"saved {save_dir}")
-    return trainer.result
+
+    done = train_run(spec, overrides, save=save, log=say, on_row=row_line)
+    if done.save_dir is not None:
+        say(f"saved {done.save_dir}")
+    return done.result

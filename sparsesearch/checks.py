@@ -4,21 +4,69 @@ model's FLOPs."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from .experiment import trial_spec
 from .model.embedding import model_shape
 from .model.flops import expected_masked, step_flops
 from .sparsity.registry import check_sparsity, check_value
-from .spec import SearchParam, Spec, SpecError, blames, percent, search_params, spec_from_dict, with_values
+from .spec import (
+    SearchParam,
+    Spec,
+    SpecError,
+    apply_override,
+    blames,
+    load_raw,
+    percent,
+    search_params,
+    spec_from_dict,
+    with_values,
+)
 
 
-def check_spec(spec: Spec, raw: dict | None = None) -> tuple[SearchParam, ...]:
-    """Raise ``SpecError`` when ``spec`` breaks a rule the schema alone cannot check; returns its validated
-    search parameters. (``raw`` is accepted for callers that hold the file's dict; the spec itself is the file's
-    settings with the overrides applied.)"""
+@dataclass(frozen=True)
+class Checked:
+    """User input made a spec, every rule checked: the raw dict (with the overrides applied), the ``Spec`` and its
+    validated search parameters (empty when it searches nothing)."""
+
+    raw: dict
+    spec: Spec
+    params: tuple[SearchParam, ...]
+
+
+def load_checked(source: str | os.PathLike | Mapping[str, Any] | Any, overrides: Sequence[str] = ()) -> Checked:
+    """The one way user input becomes a spec: a YAML file's path or a mapping (copied, never changed), the
+    ``KEY=VALUE`` overrides applied, built by the schema and checked by every rule (``check_spec``). Raises
+    ``SpecError`` naming the field and the rule, before any data, target, Ray or file work."""
+    raw = load_raw(source) if isinstance(source, (str, os.PathLike)) else source
+    if not isinstance(raw, Mapping):
+        spec_from_dict(raw)  # says what a spec must be
+    raw = copy.deepcopy(dict(raw))
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    spec = spec_from_dict(raw)
+    return Checked(raw, spec, check_spec(spec))
+
+
+def checked_trial_spec(raw: dict, config: dict) -> Spec:
+    """One trial's spec (``experiment.trial_spec``) with the method registry's rules checked too: a combination
+    of values that are each valid may still clash (``SpecError``)."""
+    spec = trial_spec(raw, config)
     check_sparsity(spec.sparsity)
-    params = check_space(spec, raw if raw is not None else {})
+    return spec
+
+
+def check_spec(spec: Spec) -> tuple[SearchParam, ...]:
+    """Raise ``SpecError`` when ``spec`` breaks a rule the schema alone cannot check; returns its validated
+    search parameters."""
+    check_sparsity(spec.sparsity)
+    params = check_space(spec)
     if params:  # a spec that searches nothing (e.g. one `train` runs with its defaults) never meets ASHA
         check_asha(spec)
         check_loggers(spec)
@@ -32,11 +80,11 @@ def check_loggers(spec: Spec) -> None:
             raise SpecError(f"tune.callbacks: {name} is not installed (pip install {name}), or remove it")
 
 
-def check_space(spec: Spec, raw: dict) -> tuple[SearchParam, ...]:
+def check_space(spec: Spec) -> tuple[SearchParam, ...]:
     """The validated search parameters of ``spec`` (``spec.search_params``), each searched sparsity value also
     checked by the method registry: its name or weight group exists, and the method's own rules hold with the
     file's other settings (a clash with another searched key is left to each trial's full spec)."""
-    params = search_params(spec, raw)
+    params = search_params(spec)
     base = with_values(spec.to_dict(), {p.key: p.values[0] for p in params if p.kind == "const"})
     varying = [p.key for p in params if p.kind != "const"]
     for p in params:

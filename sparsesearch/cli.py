@@ -1,20 +1,21 @@
-"""Command line: thin commands over spec -> data -> target -> trainer and the FLOP model."""
+"""Command line: parse the arguments, call the API (``api``), print what it returns (``render``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import typing
 from collections.abc import Sequence
 
+from . import api, render
 from .data.corpus import CorpusError
 from .experiment import StorageError
 from .model.embedding import EmbeddingSourceError
+from .results.pareto import OBJECTIVES
 from .results.table import ResultsError
-from .spec import Spec, SpecError, describe_defaults, load_spec
+from .spec import SpecError, describe_defaults
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
@@ -48,7 +49,7 @@ def _add_results_args(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--out", help=f"output directory (default: EXPERIMENT/{name})")
     p.add_argument(
         "--by",
-        choices=("net_time", "net_flops"),
+        choices=tuple(OBJECTIVES),
         help="the front's cost axis (default: net_time for export, the search's objective for report)",
     )
 
@@ -150,9 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", help="the experiment directory (printed by `sparsesearch run`)")
     p.add_argument("--rank", type=int, default=0, help="0: the best trial (default), 1: the second best, ...")
     p.add_argument("--out", help="write the spec to this file (default: print it)")
-    p.add_argument(
-        "--by", choices=("net_time", "net_flops"), help="rank by this measure (default: the search's objective)"
-    )
+    p.add_argument("--by", choices=tuple(OBJECTIVES), help="rank by this measure (default: the search's objective)")
     p = sub.add_parser(
         "list",
         help="list the experiments in a storage directory with their status and best result",
@@ -171,147 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
-def _flops_table(step, title: str) -> list[str]:
-    total = step.total
-    lines = [
-        f"{title}: {total / 1e9:,.2f} GFLOP matmul (forward {step.forward / 1e9:,.2f}, backward "
-        f"{(total - step.forward) / 1e9:,.2f}); sparsifiable weights {step.sparsifiable / total:.1%}"
-    ]
-    lines.append(f"  {'component':<16}{'GFLOP':>10}{'share':>8}")
-    for group, v in step.by_group().items():
-        lines.append(f"  {group:<16}{v / 1e9:>10.3f}{v / total:>8.1%}")
-    lines.append(f"  {'per layer':<16}")
-    for layer, v in step.by_layer().items():
-        lines.append(f"  {layer:<16}{v / 1e9:>10.3f}{v / total:>8.1%}")
-    non = sum(step.nonmatmul.values())
-    lines.append(
-        f"  non-matmul (estimate, not in totals): {non / 1e9:,.3f} GFLOP "
-        + ", ".join(f"{k} {v / 1e9:.3f}" for k, v in step.nonmatmul.items())
-    )
-    return lines
-
-
-def _flops_dict(step) -> dict:
-    return {
-        "total": step.total,
-        "forward": step.forward,
-        "sparsifiable": step.sparsifiable,
-        "by_group": step.by_group(),
-        "by_layer": step.by_layer(),
-        "nonmatmul_estimate": dict(step.nonmatmul),
-        "components": [
-            {
-                "name": c.name,
-                "group": c.group,
-                "layer": c.layer,
-                "forward": c.forward,
-                "backward_input": c.backward_input,
-                "backward_weight": c.backward_weight,
-                "sparsifiable": c.sparsifiable,
-                "density": c.density,
-            }
-            for c in step.components
-        ],
-    }
-
-
-def _sparsity_lines(trainer) -> list[str]:
-    sparsifier = trainer.sparsifier
-    sparsity = trainer.spec.sparsity
-    if not sparsifier.masks:
-        return [f"sparsity: method {sparsity.method}: every weight dense"]
-    lines = [
-        f"sparsity: method {sparsity.method}, level {sparsity.level:g}, distribution {sparsity.distribution}; "
-        f"per-layer density at the end (target):"
-    ]
-    for name, d in sparsifier.densities().items():
-        lines.append(f"  {name:<48}{d:>8.4f}  ({sparsifier.target_density[name]:.4f})")
-    done = [u for u in sparsifier.updates if "changed" in u]
-    skipped = len(sparsifier.updates) - len(done)
-    if done:
-        mean_changed = sum(sum(u["changed"].values()) / len(u["changed"]) for u in done) / len(done)
-        lines.append(
-            f"  mask updates: {len(done)} (steps {done[0]['step']}..{done[-1]['step']}), mean fraction "
-            f"of active connections changed per update {mean_changed:.4f}"
-            + (f"; {skipped} skipped (non-finite gradients)" if skipped else "")
-        )
-    else:
-        lines.append("  mask updates: none" + (f" ({skipped} skipped: non-finite gradients)" if skipped else ""))
-    return lines
-
-
-def _load_checked(path: str, overrides: Sequence[str]) -> Spec:
-    """The spec file with its overrides, with every rule checked (the method registry's too)."""
-    from .checks import check_spec
-
-    spec = load_spec(path, overrides)
-    check_spec(spec)
-    return spec
-
-
 def cmd_flops(args) -> int:
     """`flops`: the FLOP breakdown of one training step of the spec's model, at the spec's sparsity."""
-    from .model.embedding import model_shape
-    from .model.flops import expected_masked, step_flops
-    from .sparsity.registry import get_method
-
-    spec = _load_checked(args.spec, args.overrides)
-    shape = model_shape(spec.model)
-    vocab, emb_dim = shape.vocab, shape.emb_dim
-    n = expected_masked(shape, spec.train.batch_size, spec.data.mask_prob)
-    dense = step_flops(shape, spec.train.batch_size, n)
-    method = get_method(spec.sparsity.method)(spec.sparsity)
-    steps = {
-        kind: step_flops(shape, spec.train.batch_size, n, method.step_densities(shape.weight_shapes(), update))
-        for kind, update in (("step", False), ("update_step", True))
-    }
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "batch_size": spec.train.batch_size,
-                    "seq_len": shape.seq_len,
-                    "masked_positions": n,
-                    "method": spec.sparsity.method,
-                    "level": spec.sparsity.level,
-                    **_flops_dict(steps["step"]),
-                    "flop_ratio": steps["step"].total / dense.total,
-                    "update_step_total": steps["update_step"].total,
-                    "dense_total": dense.total,
-                },
-                indent=1,
-            )
-        )
-        return 0
-    sparse = spec.sparsity.method != "dense"
-    print(
-        f"model: hidden {shape.hidden}, {shape.layers} layers, {shape.heads} heads, ffn {shape.ffn}, "
-        f"embedding {vocab}x{emb_dim} ({'trainable' if shape.embedding_trainable else 'frozen'}); "
-        f"batch {spec.train.batch_size} x {shape.seq_len} tokens, ~{n:.0f} masked positions"
-    )
-    if sparse:
-        print(
-            f"sparsity: method {spec.sparsity.method}, level {spec.sparsity.level:g}, distribution "
-            f"{spec.sparsity.distribution}; every mask at its target density"
-        )
-    title = "FLOPs per training step" + (" (a step without a mask update)" if sparse else "")
-    print("\n".join(_flops_table(steps["step"], title)))
-    if sparse:
-        upd = steps["update_step"].total
-        print(
-            f"FLOP ratio {steps['step'].total / dense.total:.4f} of dense ({dense.total / 1e9:,.2f} GFLOP); "
-            f"a step followed by a mask update: {upd / 1e9:,.2f} GFLOP ({upd / dense.total:.4f} of dense)"
-        )
+    est = api.flops(args.spec, args.overrides)
+    print(json.dumps(render.flops_json(est), indent=1) if args.json else "\n".join(render.flops_lines(est)))
     return 0
 
 
@@ -319,221 +181,76 @@ def cmd_train(args) -> int:
     """`train`: train the spec's configuration to its target and report net time."""
     import torch
 
-    from .train.session import start_session
-
-    spec = _load_checked(args.spec, args.overrides)
-    save_dir = _save_dir(args.save) if args.save else None  # a bad --save fails before any training
     out = sys.stderr if args.json else sys.stdout
     say = lambda msg: print(msg, file=out, flush=True)  # noqa: E731
-    session = start_session(spec, say)
-    target, trainer = session.target, session.trainer
-    say(
-        f"model   {spec.model.num_layers} layers, hidden {spec.model.hidden_size}, method "
-        f"{spec.sparsity.method}, device {trainer.device}, precision {trainer.precision.name}, "
-        f"{torch.get_num_threads()} CPU threads"
-    )
-    max_steps = spec.train.max_steps
-    for row in trainer.run():
-        train_loss = "   -   " if row["train_loss"] is None else f"{row['train_loss']:.4f}"
-        # The budget bounds the rest: a run that reaches its target sooner ends sooner.
-        eta = row["train_time_s"] / row["step"] * (max_steps - row["step"]) if row["step"] else None
+
+    budget = {"max_steps": 0}
+
+    def model_line(trainer) -> None:
+        spec = trainer.spec
+        budget["max_steps"] = spec.train.max_steps
         say(
-            f"  step {row['step']:>5}/{max_steps}  eval {row['eval_loss']:.4f}  train {train_loss}  "
-            f"time {row['train_time_s']:7.1f}s  net {row['net_time_s']:7.1f}s"
-            + (f"  ETA <= {eta:.0f}s" if eta is not None else "")
+            f"model   {spec.model.num_layers} layers, hidden {spec.model.hidden_size}, method "
+            f"{spec.sparsity.method}, device {trainer.device}, precision {trainer.precision.name}, "
+            f"{torch.get_num_threads()} CPU threads"
         )
-    r = trainer.result
-    assert r is not None  # set when run() ends
-    step_actual, _ = trainer.step_flops(trainer.expected_masked())
-    if save_dir is not None:
-        from .train.saved import save_trained
 
-        save_trained(trainer, save_dir, target_source=target.source)
-        say(f"saved   {save_dir} (weights, masks, spec, metrics): sparsesearch.load_trained({str(save_dir)!r})")
+    done = api.train_run(
+        args.spec,
+        args.overrides,
+        save=args.save,
+        log=say,
+        on_start=model_line,
+        on_row=lambda row: say(render.train_row_line(row, budget["max_steps"])),
+        save_option="--save",
+    )
+    if done.save_dir is not None:
+        where = str(done.save_dir)
+        say(f"saved   {where} (weights, masks, spec, metrics): sparsesearch.load_trained({where!r})")
     if args.json:
-        payload = {
-            "target_source": target.source,
-            **r.to_dict(),
-            "flops_per_step": _flops_dict(step_actual),
-            "data": session.data.stats,
-        }
-        print(json.dumps(_json_safe(payload)))
-        return 0
-    say("\n".join(_result_lines(r)))
-    say("\n".join(["", *_sparsity_lines(trainer), ""]))
-    say("\n".join(_flops_table(step_actual, "FLOPs per training step (masks at the end of the run)")))
+        print(json.dumps(render.trained_json(done)))
+    else:
+        say("\n".join(render.trained_lines(done)))
     return 0
-
-
-def _result_lines(r) -> list[str]:
-    """The readable summary of a run's result."""
-    from .definitions import DIVERGED, NOT_REACHED, REACHED
-
-    verdict = {
-        REACHED: "REACHED the target",
-        NOT_REACHED: "did NOT reach the target (budget spent)",
-        DIVERGED: "DIVERGED (non-finite loss)",
-    }[r.status]
-    proj = "  (projected: target not reached)" if r.projected else ""
-    lines = [
-        f"\nresult  {verdict} after {r.steps} steps; final held-out loss {r.final_eval_loss:.4f}, "
-        f"target {r.target_loss:.4f}"
-    ]
-    if r.steps_to_target is not None:
-        lines.append(f"  steps to target   {r.steps_to_target:.1f} (interpolated between evaluations)")
-    return [
-        *lines,
-        f"  time to target    {r.time_to_target_s:.2f} s (training only, evaluation excluded){proj}",
-        f"  FLOP ratio        {r.flop_ratio:.4f} (FLOPs needed / dense FLOPs for the same steps)",
-        f"  net time          {r.net_time_s:.2f} s (time to target x FLOP ratio, in dense-equivalent seconds: net "
-        f"FLOPs at the measured dense price x the method's overhead {r.method_overhead:.3f}){proj}",
-        f"  wall net time     {r.wall_net_time_s:.2f} s (wall-clock time to target x FLOP ratio){proj}",
-        f"  net FLOPs         {r.net_flops:.4g}",
-        f"  avg sparsity      {r.avg_sparsity:.4f}",
-    ]
-
-
-def _run_overrides(args) -> list[str]:
-    extra = []
-    if args.num_samples is not None:
-        if args.num_samples < 1:
-            raise SpecError(f"--num-samples: must be >= 1, got {args.num_samples}")
-        extra.append(f"search.num_samples={args.num_samples}")
-    for flag, key in (("address", "tune.address"), ("storage", "tune.storage"), ("name", "tune.name")):
-        value = getattr(args, flag)
-        if value is not None:
-            extra.append(f"{key}={json.dumps(value)}")
-    return [*args.overrides, *extra]
 
 
 def cmd_run(args) -> int:
     """`run`: validate the spec and search its space (or, with --dry-run, show it)."""
-    from .checks import check_spec
-    from .spec import apply_override, load_raw, spec_from_dict
-
-    raw = load_raw(args.spec)
-    if not isinstance(raw, dict):
-        spec_from_dict(raw)  # reports what the file should be
-    for o in _run_overrides(args):
-        apply_override(raw, o)
-    spec = spec_from_dict(raw)
-    params = check_spec(spec, raw)
-    if not params:
-        raise SpecError("search.params: nothing to search; add keys such as sparsity.level: {uniform: [0.5, 0.9]}")
-    if args.dry_run:
-        from .search.space import sample_configs
-
-        print(
-            f"search space of {args.spec} ({spec.search.sampler}, objective {spec.search.objective}"
-            f"{' + sparsity' if spec.search.pareto else ''}, {spec.search.num_samples} sparse trials + the dense "
-            "family):"
-        )
-        for p in params:
-            cond = "" if not p.when else "  when " + ", ".join(f"{k} in {list(v)}" for k, v in p.when)
-            step = f" step {p.step}" if p.step is not None else ""
-            print(f"  {p.key:<28} {p.kind:<10} {list(p.values)}{step}{cond}")
-        print(_target_text(spec))
-        print(_family_text(spec, raw, params))
-        print(_asha_text(spec))
-        grid = spec.search.sampler == "grid"
-        print("the first combinations of the grid:" if grid else "sampled configurations (random, validated):")
-        for cfg in sample_configs(spec, raw, 5, seed=spec.search.seed):
-            print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in cfg.items()))
-        return 0
-    from .results.summary import summarize
-    from .search.driver import run_search
-    from .search.progress import Console
-
-    console = Console()
-    try:
-        exp = run_search(args.spec, raw, spec, log=console, verbose=args.verbose)
-        for line in summarize(exp):
-            console(line)
-    finally:
-        console.close()
-    return 0
-
-
-def _asha_text(spec: Spec) -> str:
-    """Where early stopping decides: the grace period as given and the rungs it makes."""
-    from .checks import DEFAULT_GRACE_PERCENT, asha_rungs, dense_step_flops
-
-    a = spec.search.asha
-    flops = a.unit == "flops"
-    rungs = asha_rungs(spec, dense_step_flops(spec) if flops else 1.0)
-    unit = "net FLOPs" if flops else "dense-equivalent steps of net compute"
-    if a.grace_period is None:
-        given = f" (default: {DEFAULT_GRACE_PERCENT:g}% of {spec.target.horizon} dense steps, within [1, max_t])"
-    elif isinstance(a.grace_period, str):
-        given = f" ({a.grace_period} of {spec.target.horizon} dense steps)"
-    else:
-        given = ""
-    return (
-        f"early stopping: ASHA on {unit}, grace period {rungs[0]:.4g}{given}, reduction factor "
-        f"{a.reduction_factor:g}; a sparse trial may be stopped at " + ", ".join(f"{r:.4g}" for r in rungs)
+    plan = api.plan_search(
+        args.spec,
+        args.overrides,
+        num_samples=args.num_samples,
+        address=args.address,
+        storage=args.storage,
+        name=args.name,
     )
-
-
-def _target_text(spec: Spec) -> str:
-    """The target rungs a search would aim at, and which one is its objective."""
-    t = spec.target
-    if t.loss == "auto":
-        rungs = [f"the loss a dense run of the spec's model reaches in {s} steps" for s in t.rung_steps]
-        how = "measured once before the trials start, and cached"
-    else:
-        losses = t.loss if isinstance(t.loss, tuple) else (float(t.loss),)
-        rungs, how = [f"loss {v:g}" for v in losses], "given in the spec"
-    lines = [f"target rungs, {how}:"]
-    lines += [
-        f"  rung {i}: {r}" + ("  <- the objective" if i == t.objective_index else "") for i, r in enumerate(rungs)
-    ]
-    return "\n".join(lines)
-
-
-def _family_text(spec: Spec, raw: dict, params) -> str:
-    """The dense family a search would train: its sizes and its tuning budget."""
-    from .search.family import plan_family, tuned_keys
-
-    sizes, _ = plan_family(spec, raw, params)
-    keys = tuned_keys(params)
-    fam = spec.search.dense_family
-    lines = [
-        f"dense family: {len(sizes)} size(s) x {fam.configs if keys else 1} configuration(s), tuned on "
-        + (", ".join(keys) if keys else "nothing (no searched key outside sparsity)")
-    ]
-    lines += [
-        f"  size {s.index}: hidden {s.hidden}, ffn {s.ffn}, {s.heads} heads, {s.flop_ratio:.2f} of the spec's "
-        "FLOPs per step"
-        for s in sizes
-    ]
-    return "\n".join(lines)
+    if args.dry_run:
+        print("\n".join(render.dry_run_lines(plan)))
+        return 0
+    return _searching(lambda console: api.run_plan(plan, log=console, verbose=args.verbose))
 
 
 def cmd_resume(args) -> int:
     """`resume`: continue an interrupted experiment."""
-    from .results.summary import summarize
-    from .search.driver import resume_search
+    return _searching(
+        lambda console: api.resume(
+            args.experiment, args.num_samples, address=args.address, log=console, verbose=args.verbose
+        )
+    )
+
+
+def _searching(start) -> int:
+    """Run a search on the console, then print its summary there (and in its log file)."""
     from .search.progress import Console
 
-    if args.num_samples is not None and args.num_samples < 1:
-        raise SpecError(f"--num-samples: must be >= 1, got {args.num_samples}")
     console = Console()
     try:
-        exp = resume_search(
-            args.experiment, address=args.address, more=args.num_samples or 0, log=console, verbose=args.verbose
-        )
-        for line in summarize(exp):
+        results = start(console)
+        for line in results.summary():
             console(line)
     finally:
         console.close()
     return 0
-
-
-def _save_dir(path: str):
-    """``train --save DIR``, checked and created before training."""
-    from .train.saved import prepare_save_dir
-
-    return prepare_save_dir(path)
 
 
 def cmd_best(args) -> int:

@@ -1,12 +1,15 @@
-"""The project's shared vocabulary: what a run's status means and where a run reached its target.
+"""The project's shared vocabulary: what a run's status means, where a run reached its target, and which numbers
+are finite (and how a number that is not is written to JSON).
 
-One home for both, so that the trainer, the trial reports and the results tables agree (docs/ARCHITECTURE.md,
+One home for each, so that the trainer, the trial reports and the results tables agree (docs/ARCHITECTURE.md,
 "Definitions"). Pure Python.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 # Statuses of a training run (the trainer sets them) ...
 RUNNING = "running"
@@ -51,3 +54,32 @@ def at_target(
         return {k: row[k] for k in keys}
     frac = target_crossing(prev["eval_loss"], row["eval_loss"], target)
     return {k: prev[k] + (row[k] - prev[k]) * frac for k in keys}
+
+
+def is_finite(v: Any) -> bool:
+    """Whether ``v`` is a real, finite number (numpy scalars included; never a bool, text, None, NaN or inf)."""
+    if v is None or isinstance(v, (bool, str, bytes)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def nan_to_inf(x: float) -> float:
+    """``x``, with NaN as infinity: Optuna rejects NaN (its trial stays running forever), infinity ranks last."""
+    return math.inf if isinstance(x, float) and math.isnan(x) else x
+
+
+def json_safe(x: Any) -> Any:
+    """Plain JSON values, recursively: tuples as lists, keys as text, numpy scalars as Python numbers, infinite and
+    NaN floats as null (strict JSON has neither)."""
+    if hasattr(x, "item") and not isinstance(x, (dict, list, tuple)):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x

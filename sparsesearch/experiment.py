@@ -50,7 +50,7 @@ class TrialReport:
     flops: float = 0.0
     dense_flops: float = 0.0
     flop_ratio: float = math.inf
-    net_time_s: float = math.inf  # dense-equivalent seconds of the experiment's reference (train.trainer)
+    net_time_s: float = math.inf  # dense-equivalent seconds of the experiment's reference (training.trainer)
     wall_net_time_s: float = math.inf  # wall-clock time-to-target x FLOP ratio (follows the node's load)
     method_overhead: float = 1.0  # the method's own time overhead, measured side by side in the trial
     net_flops: float = math.inf

@@ -116,11 +116,14 @@ def test_train_validates_as_the_command(tmp_path, tiny_raw, capsys):
         sparsesearch.train(tiny_raw, save=path)
 
 
-def test_train_is_also_the_train_layers_package():
-    import sparsesearch.train.trainer as trainer_mod
+def test_train_is_the_api_function_and_training_the_layer():
+    """``sparsesearch.train`` is a plain function (the API's), whatever was imported before; the training layer is
+    the package ``sparsesearch.training``, a different name."""
+    import sparsesearch.training.trainer as trainer_mod
+    from sparsesearch.api import train
 
-    assert sparsesearch.train is sys.modules["sparsesearch.train"] and callable(sparsesearch.train)
-    assert sparsesearch.train.trainer is trainer_mod
+    assert sparsesearch.train is train and "sparsesearch.train" not in sys.modules
+    assert sparsesearch.training.trainer is trainer_mod
 
 
 def _readme_example() -> str:

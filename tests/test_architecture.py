@@ -21,11 +21,11 @@ LAYERS = [
     "data",
     "sparsity",
     "checks",
-    "train",
+    "training",
     "results",
     "search",
-    "cli",
     "api",
+    "cli",
 ]
 
 

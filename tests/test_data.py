@@ -21,6 +21,7 @@ from sparsesearch.data.batches import (
     prepare_data,
 )
 from sparsesearch.data.corpus import CorpusError, load_corpus, source_key
+from sparsesearch.data.prose import prose_paragraphs
 from sparsesearch.spec import DataSpec, ModelSpec
 
 
@@ -407,7 +408,7 @@ def test_package_docs_cache_key_follows_versions_and_read_files(fake_site):
     ],
 )
 def test_prose_paragraphs_drop_code_tables_and_markup(text, expected):
-    assert corpus_mod._prose_paragraphs(text) == [p for e in expected for p in e.split("\n")]
+    assert prose_paragraphs(text) == [p for e in expected for p in e.split("\n")]
 
 
 def test_package_docs_of_the_real_installation_are_prose_and_deterministic():

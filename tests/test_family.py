@@ -23,7 +23,7 @@ SHAPE = ModelShape(vocab=30522, emb_dim=384, hidden=256, layers=2, heads=4, ffn=
 def rigl():
     raw = yaml.safe_load((ROOT / "search_spaces" / "rigl.yaml").read_text())
     spec = spec_from_dict(raw)
-    return raw, spec, check_spec(spec, raw)
+    return raw, spec, check_spec(spec)
 
 
 def test_sizes_step_down_to_below_the_sparsest_trial(rigl):
@@ -76,6 +76,6 @@ def test_family_of_one_size_without_tuned_keys(rigl):
         },
     }
     spec = spec_from_dict(raw)
-    sizes = family_sizes(spec, SHAPE, check_spec(spec, raw))
+    sizes = family_sizes(spec, SHAPE, check_spec(spec))
     assert [s.hidden for s in sizes] == [256]
     assert len(family_configs(spec, raw, sizes)) == 1  # nothing to tune: the spec's own configuration only

@@ -34,7 +34,7 @@ def _uninterrupted(raw: dict, config: dict) -> list[dict]:
     """The evaluations of ``config`` trained in one go, in this process (no Ray, no checkpoint)."""
     from sparsesearch.data.batches import prepare_data
     from sparsesearch.experiment import trial_spec
-    from sparsesearch.train.trainer import Trainer
+    from sparsesearch.training.trainer import Trainer
 
     spec = trial_spec(raw, config)
     rows = Trainer(spec, prepare_data(spec.data, spec.model), raw["target"]["loss"]).run()

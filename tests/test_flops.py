@@ -1,4 +1,4 @@
-"""The analytic FLOP model agrees with torch's FlopCounterMode and follows DESIGN.md section 4."""
+"""The analytic FLOP model agrees with torch's FlopCounterMode and follows docs/ARCHITECTURE.md, "FLOP rules"."""
 
 from __future__ import annotations
 

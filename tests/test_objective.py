@@ -10,8 +10,8 @@ import pytest
 
 from sparsesearch.data.batches import prepare_data
 from sparsesearch.spec import spec_from_dict
-from sparsesearch.train.reference import dense_twin, measure_reference
-from sparsesearch.train.trainer import Trainer
+from sparsesearch.training.reference import dense_twin, measure_reference
+from sparsesearch.training.trainer import Trainer
 
 
 def _spin(stop) -> None:

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import sparsesearch.train.precision as precision_mod
+import sparsesearch.training.precision as precision_mod
 from sparsesearch.model.network import build_model, masked_lm_loss
 from sparsesearch.spec import SpecError, spec_from_dict
-from sparsesearch.train.precision import Precision, resolve_precision
-from sparsesearch.train.target import target_path
-from sparsesearch.train.trainer import Trainer, train
+from sparsesearch.training.precision import Precision, resolve_precision
+from sparsesearch.training.target import target_path
+from sparsesearch.training.trainer import Trainer, train
 
 CPU = torch.device("cpu")
 

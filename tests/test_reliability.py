@@ -59,7 +59,7 @@ def test_a_searched_method_is_checked_with_the_files_sparsity_settings(tiny_raw)
     raw = {**tiny_raw, "sparsity": {"method": "rigl", "level": 0.0}}
     raw["search"] = {"params": {"sparsity.method": {"choice": ["rigl", "no_such_method"]}}}
     with pytest.raises(SpecError, match="no_such_method"):
-        check_spec(spec_from_dict(raw), raw)
+        check_spec(spec_from_dict(raw))
 
 
 # ----- everything is checked before any work ----------------------------------------------------------------------
@@ -87,7 +87,7 @@ def test_a_grace_period_in_percent_is_that_share_of_the_objective_rungs_dense_st
     """'20%' of a ladder whose objective rung is dense after 50 steps is 10 dense steps (their FLOPs with a FLOP
     budget), whatever the model: the first decision falls at the same point of training on any spec."""
     from sparsesearch.checks import asha_grace, asha_rungs, check_asha, dense_step_flops
-    from sparsesearch.search.driver import _scheduler
+    from sparsesearch.search.schedulers import make_scheduler
 
     raw = {
         **tiny_raw,
@@ -99,7 +99,7 @@ def test_a_grace_period_in_percent_is_that_share_of_the_objective_rungs_dense_st
     check_asha(spec)
     per_step = dense_step_flops(spec) if unit == "flops" else 1.0
     assert asha_grace(spec, per_step) == pytest.approx(10 * per_step)
-    rungs = [milestone for milestone, _ in _scheduler(spec, per_step)._brackets[0]._rungs]
+    rungs = [milestone for milestone, _ in make_scheduler(spec, per_step)._brackets[0]._rungs]
     assert min(rungs) == pytest.approx(10 * per_step)
     # what `run --dry-run` prints is where Ray's ASHA decides: 10, 20, 40 of a 60-step budget
     assert sorted(rungs) == pytest.approx(asha_rungs(spec, per_step)) == [10 * per_step, 20 * per_step, 40 * per_step]
@@ -225,7 +225,7 @@ def test_flops_counts_the_specs_sparsity_as_training_charges_it(tiny_raw, tmp_pa
     import torch
 
     from sparsesearch.data.batches import prepare_data
-    from sparsesearch.train.trainer import Trainer
+    from sparsesearch.training.trainer import Trainer
 
     raw = {**tiny_raw, "sparsity": {"method": "rigl", "level": 0.8, "update_every": 5}}
     path = tmp_path / "sparse.yaml"
@@ -394,10 +394,10 @@ def test_an_error_ray_logs_and_survives_is_one_line_on_the_console(monkeypatch):
 
     import ray.train._internal.storage as ray_storage
 
-    from sparsesearch.search.driver import _quiet_ray_logs
+    from sparsesearch.search.ray_setup import quiet_ray_logs
 
     monkeypatch.setattr(os, "environ", dict(os.environ))  # the settings it makes stay in this test
-    _quiet_ray_logs(verbose=False)
+    quiet_ray_logs(verbose=False)
     handler = logging.getLogger("ray").handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     stream = io.StringIO()

@@ -67,7 +67,7 @@ BAD_SEARCH = [
 def test_bad_search_params_name_the_field(params, message):
     raw = _with_search(params)
     with pytest.raises(SpecError) as e:
-        check_spec(spec_from_dict(raw), raw)
+        check_spec(spec_from_dict(raw))
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -91,7 +91,7 @@ def test_bad_search_and_tune_settings(raw, message):
 def test_constants_apply_before_values_are_checked():
     # The spec trains densely; the search fixes the method, so levels > 0 are valid for every trial.
     raw = {"search": {"params": {"sparsity.method": "rigl", "sparsity.level": {"uniform": [0.5, 0.9]}}}}
-    assert [p.kind for p in search_params(spec_from_dict(raw), raw)] == ["const", "uniform"]
+    assert [p.kind for p in search_params(spec_from_dict(raw))] == ["const", "uniform"]
 
 
 def _sample(raw, n=40):
@@ -329,7 +329,7 @@ def _trial_workers() -> list[int]:
 
 def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_path, tiny_raw):
     from sparsesearch.experiment import trial_spec
-    from sparsesearch.train.trainer import Trainer
+    from sparsesearch.training.trainer import Trainer
 
     spec_path = _spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1)
     raw = yaml.safe_load(spec_path.read_text())
@@ -402,7 +402,7 @@ def test_asha_never_stops_a_dense_family_trial(config):
 
     from ray.tune.schedulers import TrialScheduler
 
-    from sparsesearch.search.driver import FamilyKeepingASHA
+    from sparsesearch.search.schedulers import FamilyKeepingASHA
 
     sched = FamilyKeepingASHA(
         time_attr="budget", metric="eval_loss", mode="min", max_t=100, grace_period=10, reduction_factor=2
@@ -429,7 +429,7 @@ def test_finished_family_trials_never_set_a_sparse_rung_cutoff():
 
     from ray.tune.schedulers import TrialScheduler
 
-    from sparsesearch.search.driver import FamilyKeepingASHA
+    from sparsesearch.search.schedulers import FamilyKeepingASHA
 
     sched = FamilyKeepingASHA(
         time_attr="budget", metric="eval_loss", mode="min", max_t=100, grace_period=10, reduction_factor=2

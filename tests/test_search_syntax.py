@@ -29,7 +29,7 @@ def _raw(params, **search):
 
 
 def _params(raw) -> dict[str, SearchParam]:
-    return {p.key: p for p in check_spec(spec_from_dict(raw), raw)}
+    return {p.key: p for p in check_spec(spec_from_dict(raw))}
 
 
 def _study_configs(raw, n: int, sampler: optuna.samplers.BaseSampler, ask_ahead: int = 1) -> list[dict]:
@@ -196,14 +196,14 @@ def test_start_from_respects_steps():
         "sparsity.update_every": {"min": 8, "max": 64, "q": 8},
     }
     raw = _raw(params, start_from=[{"sparsity.level": 0.7, "sparsity.update_every": 16}])
-    check_spec(spec_from_dict(raw), raw)
+    check_spec(spec_from_dict(raw))
     for point, message in [
         ({"sparsity.level": 0.75}, "search.start_from[0].sparsity.level: 0.75 is not a value of its distribution"),
         ({"sparsity.update_every": 12}, "search.start_from[0].sparsity.update_every: 12 is not a value"),
     ]:
         raw = _raw(params, start_from=[point])
         with pytest.raises(SpecError, match="step") as e:
-            check_spec(spec_from_dict(raw), raw)
+            check_spec(spec_from_dict(raw))
         assert message in str(e.value)
 
 
@@ -335,5 +335,5 @@ BAD = [
 @pytest.mark.parametrize("raw,message", BAD, ids=[str(i) for i in range(len(BAD))])
 def test_bad_forms_give_one_line_naming_the_field(raw, message):
     with pytest.raises(SpecError) as e:
-        check_spec(spec_from_dict(raw), raw)
+        check_spec(spec_from_dict(raw))
     assert message in str(e.value) and "\n" not in str(e.value)

@@ -19,7 +19,7 @@ from sparsesearch.sparsity.method import Method, SparsityView, state_of, state_t
 from sparsesearch.sparsity.registry import METHODS, get_method
 from sparsesearch.sparsity.schedules import UpdateSchedule, gmp_sparsity
 from sparsesearch.spec import SpecError, spec_from_dict
-from sparsesearch.train.trainer import Trainer
+from sparsesearch.training.trainer import Trainer
 
 
 class EmaGrad(Method):

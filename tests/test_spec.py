@@ -104,7 +104,7 @@ BAD_SPECS = [
 @pytest.mark.parametrize("raw,message", BAD_SPECS, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(BAD_SPECS)])
 def test_bad_spec_names_field_and_rule(raw, message):
     with pytest.raises(SpecError) as e:
-        check_spec(spec_from_dict(raw), raw)
+        check_spec(spec_from_dict(raw))
     assert message in str(e.value)
     assert "\n" not in str(e.value)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import sparsesearch.train.trainer as trainer_mod
-from sparsesearch.train.target import reference_spec, resolve_target, target_path
+import sparsesearch.training.trainer as trainer_mod
+from sparsesearch.training.target import reference_spec, resolve_target, target_path
 
 
 def test_numeric_target_is_used_as_given(tiny_spec, tiny_data):

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from sparsesearch.train.trainer import Trainer, train
+from sparsesearch.training.trainer import Trainer, train
 
 
 def _spec(tiny_spec, **train_kw):

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from ..definitions import is_finite
+
 OBJECTIVES = {"net_time": "net_time_s", "net_flops": "net_flops"}
 
 
@@ -40,7 +42,7 @@ def non_dominated(cost: Sequence[float], gain: Sequence[float]) -> list[bool]:
 def front_mask(df: pd.DataFrame, by: str = "net_time") -> pd.Series:
     """Rows of a trial table (``results.load_results``) on the front; only reached, finite trials qualify."""
     col = _column(by)
-    ok = (df["status"] == "reached") & df[col].map(_finite) & df["avg_sparsity"].map(_finite)
+    ok = (df["status"] == "reached") & df[col].map(is_finite) & df["avg_sparsity"].map(is_finite)
     mask = pd.Series(False, index=df.index)
     if ok.any():
         sub = df[ok]
@@ -57,10 +59,3 @@ def _column(by: str) -> str:
     if by not in OBJECTIVES:
         raise ValueError(f"by: unknown objective {by!r}; choices: {', '.join(OBJECTIVES)}")
     return OBJECTIVES[by]
-
-
-def _finite(v) -> bool:
-    try:
-        return math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..definitions import REACHED
+from ..definitions import REACHED, is_finite
 from ..experiment import DENSE_FAMILY
 from .format import missing, value
 from .pareto import OBJECTIVES
 
 _AXIS = {"net_time": ("net time to target (s)", 1.0), "net_flops": ("net FLOPs to target (TFLOP)", 1e-12)}
-_FRONT, _REF, _GREY, _DENSE = "#1f77b4", "#d62728", "#9a9a9a", "black"
+_FRONT, _REF, _DENSE = "#1f77b4", "#d62728", "black"
 # One colour per sparse method: tab10 and its light shades without the front's blue, the reference's red and the
 # greys, so that no method reads as one of the roles drawn in those colours.
 _METHODS = (
@@ -36,7 +37,6 @@ _METHODS = (
     "#f7b6d2",
 )
 PLOTLY_JS = "plotly.min.js"  # the one plotly.js bundle of a folder, beside the HTML files that load it
-NOT_REACHED = "crosses: did not reach the target (projected value; never on the front)"
 
 
 def _subplots(figsize: tuple[float, float], dpi: int = 120):
@@ -60,10 +60,6 @@ def _ref(df: pd.DataFrame) -> pd.Series | None:
     return r.iloc[0] if len(r) else None
 
 
-def _finite(v) -> bool:
-    return not missing(v) and math.isfinite(v)
-
-
 def _method(m) -> str:
     return "unknown" if missing(m) else str(m)
 
@@ -84,7 +80,7 @@ class _Parts:
     """The groups every Pareto figure draws, from one trial table: plotted (finite) points only."""
 
     def __init__(self, df: pd.DataFrame, col: str):
-        finite = df[col].map(_finite) & df["avg_sparsity"].map(_finite)
+        finite = df[col].map(is_finite) & df["avg_sparsity"].map(is_finite)
         reached = finite & (df["status"] == REACHED)
         dense = _dense(df)
         methods = df["method"].map(_method)
@@ -116,74 +112,120 @@ def _size(r: pd.Series) -> str:
     return f"size {int(r['size'])}"
 
 
-def pareto_figure(df: pd.DataFrame, front_df: pd.DataFrame, *, by: str = "net_time", title: str = ""):
-    """The Pareto front as a matplotlib Figure (the caller saves it): sparse trials coloured by method,
-    the dense family in black labelled by size with its frontier (the best dense of any size) as a line, the best
-    same-size dense as a red star and dashed line, the front ringed and connected in blue."""
-    col, (ylabel, scale) = OBJECTIVES[by], _AXIS[by]
+@dataclass
+class Layer:
+    """One thing a Pareto figure draws, with its legend entry: the same for the PNG and the HTML.
+
+    ``kind``: ``points`` (``rows`` of the trial table at x = sparsity, y = the objective), ``hline`` (at ``y``) or
+    ``front`` (``rows`` joined by a line, ringed). ``marker``: ``o``, ``x``, ``s`` (square) or ``*``; ``dash``:
+    ``solid``, ``dash`` or ``dot``. ``labels``: text beside each point (its size, or its speedup on the front)."""
+
+    kind: str
+    name: str
+    colour: str
+    rows: pd.DataFrame | None = None
+    y: float = math.nan
+    marker: str = "o"
+    size: float = 9.0
+    dash: str = "solid"
+    width: float = 1.0
+    faint: bool = False
+    labels: list[str] = field(default_factory=list)
+
+
+def pareto_layers(df: pd.DataFrame, front_df: pd.DataFrame, *, by: str = "net_time") -> list[Layer]:
+    """The Pareto figure, described once: sparse trials by method (reached, and not reached with their projected
+    objective), the dense family labelled by size with its frontier (the best dense of any size) as a line, the
+    best same-size dense as a red star and dashed line (and half of it dotted), the front ringed and connected,
+    labelled with its speedups over the same-size dense."""
+    col = OBJECTIVES[by]
     parts = _Parts(df, col)
-    fig, ax = _subplots((10.5, 5.4))
+    sized = set(parts.sized["trial_id"])
 
-    def xy(part: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-        return 100 * part["avg_sparsity"], part[col] * scale
+    def size_labels(part: pd.DataFrame) -> list[str]:
+        return [_size(r) if r["trial_id"] in sized else "" for _, r in part.iterrows()]
 
+    layers = []
     for m, colour in parts.colours.items():
         ok, other = parts.methods[m]
-        ax.scatter(*xy(ok), s=30, color=colour, label=f"{m}: {len(ok)} reached, {len(other)} not", zorder=2)
+        if len(ok):
+            layers.append(Layer("points", f"{m}: reached ({len(ok)})", colour, ok))
         if len(other):
-            ax.scatter(*xy(other), s=26, marker="x", color=colour, alpha=0.6, zorder=1)
+            name = f"{m}: not reached, projected ({len(other)})"
+            layers.append(Layer("points", name, colour, other, marker="x", size=8, faint=True))
     if len(parts.family):
-        ax.scatter(
-            *xy(parts.family),
-            s=34,
-            marker="s",
-            color=_DENSE,
-            label=f"dense family, labelled by size ({len(parts.family)}; size 0 = the spec's model)",
-            zorder=2,
-        )
+        name = f"dense family, labelled by size ({len(parts.family)}; size 0 = the spec's model)"
+        layers.append(Layer("points", name, _DENSE, parts.family, marker="s", labels=size_labels(parts.family)))
     if len(parts.family_not):
-        ax.scatter(*xy(parts.family_not), s=26, marker="x", color=_DENSE, alpha=0.6, zorder=1)
-    if any(len(other) for _, other in parts.methods.values()) or len(parts.family_not):
-        ax.scatter([], [], marker="x", color=_GREY, label=NOT_REACHED)  # one legend entry for every colour's crosses
-    for _, r in parts.sized.iterrows():
-        ax.annotate(_size(r), (0, r[col] * scale), xytext=(9, -3), textcoords="offset points", fontsize=7)
+        name = f"dense family: not reached, projected ({len(parts.family_not)})"
+        layers.append(Layer("points", name, _DENSE, parts.family_not, marker="x", size=8, faint=True))
     if parts.frontier is not None:
-        fy = parts.frontier[col] * scale
-        ax.axhline(fy, color=_DENSE, lw=1.2, zorder=0, label=parts.frontier_label(f"{fy:.3g}"))
-    if len(front_df):
-        ax.plot(
-            *xy(front_df),
-            "-o",
-            color=_FRONT,
-            lw=2,
-            ms=11,
-            mfc="none",
-            mew=1.8,
-            label=f"Pareto front ({len(front_df)}), ringed; labels: speedup over the same-size dense",
-            zorder=3,
-        )
+        fy = parts.frontier[col] * _AXIS[by][1]
+        layers.append(Layer("hline", parts.frontier_label(f"{fy:.3g}"), _DENSE, y=fy, width=1.5))
     ref = parts.ref
     if ref is not None:
-        y = ref[col] * scale
-        ax.axhline(y, color=_REF, ls="--", lw=1, zorder=0, label=f"same-size dense ({y:.3g})")
-        ax.axhline(y / 2, color=_REF, ls=":", lw=1, zorder=0, label="2x faster than the same-size dense")
-        ax.scatter([0], [y], marker="*", s=220, color=_REF, label="best same-size dense (size 0)", zorder=4)
-        for _, r in front_df.iterrows():
-            if not r["reference"]:
-                ax.annotate(
-                    f"{ref[col] / r[col]:.2f}x",
-                    (100 * r["avg_sparsity"], r[col] * scale),
-                    xytext=(7, -13),
-                    textcoords="offset points",
-                    color=_FRONT,
-                    fontsize=8,
+        y = ref[col] * _AXIS[by][1]
+        layers.append(Layer("hline", f"same-size dense ({y:.3g})", _REF, y=y, dash="dash"))
+        layers.append(Layer("hline", "2x faster than the same-size dense", _REF, y=y / 2, dash="dot"))
+        star = df[df["trial_id"] == ref["trial_id"]]
+        layers.append(Layer("points", "best same-size dense (size 0)", _REF, star, marker="*", size=16))
+    if len(front_df):
+        speedups = [
+            f"{ref[col] / r[col]:.2f}x" if ref is not None and not r["reference"] else ""
+            for _, r in front_df.iterrows()
+        ]
+        name = f"Pareto front ({len(front_df)}), ringed; labels: speedup over the same-size dense"
+        layers.append(Layer("front", name, _FRONT, front_df, size=16, width=2, labels=speedups))
+    return layers
+
+
+_MPL_MARKERS = {"o": "o", "x": "x", "s": "s", "*": "*"}
+_MPL_DASH = {"solid": "-", "dash": "--", "dot": ":"}
+_PLOTLY_MARKERS = {"o": "circle", "x": "x", "s": "square", "*": "star"}
+
+
+def pareto_figure(df: pd.DataFrame, front_df: pd.DataFrame, *, by: str = "net_time", title: str = ""):
+    """The Pareto front (``pareto_layers``) as a matplotlib Figure (the caller saves it)."""
+    col, (ylabel, scale) = OBJECTIVES[by], _AXIS[by]
+    fig, ax = _subplots((10.5, 5.4))
+    handles = []  # in the layers' order (matplotlib would list lines before points)
+    for layer in pareto_layers(df, front_df, by=by):
+        if layer.kind == "hline":
+            ls = _MPL_DASH[layer.dash]
+            handles.append(ax.axhline(layer.y, color=layer.colour, ls=ls, lw=layer.width, zorder=0, label=layer.name))
+            continue
+        assert layer.rows is not None
+        x, y = 100 * layer.rows["avg_sparsity"], layer.rows[col] * scale
+        if layer.kind == "front":
+            style = dict(color=layer.colour, lw=layer.width, ms=11, mfc="none", mew=1.8, zorder=3)
+            handles += ax.plot(x, y, "-o", label=layer.name, **style)
+            offset: tuple[float, float] = (7, -13)
+        else:
+            star = layer.marker == "*"
+            handles.append(
+                ax.scatter(
+                    x,
+                    y,
+                    s=(layer.size * 14 if star else layer.size * 3.5),
+                    marker=_MPL_MARKERS[layer.marker],
+                    color=layer.colour,
+                    alpha=0.6 if layer.faint else 1.0,
+                    label=layer.name,
+                    zorder=4 if star else (1 if layer.faint else 2),
                 )
+            )
+            offset = (9, -3)
+        for xi, yi, text in zip(x, y, layer.labels):
+            if text:
+                colour = layer.colour if layer.kind == "front" else "black"
+                ax.annotate(text, (xi, yi), xytext=offset, textcoords="offset points", fontsize=7, color=colour)
+    top = _Parts(df, col).top
     ax.set_xlabel("average sparsity of the sparsifiable weights (%)")
     ax.set_ylabel(ylabel + "  (lower is better)")
     ax.set_xlim(-3, 100)
-    ax.set_ylim(0, 1.12 * (parts.top * scale if _finite(parts.top) else 1.0))
+    ax.set_ylim(0, 1.12 * (top * scale if is_finite(top) else 1.0))
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, framealpha=0.9)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, framealpha=0.9)
     ax.set_title(title or "Pareto front: sparsity vs. " + ylabel.split(" (")[0], fontsize=11)
     fig.tight_layout()
     return fig
@@ -285,13 +327,12 @@ def pareto_html(df: pd.DataFrame, front_df: pd.DataFrame, path: Path, *, by: str
 
 
 def pareto_plotly(df: pd.DataFrame, front_df: pd.DataFrame, *, by: str = "net_time", title: str = ""):
-    """The plot of ``pareto_figure`` as a plotly Figure: hover shows a trial's parameters and metrics, a click on a
-    legend entry hides a method or role."""
+    """The Pareto front (``pareto_layers``) as a plotly Figure: the same layers and legend as the PNG; hover shows a
+    trial's parameters and metrics, a click on a legend entry hides a layer."""
     import plotly.graph_objects as go
 
     col, (ylabel, scale) = OBJECTIVES[by], _AXIS[by]
     params = [c for c in df.attrs.get("params", []) if c in df.columns]
-    parts = _Parts(df, col)
 
     def hover(r: pd.Series) -> str:
         lines = [
@@ -314,67 +355,32 @@ def pareto_plotly(df: pd.DataFrame, front_df: pd.DataFrame, *, by: str = "net_ti
         return "<br>".join(lines)
 
     fig = go.Figure()
-
-    sized = set(parts.sized["trial_id"])
-
-    def points(part: pd.DataFrame, name: str, marker: dict, group: str) -> None:
-        if not len(part):
-            return
-        labels = [_size(r) if r["trial_id"] in sized else "" for _, r in part.iterrows()]
-        fig.add_trace(
-            go.Scatter(
-                x=100 * part["avg_sparsity"],
-                y=part[col] * scale,
-                mode="markers+text" if any(labels) else "markers",
-                name=name,
-                legendgroup=group,
-                marker=marker,
-                text=[hover(r) for _, r in part.iterrows()],
-                hoverinfo="text",
-                texttemplate=labels,
-                textposition="middle right",
+    for layer in pareto_layers(df, front_df, by=by):
+        if layer.kind == "hline":
+            style = dict(color=layer.colour, width=layer.width, dash=layer.dash)
+            fig.add_trace(
+                go.Scatter(x=[-3, 100], y=[layer.y] * 2, mode="lines", name=layer.name, line=style, hoverinfo="name")
             )
-        )
-
-    def line(y: float, name: str, **style) -> None:
-        fig.add_trace(go.Scatter(x=[-3, 100], y=[y, y], mode="lines", name=name, line=style, hoverinfo="name"))
-
-    for m, colour in parts.colours.items():
-        ok, other = parts.methods[m]
-        points(ok, f"{m}: reached ({len(ok)})", dict(color=colour, size=9), m)
-        points(other, f"{m}: not reached, projected ({len(other)})", dict(color=colour, size=8, symbol="x"), m)
-    points(
-        parts.family,
-        f"dense family, labelled by size ({len(parts.family)})",
-        dict(color=_DENSE, size=9, symbol="square"),
-        "dense",
-    )
-    points(
-        parts.family_not,
-        f"dense family: not reached, projected ({len(parts.family_not)})",
-        dict(color=_DENSE, size=8, symbol="x"),
-        "dense",
-    )
-    if parts.frontier is not None:
-        fy = parts.frontier[col] * scale
-        line(fy, parts.frontier_label(f"{fy:.3g}"), color=_DENSE, width=1.5)
-    if parts.ref is not None:
-        y = parts.ref[col] * scale
-        line(y, f"same-size dense ({y:.3g})", color=_REF, width=1, dash="dash")
-        line(y / 2, "2x faster than the same-size dense", color=_REF, width=1, dash="dot")
-        ref = df[df["trial_id"] == parts.ref["trial_id"]]
-        points(ref, "best same-size dense (size 0)", dict(color=_REF, size=16, symbol="star"), "dense")
-    if len(front_df):
+            continue
+        assert layer.rows is not None
+        front = layer.kind == "front"
+        symbol = "circle-open" if front else _PLOTLY_MARKERS[layer.marker]
+        marker = dict(color=layer.colour, size=layer.size, symbol=symbol, opacity=0.6 if layer.faint else 1.0)
+        if front:
+            marker["line"] = dict(width=2)
+        mode = ("lines+markers" if front else "markers") + ("+text" if any(layer.labels) else "")
         fig.add_trace(
             go.Scatter(
-                x=100 * front_df["avg_sparsity"],
-                y=front_df[col] * scale,
-                mode="lines+markers",
-                name=f"Pareto front ({len(front_df)}), ringed",
-                marker=dict(color=_FRONT, size=16, symbol="circle-open", line=dict(width=2)),
-                line=dict(color=_FRONT, width=2),
-                text=[hover(r) for _, r in front_df.iterrows()],
+                x=100 * layer.rows["avg_sparsity"],
+                y=layer.rows[col] * scale,
+                mode=mode,
+                name=layer.name,
+                marker=marker,
+                line=dict(color=layer.colour, width=layer.width) if front else None,
+                text=[hover(r) for _, r in layer.rows.iterrows()],
                 hoverinfo="text",
+                texttemplate=layer.labels or None,
+                textposition="bottom right" if front else "middle right",
             )
         )
     fig.update_layout(

@@ -17,7 +17,8 @@ from typing import Any
 
 import optuna
 
-from ..experiment import CONFIG_KEY, DENSE_FAMILY, ROLE_KEY, SIZE_KEY, encode_value, trial_spec
+from ..checks import checked_trial_spec
+from ..experiment import CONFIG_KEY, DENSE_FAMILY, ROLE_KEY, SIZE_KEY, encode_value
 from ..model.embedding import model_shape
 from ..model.flops import expected_masked, step_flops
 from ..model.shape import ModelShape
@@ -151,7 +152,7 @@ def plan_family(
     configs = family_configs(spec, raw, sizes)
     for cfg in configs:
         try:
-            trial_spec(raw, cfg)
+            checked_trial_spec(raw, cfg)
         except SpecError as e:
             size = sizes[cfg[SIZE_KEY]]
             raise SpecError(

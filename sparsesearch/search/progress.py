@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..definitions import DIVERGED, INVALID, REACHED, RUNNING, STOPPED_EARLY
 from ..experiment import DENSE_FAMILY, SPARSE, family_size, role, trial_label
+from ..results.pareto import OBJECTIVES
 
 LOG_FILE = "sparsesearch.log"
 
@@ -102,7 +103,7 @@ class SearchProgress(tune.Callback):
 
     def __init__(self, console: Console, total: int, *, verbose: bool = False, objective: str = "net_time"):
         self.console, self.total, self.verbose = console, total, verbose
-        self.key = "net_time_s" if objective == "net_time" else "net_flops"
+        self.key = OBJECTIVES[objective]
         self.started = time.monotonic()
         self.counts = {"done": 0, "stopped": 0, "failed": 0}
         self.best: dict[str, float] = {}  # role -> best objective of a trial that reached the target

@@ -7,9 +7,8 @@ from typing import Any
 
 import optuna
 
-from ..checks import check_space
-from ..experiment import decode_value, encode_value, trial_spec
-from ..sparsity.registry import check_sparsity
+from ..checks import check_space, checked_trial_spec
+from ..experiment import decode_value, encode_value
 from ..spec import GRID, SearchParam, Spec, SpecError, grid_size
 
 
@@ -31,7 +30,7 @@ class DefineByRun:
 
     def __init__(self, spec: Spec, raw: dict, keep: Collection[str] | None = None):
         """``keep``: only these searched keys (None: all)."""
-        self.params = tuple(p for p in check_space(spec, raw) if keep is None or p.key in keep)
+        self.params = tuple(p for p in check_space(spec) if keep is None or p.key in keep)
         self.fixed = spec.to_dict()
 
     def __call__(self, trial: optuna.Trial) -> dict:
@@ -114,7 +113,7 @@ def sample_configs(spec: Spec, raw: dict, n: int, seed: int = 0) -> list[dict]:
         constants = space(trial)
         config = {k: decode_value(v) for k, v in {**trial.params, **constants}.items()}
         try:
-            check_sparsity(trial_spec(raw, config).sparsity)
+            checked_trial_spec(raw, config)
         except SpecError as e:  # the spec validator checks values one at a time; combinations can still clash
             config["invalid"] = str(e)
         study.tell(trial, 0.0)

@@ -25,8 +25,9 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from ..definitions import DIVERGED, INVALID, REACHED, RUNNING, STOPPED_EARLY
+from ..definitions import DIVERGED, INVALID, REACHED, RUNNING, STOPPED_EARLY, is_finite, json_safe
 from ..experiment import SPARSE, rung_key, trial_label
+from .private_apis import optuna_trial, optuna_trial_told
 
 # Reported metrics copied to the study's user attributes when a trial ends.
 _ATTRS = ("step", "net_time_s", "net_flops", "wall_net_time_s", "avg_sparsity", "eval_loss", "budget")
@@ -42,7 +43,7 @@ class StudyFeed(OptunaSearch):
 
     def suggest(self, trial_id: str):
         config = super().suggest(trial_id)
-        trial = self._ot_trials.get(trial_id)
+        trial = optuna_trial(self, trial_id)
         if trial is not None and isinstance(config, dict) and config is not Searcher.FINISHED:
             _unless_finished(trial.set_user_attr, "ray_trial_id", trial_id)
             _unless_finished(trial.set_user_attr, "role", SPARSE)
@@ -51,9 +52,9 @@ class StudyFeed(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if isinstance(self.metric, list):  # Optuna keeps no intermediate values for several objectives
             return
-        trial = self._ot_trials.get(trial_id)
+        trial = optuna_trial(self, trial_id)
         loss, budget = result.get("eval_loss"), result.get("budget")
-        if trial is None or not _finite(loss) or not _finite(budget):
+        if trial is None or not is_finite(loss) or not is_finite(budget):
             return
         step = math.floor(float(budget))  # type: ignore[arg-type]
         if step <= self._last_step.get(trial_id, -1):  # Optuna keeps the first value of a step
@@ -62,10 +63,10 @@ class StudyFeed(OptunaSearch):
         _unless_finished(trial.report, float(loss), step)  # type: ignore[arg-type]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        trial = self._ot_trials.get(trial_id)
+        trial = optuna_trial(self, trial_id)
         result = result or {}
         status = str(result.get("status", ""))
-        if trial is not None and trial_id not in self._completed_trials:
+        if trial is not None and not optuna_trial_told(self, trial_id):
             for key, value in self.attributes(trial_id, result, error).items():
                 _unless_finished(trial.set_user_attr, key, value)
         if status == REACHED and not error:
@@ -88,13 +89,13 @@ class StudyFeed(OptunaSearch):
         }
         for key in _ATTRS:
             if key in result:
-                out[key] = _json_number(result[key])
+                out[key] = json_safe(result[key])
         if result.get("message"):
             out["message"] = str(result["message"])
         for i in range(self._rungs):
             if result.get(rung_key(i, "reached")):
                 out[f"rung{i}"] = {
-                    k: _json_number(result.get(rung_key(i, k))) for k in ("loss", "steps", "net_time_s", "net_flops")
+                    k: json_safe(result.get(rung_key(i, k))) for k in ("loss", "steps", "net_time_s", "net_flops")
                 }
         return out
 
@@ -104,14 +105,3 @@ def _unless_finished(update: Callable[..., None], *args: Any) -> None:
     study and before saving its searcher state resumes with a searcher that does not know the trial ended."""
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
         update(*args)
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _json_number(x: Any) -> Any:
-    """A value the study can store as JSON and optuna-dashboard can show: no NaN or infinity."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x

@@ -4,7 +4,6 @@ each with a checkpoint."""
 from __future__ import annotations
 
 import gc
-import math
 import os
 import tempfile
 import time
@@ -14,17 +13,14 @@ import ray
 import torch
 from ray import tune
 
-from ..definitions import DIVERGED, INVALID, REACHED, RUNNING
-from ..experiment import CHECKPOINT_FILE, TrialReport, trial_number, trial_spec
-from ..sparsity.registry import check_sparsity
+from ..checks import checked_trial_spec
+from ..definitions import DIVERGED, INVALID, REACHED, RUNNING, nan_to_inf
+from ..experiment import CHECKPOINT_FILE, TrialReport, trial_number
+from ..results.pareto import OBJECTIVES
 from ..spec import SpecError
-from ..train.target import Target
-from ..train.trainer import Trainer
+from ..training.target import Target
+from ..training.trainer import Trainer
 from .process import peak_rss_mb, reset_peak_rss, rss_mb, set_threads, trim_heap
-
-
-def _finite(x: float) -> float:
-    return x if not (isinstance(x, float) and math.isnan(x)) else math.inf
 
 
 def run_trial(
@@ -47,8 +43,7 @@ def run_trial(
     set_threads(threads)
     number = trial_number(Path(tune.get_context().get_trial_dir() or "").name)
     try:
-        spec = trial_spec(raw, config)
-        check_sparsity(spec.sparsity)
+        spec = checked_trial_spec(raw, config)
     except SpecError as e:  # a combination of individually valid values that clashes: report, do not crash
         tune.report(_invalid_report(str(e), target.loss, config, number, data.fingerprint).to_dict())
         return
@@ -94,18 +89,18 @@ def _report(trainer: Trainer, row: dict, objective: str, budget_unit: str, dense
     return TrialReport(
         step=row["step"],
         budget=budget,
-        eval_loss=_finite(row["eval_loss"]),
-        train_loss=_finite(train_loss),
+        eval_loss=nan_to_inf(row["eval_loss"]),
+        train_loss=nan_to_inf(train_loss),
         train_time_s=row["train_time_s"],
         flops=row["flops"],
         dense_flops=row["dense_flops"],
-        flop_ratio=_finite(row["flop_ratio"]),
-        net_time_s=_finite(obj["net_time_s"]),
-        wall_net_time_s=_finite(obj["wall_net_time_s"]),
+        flop_ratio=nan_to_inf(row["flop_ratio"]),
+        net_time_s=nan_to_inf(obj["net_time_s"]),
+        wall_net_time_s=nan_to_inf(obj["wall_net_time_s"]),
         method_overhead=trainer.method_overhead(),
-        net_flops=_finite(obj["net_flops"]),
-        time_to_target_s=_finite(obj["time_to_target_s"]),
-        objective=_finite(obj["net_time_s"] if objective == "net_time" else obj["net_flops"]),
+        net_flops=nan_to_inf(obj["net_flops"]),
+        time_to_target_s=nan_to_inf(obj["time_to_target_s"]),
+        objective=nan_to_inf(obj[OBJECTIVES[objective]]),
         avg_sparsity=row["avg_sparsity"],
         target_loss=trainer.target,
         reached=int(row["status"] == REACHED),

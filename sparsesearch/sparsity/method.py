@@ -1,4 +1,4 @@
-"""The seam between the sparsifier and a sparse training method (docs/ARCHITECTURE.md, "Adding a method").
+"""The seam between the sparsifier and a sparse training method (docs/ARCHITECTURE.md, "The method seam").
 
 A method decides; the sparsifier acts. At each scheduled update the sparsifier asks the method for its
 ``counts`` (how many weights to drop and grow per layer), then for each layer its ``drop_score`` and

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..definitions import json_safe
 from ..model.embedding import resolve_model_dir, shared_token_embedding
 from ..model.network import MLMModel, build_model
 from ..spec import Spec, SpecError, spec_from_dict
@@ -57,17 +58,6 @@ def prepare_save_dir(path: str | Path, option: str = "--save") -> Path:
     if not os.access(d, os.W_OK):
         raise SpecError(f"{option} {d}: not writable")
     return d
-
-
-def _json_ready(x: Any) -> Any:
-    """Plain JSON values: tuples as lists, infinite and NaN floats as null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _json_ready(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_ready(v) for v in x]
-    return x
 
 
 def _checksum(table: torch.Tensor) -> float:
@@ -104,7 +94,7 @@ def save_trained(trainer: Trainer, directory: str | Path, *, target_source: str 
     densities = _densities(model, masks)
     meta = {
         "format": FORMAT,
-        "spec": _json_ready(trainer.spec.to_dict()),
+        "spec": json_safe(trainer.spec.to_dict()),
         "embedding": {
             "saved": not frozen,
             "source": trainer.spec.model.embedding,
@@ -114,7 +104,7 @@ def save_trained(trainer: Trainer, directory: str | Path, *, target_source: str 
         "densities": densities,
         "sparsity": _sparsity(model, densities),
         "target_source": target_source,
-        "result": _json_ready(trainer.result.to_dict()),
+        "result": json_safe(trainer.result.to_dict()),
     }
     # Each file whole or not at all: written beside its final name, then renamed over it.
     save_file(tensors, str(d / (WEIGHTS_FILE + ".tmp")), metadata={"format": FORMAT})

@@ -65,7 +65,7 @@ def reference_spec(spec: Spec) -> Spec:
 
 
 def run_precision(spec: Spec) -> str:
-    """The precision a run of ``spec`` uses on this machine (``train.precision`` resolved for its device)."""
+    """The precision a run of ``spec`` uses on this machine (``training.precision`` resolved for its device)."""
     return resolve_precision(spec.train.precision, pick_device(spec.train.device))
 
 

@@ -53,7 +53,7 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """The precision ``train.precision`` means on ``device``: fp32, bf16 or fp16 (never auto)."""
+    """The precision ``training.precision`` means on ``device``: fp32, bf16 or fp16 (never auto)."""
     if name not in PRECISIONS:
         raise SpecError(f"train.precision: must be one of {', '.join(PRECISIONS)}, got {name!r}")
     if name == "auto":
@@ -74,7 +74,7 @@ class Precision:
 
     @classmethod
     def of(cls, spec_name: str, device: torch.device) -> Precision:
-        """The precision ``train.precision`` resolves to on ``device``."""
+        """The precision ``training.precision`` resolves to on ``device``."""
         return cls(resolve_precision(spec_name, device), device)
 
     @property
