@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +33,11 @@ def load(path: Path) -> pd.DataFrame:
     """One row per (configuration, seed), the last one stored when a pair was run twice."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     df = pd.DataFrame(rows).drop_duplicates(["config", "seed"], keep="last").reset_index(drop=True)
+    corpora = {r.get("corpus", "not recorded") for r in rows}
+    if len(corpora) > 1:  # runs on different token ids: compared all the same, but not silently
+        print(
+            f"warning: {path.name} mixes runs on {len(corpora)} corpora ({', '.join(sorted(corpora))})", file=sys.stderr
+        )
     df["dense"] = [r["sparsity"]["method"] == "dense" for r in df["spec"]]
     df["hidden"] = [r["model"]["hidden_size"] for r in df["spec"]]
     return df

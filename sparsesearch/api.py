@@ -104,7 +104,7 @@ class SearchPlan:
 
     raw: dict
     spec: Spec
-    params: list[SearchParam]
+    params: tuple[SearchParam, ...]
     path: str
 
 
@@ -133,7 +133,7 @@ def plan_search(
     if not checked.params:
         raise SpecError("search.params: nothing to search; add keys such as sparsity.level: {uniform: [0.5, 0.9]}")
     path = spec if isinstance(spec, (str, os.PathLike)) else "spec"  # names the experiment when no name is given
-    return SearchPlan(checked.raw, checked.spec, list(checked.params), os.fspath(path))
+    return SearchPlan(checked.raw, checked.spec, checked.params, os.fspath(path))
 
 
 def run(

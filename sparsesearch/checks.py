@@ -44,7 +44,7 @@ def load_checked(source: str | os.PathLike | Mapping[str, Any] | Any, overrides:
     """The one way user input becomes a spec: a YAML file's path or a mapping (copied, never changed), the
     ``KEY=VALUE`` overrides applied, built by the schema and checked by every rule (``check_spec``). Raises
     ``SpecError`` naming the field and the rule, before any data, target, Ray or file work."""
-    raw = load_raw(source) if isinstance(source, (str, os.PathLike)) else source
+    raw = load_raw(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else source
     if not isinstance(raw, Mapping):
         spec_from_dict(raw)  # says what a spec must be
     raw = copy.deepcopy(dict(raw))

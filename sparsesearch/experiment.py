@@ -31,6 +31,28 @@ CONFIRM_DIR = "confirm"  # the confirmation runs: an experiment directory of its
 META_KEYS = (REFERENCE_KEY, ROLE_KEY, SIZE_KEY, CONFIG_KEY, CONFIRM_OF)  # config keys that are not spec keys
 
 
+# The shape of ``sparsesearch.json``. 1: everything written before the version was recorded (a target may be
+# one ``target_loss``; the price reference, the corpus, the model shape and the family's configs may be missing).
+# 2: the version recorded, a ladder of targets, the corpus with its fingerprint, the price with its machine.
+EXPERIMENT_FORMAT = 2
+
+
+def upgrade_state(state: dict) -> dict:
+    """An experiment's state in the current format, from any older one: the one place that knows the history.
+    What an older experiment never recorded is present as None, so that readers ask one question (is it known?)
+    instead of knowing which version wrote what. Raises ``KeyError``/``TypeError``/``ValueError`` on a state too
+    damaged to say what its target was."""
+    out = dict(state)
+    version = out.get("format")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 2:  # unrecorded (or damaged): 1
+        if not isinstance(out.get("target"), dict) and out.get("target_loss") is not None:
+            out["target"] = {"losses": [float(out["target_loss"])], "objective": 0, "source": "stored", "path": None}
+        for key in ("reference", "corpus", "model_shape", "expected_masked", "family_configs", "dense_family"):
+            out.setdefault(key, None)
+    out["format"] = EXPERIMENT_FORMAT
+    return out
+
+
 class StorageError(Exception):
     """The experiment directory cannot be written (full, read-only, gone): the search stopped, resumable."""
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -67,3 +69,23 @@ def search_spec_file(tmp_path, tiny_raw, num_samples=3, **tune):
     path = tmp_path / "tiny_search.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def trial_results(exp: Path) -> dict[str, list[dict]]:
+    """Every report of every trial of an experiment directory, by trial id (read from the trials' result.json)."""
+    out = {}
+    for f in exp.glob("*/result.json"):
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        if rows:
+            out[rows[0]["trial_id"]] = rows
+    return out
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    """Poll ``predicate`` every half second until it holds (True) or ``timeout`` seconds pass (False)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False

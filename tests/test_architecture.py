@@ -25,6 +25,7 @@ LAYERS = [
     "results",
     "search",
     "api",
+    "render",
     "cli",
 ]
 

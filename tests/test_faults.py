@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import ROOT, _command, _env
-from test_search import _spec_file, _trial_results, _wait_for
+from helpers import ROOT, _command, _env, search_spec_file, trial_results, wait_for
 
 from sparsesearch.spec import spec_from_dict
 
@@ -61,7 +60,7 @@ def test_worker_node_death_resumes_its_trial_on_another_node_from_its_checkpoint
 
     from sparsesearch.search.driver import run_search
 
-    path = _spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=2, name="node_death")
+    path = search_spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=2, name="node_death")
     raw = yaml.safe_load(path.read_text())
     raw["target"] = {"loss": 0.5}  # unreachable: each trial trains its whole budget, long enough to lose a node
     raw["train"].update(max_steps=200, eval_every=20)
@@ -78,7 +77,7 @@ def test_worker_node_death_resumes_its_trial_on_another_node_from_its_checkpoint
         def kill_worker_node_mid_trial():
             end = time.time() + 300
             while time.time() < end and not killed:
-                for tid, rows in _trial_results(exp).items():
+                for tid, rows in trial_results(exp).items():
                     if rows[-1]["node"] == worker.node_id and 40 <= rows[-1]["step"] <= 120:
                         killed.update(trial=tid)
                         cluster.remove_node(worker, allow_graceful=False)
@@ -95,7 +94,7 @@ def test_worker_node_death_resumes_its_trial_on_another_node_from_its_checkpoint
     assert killed, "a trial ran on the worker node and the node died mid-trial"
     trials = _recorded(exp)
     assert len(trials) == 2, "every trial (1 sampled + the dense family) is there"
-    configs = {tid: rows[0]["config"] for tid, rows in _trial_results(exp).items()}
+    configs = {tid: rows[0]["config"] for tid, rows in trial_results(exp).items()}
     for tid, rows in trials.items():
         expected = _uninterrupted(raw, configs[tid])
         assert [r["step"] for r in rows] == [r["step"] for r in expected], f"{tid}: each evaluation once"
@@ -159,7 +158,7 @@ def test_search_stops_cleanly_when_storage_fails_and_resumes_once_it_works(tmp_p
     trial there with every evaluation reported once."""
     fs = _PrivateFilesystem(tmp_path / "store")
     try:
-        path = _spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1, storage=str(fs.path))
+        path = search_spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1, storage=str(fs.path))
         raw = yaml.safe_load(path.read_text())
         raw["target"] = {"loss": 0.5}  # unreachable: each trial trains its whole budget
         raw["train"].update(max_steps=100, eval_every=20)
@@ -172,7 +171,7 @@ def test_search_stops_cleanly_when_storage_fails_and_resumes_once_it_works(tmp_p
             start_new_session=True,
         )  # fmt: skip
         try:
-            assert _wait_for(lambda: any(rows[-1]["step"] >= 40 for rows in _trial_results(seen).values()), 300)
+            assert wait_for(lambda: any(rows[-1]["step"] >= 40 for rows in trial_results(seen).values()), 300)
             if failure == "full":
                 _fill(fs.root)
             else:  # a read-only view over the storage: files open stay writable, nothing new can be written

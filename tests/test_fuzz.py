@@ -1,19 +1,16 @@
 """Property-based fuzzing (hypothesis) of spec validation and of the results reader: on any input, success or one
 clean error line (exit 2, ``sparsesearch <command>: error: ...``; ``ResultsError`` for ``load_results``), never a
-traceback. The generators and checks are those of benchmarks/fuzz.py, which runs the long version."""
+traceback. The generators and checks are the fuzzing library's (tests/fuzzing.py); benchmarks/fuzz.py runs the
+long version."""
 
 from __future__ import annotations
 
 import shutil
-import sys
 
+import fuzzing as fuzz
 import pytest
-from helpers import ROOT
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import fuzz
 
 # Fixed examples (derandomize) so CI sees the same cases every run; no example database in the working tree. No
 # shrinking: hypothesis spends minutes on each crash here; benchmarks/fuzz.py minimises the inputs it finds.

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import start_cli
-from test_search import _spec_file, _trial_results
+from helpers import search_spec_file, start_cli, trial_results
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads sockets from /proc (Linux only)"),
@@ -128,7 +127,7 @@ def ray_tmpdir(monkeypatch):
 def test_local_search_listens_on_loopback_only(tmp_path, tiny_raw, ray_tmpdir):
     """During a real local `sparsesearch run` (trials running), no socket of the driver or of any Ray process it
     started (GCS, raylet, agents, trial workers) listens on a non-loopback address."""
-    spec = _spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1)
+    spec = search_spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1)
     raw = yaml.safe_load(spec.read_text())
     raw["target"] = {"loss": 0.5}  # unreachable: the trial runs its whole budget, seconds to look at its sockets
     raw["train"].update(max_steps=200, eval_every=20)
@@ -143,7 +142,7 @@ def test_local_search_listens_on_loopback_only(tmp_path, tiny_raw, ray_tmpdir):
         # by then (on a loaded machine a scan can miss a process that is starting or between reads).
         while time.time() < end and proc.poll() is None:
             seen |= _sockets_of(_process_tree(proc.pid))
-            reported = any(len(rows) >= 2 for rows in _trial_results(exp).values())
+            reported = any(len(rows) >= 2 for rows in trial_results(exp).values())
             if reported and any("gcs_server" in name for name, *_ in seen):
                 break
             time.sleep(0.5)

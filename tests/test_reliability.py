@@ -317,6 +317,24 @@ def test_resume_of_a_damaged_ray_state_is_one_line(tmp_path, capsys, tiny_raw):
     assert "saved state cannot be restored" in err
 
 
+def test_resume_refuses_another_corpus_in_one_line(tmp_path, tiny_raw, monkeypatch, capsys):
+    """An experiment resumed on data with another corpus fingerprint would mix trials on different token ids:
+    one line naming both fingerprints, exit 2, nothing run."""
+    from sparsesearch.search import driver
+
+    path = search_spec_file(tmp_path, tiny_raw, num_samples=2)
+    raw = yaml.safe_load(path.read_text())
+    raw["tune"]["name"] = "other-corpus"
+    monkeypatch.setattr(driver, "_fit", lambda spec, raw, data, target, exp_dir, *a, **kw: exp_dir)
+    exp = driver.run_search(path, raw, spec_from_dict(raw), log=lambda m: None)
+    state = json.loads((exp / STATE_FILE).read_text())
+    assert len(state["corpus"]["fingerprint"]) == 16
+    state["corpus"]["fingerprint"] = "0123456789abcdef"
+    (exp / STATE_FILE).write_text(json.dumps(state))
+    err = _one_line_error(capsys, ["resume", str(exp)], "resume")
+    assert "(fingerprint 0123456789abcdef)" in err and "is not the one the experiment was made on" in err
+
+
 def test_resume_starts_afresh_an_experiment_stopped_before_its_first_trial(tmp_path, tiny_raw, monkeypatch):
     """The driver was killed after writing the experiment's state but before Ray Tune saved its own: `resume`
     runs the whole search from the stored spec, the stale study left aside."""

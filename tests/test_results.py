@@ -243,6 +243,23 @@ def test_ray_state_file_decides_between_stopped_running_and_errored(tmp_path):
     }
 
 
+def test_an_experiment_of_the_first_format_reads_as_the_current_one():
+    """One place knows the history (``experiment.upgrade_state``): a state written before the format version
+    (its target one loss, no price, corpus or family configs) reads in the current shape, with what it never
+    recorded as None; a current state keeps everything; a damaged version counts as the first."""
+    from sparsesearch.experiment import EXPERIMENT_FORMAT, upgrade_state
+    from sparsesearch.search.state import stored_target
+
+    old = upgrade_state({"raw": {}, "target_loss": 5.25})
+    assert old["format"] == EXPERIMENT_FORMAT
+    assert stored_target(old).losses == (5.25,) and stored_target(old).source == "stored"
+    assert old["reference"] is None and old["corpus"] is None and old["family_configs"] is None
+    target = {"losses": [6.0, 5.5], "objective": 1, "source": "computed", "path": None}
+    new = {"format": EXPERIMENT_FORMAT, "raw": {}, "target": target, "corpus": {"fingerprint": "abc"}}
+    assert upgrade_state(new) == new
+    assert upgrade_state({**new, "format": "2"})["family_configs"] is None  # not an int: read as the first
+
+
 def test_not_an_experiment_is_one_clear_error(tmp_path):
     with pytest.raises(ResultsError, match="not a sparsesearch experiment"):
         load_results(tmp_path)

@@ -8,17 +8,15 @@ import os
 import signal
 import sqlite3
 import subprocess
-import time
-from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from helpers import ROOT, run_cli, search_spec_file, start_cli
+from helpers import ROOT, run_cli, search_spec_file, start_cli, trial_results, wait_for
 
 from sparsesearch.checks import check_spec
 from sparsesearch.cli import main
-from sparsesearch.experiment import METRICS
+from sparsesearch.experiment import EXPERIMENT_FORMAT, METRICS
 from sparsesearch.search.space import define_by_run, sample_configs
 from sparsesearch.spec import SpecError, search_params, spec_from_dict
 
@@ -175,27 +173,19 @@ def test_run_cli_errors_are_one_line_exit_2(args, message, capsys, monkeypatch):
 # ----- end to end: real Ray Tune runs -----------------------------------------------------------------------------
 
 
-_spec_file = search_spec_file
-
-
-def _trial_results(exp: Path) -> dict[str, list[dict]]:
-    out = {}
-    for f in exp.glob("*/result.json"):
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-        if rows:
-            out[rows[0]["trial_id"]] = rows
-    return out
-
-
 def test_run_end_to_end(tmp_path, tiny_raw):
-    spec = _spec_file(tmp_path, tiny_raw)
+    spec = search_spec_file(tmp_path, tiny_raw)
     proc = run_cli("run", str(spec), "--name", "e2e")
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / "runs" / "e2e"
     assert "best sparse configurations by net_time" in proc.stdout and str(exp) in proc.stdout
     assert "dense family" in proc.stdout
-    assert (exp / "sparsesearch.json").is_file()
-    trials = _trial_results(exp)
+    state = json.loads((exp / "sparsesearch.json").read_text())
+    assert state["format"] == EXPERIMENT_FORMAT and state["reference"]["machine"]
+    fingerprint = state["corpus"]["fingerprint"]  # the data line, the state and every report name one corpus
+    assert f"corpus fingerprint {fingerprint}" in proc.stdout
+    trials = trial_results(exp)
+    assert {row["corpus"] for rows in trials.values() for row in rows} == {fingerprint}
     assert len(trials) == 4  # 3 sampled + the dense family (one size, one configuration)
     refs = [rows for rows in trials.values() if _is_dense(rows)]
     assert len(refs) == 1 and refs[0][-1]["method"] == "dense"
@@ -216,7 +206,7 @@ def test_sparse_trials_on_course_reach_the_target_after_the_family_finished(tmp_
     """The family runs first (one trial at a time) and finishes at the target loss; sparse trials at a low level
     are behind it at ASHA's first rung but on course, and ASHA, comparing sparse with sparse only, lets at least
     one of them reach the target (the default experiment once stopped every one at its first rung)."""
-    path = _spec_file(tmp_path, tiny_raw, num_samples=2, max_concurrent=1)
+    path = search_spec_file(tmp_path, tiny_raw, num_samples=2, max_concurrent=1)
     raw = yaml.safe_load(path.read_text())
     raw["search"]["params"] = {"sparsity.method": {"choice": ["rigl"]}, "sparsity.level": {"choice": [0.5, 0.55]}}
     # Rungs at 10.5 and 31.5 dense-equivalent steps: the family's last report (the target, at 30) would land in the
@@ -225,7 +215,7 @@ def test_sparse_trials_on_course_reach_the_target_after_the_family_finished(tmp_
     path.write_text(yaml.safe_dump(raw))
     proc = run_cli("run", str(path), "--name", "family-first")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    trials = _trial_results(tmp_path / "runs" / "family-first")
+    trials = trial_results(tmp_path / "runs" / "family-first")
     family = [rows for rows in trials.values() if _is_dense(rows)]
     sparse = [rows for rows in trials.values() if not _is_dense(rows)]
     assert len(family) == 1 and len(sparse) == 2
@@ -240,29 +230,18 @@ def _is_dense(rows: list[dict]) -> bool:
     return rows[0]["config"].get("role") == "dense_family"
 
 
-def _wait_for(predicate, timeout):
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(0.5)
-    return False
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_raw, sig):
-    spec = _spec_file(tmp_path, tiny_raw, num_samples=5, max_concurrent=1)
+    spec = search_spec_file(tmp_path, tiny_raw, num_samples=5, max_concurrent=1)
     exp = tmp_path / "runs" / "interrupted"
     proc = start_cli("run", str(spec), "--name", "interrupted")
     try:
 
         def finished() -> bool:
-            done = [
-                rows for rows in _trial_results(exp).values() if rows[-1]["done"] or rows[-1]["status"] != "running"
-            ]
+            done = [rows for rows in trial_results(exp).values() if rows[-1]["done"] or rows[-1]["status"] != "running"]
             return len(done) >= 2
 
-        assert _wait_for(finished, 400), "two trials should finish before the interrupt"
+        assert wait_for(finished, 400), "two trials should finish before the interrupt"
         if sig == signal.SIGKILL:
             os.killpg(proc.pid, signal.SIGKILL)
         else:
@@ -271,7 +250,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    before = {tid: rows for tid, rows in _trial_results(exp).items() if rows[-1]["status"] != "running"}
+    before = {tid: rows for tid, rows in trial_results(exp).items() if rows[-1]["status"] != "running"}
     assert before
     # The results of an interrupted experiment can be read and exported before it is resumed.
     from sparsesearch.definitions import STATUSES
@@ -283,7 +262,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     assert export(exp, tmp_path / "export")["pareto.png"].stat().st_size > 10_000
     res = run_cli("resume", str(exp))
     assert res.returncode == 0, res.stderr[-3000:]
-    after = _trial_results(exp)
+    after = trial_results(exp)
     assert len(after) == 6, "every trial (5 + the dense family) is there, none lost"
     for tid, rows in before.items():  # finished trials were not run again
         assert after[tid] == rows
@@ -299,7 +278,7 @@ def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, tiny_raw):
     from sparsesearch.results.table import load_results
     from sparsesearch.search.driver import run_search
 
-    path = _spec_file(tmp_path, tiny_raw, num_samples=3)
+    path = search_spec_file(tmp_path, tiny_raw, num_samples=3)
     ray.shutdown()  # a Ray an earlier test left running in this process would take the search's trials
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
@@ -331,7 +310,7 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
     from sparsesearch.experiment import trial_spec
     from sparsesearch.training.trainer import Trainer
 
-    spec_path = _spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1)
+    spec_path = search_spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=1)
     raw = yaml.safe_load(spec_path.read_text())
     raw["train"]["max_steps"] = 600
     raw["target"] = {"loss": 0.5}  # unreachable: the trial runs its whole budget, long enough to be killed
@@ -342,10 +321,10 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
     try:
 
         def sampled_trial_running():
-            rows = [r for r in _trial_results(exp).values() if not r[0]["config"].get("reference")]
+            rows = [r for r in trial_results(exp).values() if not r[0]["config"].get("reference")]
             return rows and 20 <= rows[0][-1]["step"] < 400
 
-        assert _wait_for(sampled_trial_running, 400)
+        assert wait_for(sampled_trial_running, 400)
         workers = _trial_workers()
         assert workers
         for pid in workers:
@@ -356,7 +335,7 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out[-3000:]
     assert "ERROR" in out  # the failure was seen and retried
-    rows = next(r for r in _trial_results(exp).values() if not r[0]["config"].get("reference"))
+    rows = next(r for r in trial_results(exp).values() if not r[0]["config"].get("reference"))
     final = rows[-1]
     config = {k: v for k, v in rows[0]["config"].items()}
     spec = trial_spec(raw, config)
@@ -371,7 +350,7 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
 
 
 def test_diverging_trials_are_marked_and_the_search_carries_on(tmp_path, tiny_raw):
-    spec_path = _spec_file(tmp_path, tiny_raw, num_samples=2)
+    spec_path = search_spec_file(tmp_path, tiny_raw, num_samples=2)
     raw = yaml.safe_load(spec_path.read_text())
     raw["search"]["params"] = {
         "train.lr": {"choice": [1000.0]},
@@ -382,7 +361,7 @@ def test_diverging_trials_are_marked_and_the_search_carries_on(tmp_path, tiny_ra
     proc = run_cli("run", str(spec_path), "--name", "diverge")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 diverged" in proc.stdout
-    trials = _trial_results(tmp_path / "runs" / "diverge")
+    trials = trial_results(tmp_path / "runs" / "diverge")
     sampled = [rows for rows in trials.values() if not _is_dense(rows)]
     assert len(sampled) == 2
     for rows in sampled:

@@ -24,6 +24,25 @@ from .shape import GROUPS, ModelShape
 Density = float | tuple[float, float, float]
 
 
+def charged_densities(
+    forward: Mapping[str, float], backward: Mapping[str, float], *, dense_gradient: bool
+) -> dict[str, Density]:
+    """What one training step costs per weight, the one rule every FLOP count uses (the trainer's step by step,
+    the ``flops`` command's estimate): a weight's forward and input-gradient matmuls at its forward density; its
+    weight-gradient matmul at its mask's density (``backward``: masked weights only; Top-KAST's backward set may
+    exceed the forward set), or dense when the method needs the dense gradient at this step (RigL-style growth on
+    update steps, SNFS's momentum every step). Unmasked weights cost their forward density throughout."""
+    out: dict[str, Density] = {}
+    for name, d in forward.items():
+        if name not in backward:
+            out[name] = d
+        elif dense_gradient:
+            out[name] = (d, d, 1.0)
+        else:
+            out[name] = (d, d, backward[name]) if backward[name] != d else d
+    return out
+
+
 @dataclass(frozen=True)
 class Component:
     """FLOPs of one matmul site for one training step."""

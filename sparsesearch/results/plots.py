@@ -168,7 +168,8 @@ def pareto_layers(df: pd.DataFrame, front_df: pd.DataFrame, *, by: str = "net_ti
         layers.append(Layer("hline", f"same-size dense ({y:.3g})", _REF, y=y, dash="dash"))
         layers.append(Layer("hline", "2x faster than the same-size dense", _REF, y=y / 2, dash="dot"))
         star = df[df["trial_id"] == ref["trial_id"]]
-        layers.append(Layer("points", "best same-size dense (size 0)", _REF, star, marker="*", size=16))
+        name = "best same-size dense (size 0)"
+        layers.append(Layer("points", name, _REF, star, marker="*", size=16, labels=size_labels(star)))
     if len(front_df):
         speedups = [
             f"{ref[col] / r[col]:.2f}x" if ref is not None and not r["reference"] else ""

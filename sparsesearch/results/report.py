@@ -97,7 +97,7 @@ def _summary(df: pd.DataFrame, state: dict, by: str) -> list[str]:
         f"- Spec: `{state.get('spec_path', '?')}`; objective `{by}` (net time = time to target x FLOP "
         "ratio; net FLOPs = FLOPs actually needed to the target); sampler "
         f"`{search.get('sampler', 'tpe')}`, {search.get('num_samples', '?')} sampled sparse trials + "
-        f"{int((df['role'] == DENSE_FAMILY).sum())} dense family trials ({len(state.get('dense_family', [])) or 1} "
+        f"{int((df['role'] == DENSE_FAMILY).sum())} dense family trials ({len(state.get('dense_family') or []) or 1} "
         "size(s)).",
         f"- Target: held-out MLM loss **{number(df.attrs.get('target_loss'), '.4f')}** ({defined})"
         + (
@@ -163,7 +163,7 @@ def _dense_family(df: pd.DataFrame, state: dict) -> list[str]:
     dense = df[df["role"] == DENSE_FAMILY]
     if dense.empty:
         return lines + ["No dense family trial has reported yet; speedups cannot be computed.", ""]
-    sizes = {s["index"]: s for s in state.get("dense_family", [])}
+    sizes = {s["index"]: s for s in state.get("dense_family") or []}
     losses = df.attrs.get("target_losses", [])
     rows = []
     for size, g in dense.groupby("size", sort=True):
@@ -481,7 +481,7 @@ def _per_method(df: pd.DataFrame) -> list[str]:
 
 
 def _flops_section(state: dict, best: pd.Series | None, config: dict) -> list[str]:
-    if "model_shape" not in state:
+    if not state.get("model_shape"):
         return ["The model shape was not stored with this experiment (it predates that), so this section is left out."]
     shape, n_masked = ModelShape(**state["model_shape"]), float(state["expected_masked"])
     batch = spec_from_dict(base_raw(state["raw"])).train.batch_size

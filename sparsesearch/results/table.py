@@ -26,7 +26,17 @@ from ..definitions import (
     UNFINISHED,
     at_target,
 )
-from ..experiment import DENSE_FAMILY, META_KEYS, STATE_FILE, base_raw, family_size, role, rung_key, trial_number
+from ..experiment import (
+    DENSE_FAMILY,
+    META_KEYS,
+    STATE_FILE,
+    base_raw,
+    family_size,
+    role,
+    rung_key,
+    trial_number,
+    upgrade_state,
+)
 from ..model.shape import ModelShape
 from ..spec import SpecError, spec_from_dict
 from .pareto import OBJECTIVES
@@ -120,7 +130,7 @@ def load_state(exp: Path) -> dict:
     problem = _state_problem(state)
     if problem:
         raise ResultsError(f"{path}: {problem}; not a complete experiment")
-    return state
+    return upgrade_state(state)
 
 
 def _state_problem(state: Any) -> str | None:
@@ -386,13 +396,13 @@ def _speedups(df: pd.DataFrame, reached: pd.Series, prefix: str, objective: str 
 
 
 def _target_losses(state: dict) -> tuple[float, ...]:
-    """The experiment's target rungs (older experiments stored one loss)."""
-    target = state.get("target")
+    """The experiment's target rungs (``state`` in any format: upgraded here)."""
+    target = upgrade_state(state).get("target")
     if isinstance(target, dict) and target.get("losses"):
         if not isinstance(target["losses"], list):
             raise ValueError("target.losses is not a list")
         return tuple(float(v) for v in target["losses"])
-    return (float(state["target_loss"]),) if state.get("target_loss") is not None else ()
+    return ()
 
 
 def _objective(state: dict) -> str:

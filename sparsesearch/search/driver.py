@@ -24,6 +24,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ..checks import check_spec, dense_step_flops, load_checked
 from ..data.batches import describe_data, prepare_data
 from ..experiment import (
+    EXPERIMENT_FORMAT,
     STATE_FILE,
     STUDY_FILE,
     TUNER_FILE,
@@ -140,6 +141,7 @@ def run_search(
         )
     shape = model_shape(spec.model)
     state = {
+        "format": EXPERIMENT_FORMAT,
         "spec_path": str(spec_path),
         "raw": raw,
         "target_loss": target.loss,
@@ -224,12 +226,12 @@ def resume_search(
         state = {**state, "raw": raw, "extensions": [*state.get("extensions", []), {"trials": more, "at": time.time()}]}
         write_state(exp_dir / STATE_FILE, state)
     elif not started_tune:
-        family = state.get("family_configs")
-        if not isinstance(family, list):
+        family = state["family_configs"]
+        if not isinstance(family, list):  # not recorded by the first format
             raise SpecError(f"{exp_dir}: experiment stopped before its first trial and predates restarts; run it again")
         (exp_dir / STUDY_FILE).unlink(missing_ok=True)  # its trials were never run
     data = prepare_data(spec.data, spec.model)
-    stored = (state.get("corpus") or {}).get("fingerprint")
+    stored = (state["corpus"] or {}).get("fingerprint")
     if stored and stored != data.fingerprint:
         raise SpecError(
             f"{exp_dir}: the corpus here (fingerprint {data.fingerprint}: {data.stats['source']}) is not the one the "
@@ -239,7 +241,7 @@ def resume_search(
         log(f"note    this experiment predates corpus fingerprints: it resumes on corpus {data.fingerprint}")
     how = f" with {more} more trials" if more else (" from the start" if family is not None else "")
     log(f"resuming {exp_dir} (target {target.describe()}){how}")
-    price = (state.get("reference") or {}).get("seconds_per_flop")  # older experiments: wall-clock net time
+    price = (state["reference"] or {}).get("seconds_per_flop")  # none recorded: wall-clock net time
     log.attach(exp_dir)
     with contextlib.closing(log) if owned else contextlib.nullcontext():
         return _fit(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ray import tune
+from ray.tune.experiment import Trial
 from tqdm import tqdm
 
 from ..definitions import DIVERGED, INVALID, REACHED, RUNNING, STOPPED_EARLY
@@ -108,11 +109,13 @@ class SearchProgress(tune.Callback):
         self.counts = {"done": 0, "stopped": 0, "failed": 0}
         self.best: dict[str, float] = {}  # role -> best objective of a trial that reached the target
 
-    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info: Any) -> None:
+    def setup(
+        self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None, **info: Any
+    ) -> None:
         self.total = total_num_samples or self.total
         self.console.start_bar(self.total)
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         if not self.verbose:
             return
         label = trial_label(result.get("trial_number"), trial.trial_id)
@@ -122,7 +125,7 @@ class SearchProgress(tune.Callback):
             f"{' (proj.)' if result['projected'] else '        '}  {result['status']}"
         )
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         last = trial.last_result or {}
         status = str(last.get("status", "?"))
         if status == RUNNING:
@@ -150,11 +153,15 @@ class SearchProgress(tune.Callback):
         )
         self._advance(trials)
 
-    def on_trial_recover(self, iteration, trials, trial, **info):  # a failure with retries left
+    def on_trial_recover(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:  # a failure with retries left
         label = trial_label((trial.last_result or {}).get("trial_number"), trial.trial_id)
         self.console(f"  {label}  failed ({last_error(trial)}); retrying from its last checkpoint")
 
-    def on_trial_error(self, iteration, trials, trial, **info):  # Tune calls this once retries are used up
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:  # Tune calls this once retries are used up
         self.counts["failed"] += 1
         self.counts["done"] += 1
         label = trial_label((trial.last_result or {}).get("trial_number"), trial.trial_id)
@@ -163,12 +170,12 @@ class SearchProgress(tune.Callback):
         )
         self._advance(trials)
 
-    def on_experiment_end(self, trials, **info):
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         if self.console.bar is not None:
             self.console.bar.close()
             self.console.bar = None
 
-    def status(self, trials) -> str:
+    def status(self, trials: list[Trial]) -> str:
         """done / running / stopped early / failed, the best objective so far by role, elapsed time and ETA."""
         running = sum(1 for t in trials if t.status == "RUNNING")
         done = self.counts["done"]
@@ -186,14 +193,14 @@ class SearchProgress(tune.Callback):
             f"ETA {_clock(eta)}"
         )
 
-    def _advance(self, trials) -> None:
+    def _advance(self, trials: list[Trial]) -> None:
         bar = self.console.bar
         if bar is not None:
             bar.set_postfix_str(self.status(trials), refresh=False)
             bar.update(1)
 
 
-def last_error(trial) -> str:
+def last_error(trial: Trial) -> str:
     """The last line of the trial's latest error (its traceback is in ``error.txt`` beside it)."""
     try:
         with open(trial.error_file) as f:

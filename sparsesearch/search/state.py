@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from ..definitions import UNFINISHED
-from ..experiment import STATE_FILE
+from ..experiment import STATE_FILE, upgrade_state
 from ..results.table import load_results
 from ..spec import SpecError
 from ..training.target import Target
@@ -58,6 +58,7 @@ def read_state(exp_dir: Path) -> dict:
     if not isinstance(state, dict) or not isinstance(state.get("raw"), dict):
         raise SpecError(f"{state_file}: not an experiment state (no spec in it), cannot resume")
     try:
+        state = upgrade_state(state)
         stored_target(state)
     except (KeyError, TypeError, ValueError):
         raise SpecError(f"{state_file}: its target is missing or malformed, cannot resume") from None
@@ -65,8 +66,6 @@ def read_state(exp_dir: Path) -> dict:
 
 
 def stored_target(state: dict) -> Target:
-    """The target an experiment was started with (older experiments stored its loss alone)."""
-    if "target" in state:
-        t = state["target"]
-        return Target(tuple(t["losses"]), t["objective"], t["source"], t.get("path"))
-    return Target((float(state["target_loss"]),), 0, "stored")
+    """The target an experiment was started with (``state`` in the current format: ``upgrade_state``)."""
+    t = state["target"]
+    return Target(tuple(t["losses"]), t["objective"], t["source"], t.get("path"))

@@ -11,8 +11,10 @@ import os
 import pickle
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from ray import tune
+from ray.tune.experiment import Trial
 
 from ..experiment import StorageError
 
@@ -48,16 +50,16 @@ class StopOnStorageFailure(tune.Callback):
     """Stops the search at a trial's first storage failure: each retry would fail the same way, use up the
     trial's max_failures, and the search would go on into the broken storage trial after trial."""
 
-    def __init__(self, exp_dir: Path):
+    def __init__(self, exp_dir: Path) -> None:
         self.exp_dir = exp_dir
 
-    def on_trial_recover(self, iteration, trials, trial, **info):
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._check(trial)
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._check(trial)
 
-    def _check(self, trial) -> None:
+    def _check(self, trial: Trial) -> None:
         try:  # Tune pickles the error on the driver's machine (its session folder), not into the storage
             with open(trial.pickled_error_file, "rb") as f:
                 error = pickle.load(f)

@@ -18,7 +18,7 @@ from ..definitions import DIVERGED, INVALID, REACHED, RUNNING, nan_to_inf
 from ..experiment import CHECKPOINT_FILE, TrialReport, trial_number
 from ..results.pareto import OBJECTIVES
 from ..spec import SpecError
-from ..training.target import Target
+from ..training.target import Target, rung_eval_steps
 from ..training.trainer import Trainer
 from .process import peak_rss_mb, reset_peak_rss, rss_mb, set_threads, trim_heap
 
@@ -48,12 +48,11 @@ def run_trial(
         tune.report(_invalid_report(str(e), target.loss, config, number, data.fingerprint).to_dict())
         return
     try:
-        # Auto rungs are read at their steps: trials evaluate there too, so a dense run crosses them exactly there.
         trainer = Trainer(
             spec,
             data,
             target.losses,
-            eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else (),
+            eval_steps=rung_eval_steps(spec),
             seconds_per_flop=seconds_per_flop,
         )
     except SpecError as e:  # e.g. a level that the fixed groups of this combination cannot meet

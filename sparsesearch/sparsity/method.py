@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..model.flops import Density
+from ..model.flops import Density, charged_densities
 from ..spec import SparsitySpec
 from .distributions import layer_densities
 from .masks import random_mask
@@ -112,16 +112,9 @@ class Method(ABC):
         """What one training step costs per weight once every mask is at its target density, charged as
         ``Sparsifier.flop_densities`` charges a real step: forward, input-gradient and weight-gradient densities
         (``update``: a mask update follows the step). The ``flops`` command's estimate; no model needed."""
-        out: dict[str, Density] = {}
-        for name, d in self.layer_densities(shapes).items():
-            if d >= 1.0:
-                out[name] = 1.0
-            elif self.needs_dense_gradient(update):
-                out[name] = (d, d, 1.0)
-            else:
-                kept = self.mask_density(d)
-                out[name] = (d, d, kept) if kept != d else d
-        return out
+        forward = self.layer_densities(shapes)
+        backward = {name: self.mask_density(d) for name, d in forward.items() if d < 1.0}
+        return charged_densities(forward, backward, dense_gradient=self.needs_dense_gradient(update))
 
     def mask_density(self, density: float) -> float:
         """Density the mask of a weight holds, given the weight's forward density (Top-KAST's is larger)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -17,10 +18,10 @@ from .schedules import gmp_sparsity
 class _FixedMasks(Method):
     """Masks that never change after step 0."""
 
-    def wants_update(self, view, step):
+    def wants_update(self, view: SparsityView, step: int) -> bool:
         return False
 
-    def grow_score(self, view, name):
+    def grow_score(self, view: SparsityView, name: str) -> torch.Tensor:
         raise RuntimeError(f"{self.name}: masks never change, so nothing is grown")
 
 
@@ -30,14 +31,14 @@ class Dense(_FixedMasks):
     name = "dense"
 
     @classmethod
-    def check_spec(cls, sparsity, path):
+    def check_spec(cls, sparsity: SparsitySpec, path: str) -> None:
         if sparsity.level > 0 or sparsity.group_levels:
             raise SpecError(
                 f"{path}.method: 'dense' trains every weight, but sparsity.level is "
                 f"{sparsity.level:g}; choose a sparse method or level 0"
             )
 
-    def layer_densities(self, shapes):
+    def layer_densities(self, shapes: Mapping[str, tuple[int, int]]) -> dict[str, float]:
         return {n: 1.0 for n in shapes}
 
 
@@ -52,7 +53,7 @@ class SET(Method):
 
     name = "set"
 
-    def grow_score(self, view, name):
+    def grow_score(self, view: SparsityView, name: str) -> torch.Tensor:
         w = view.weight(name)
         return torch.rand(w.shape, generator=view.generator).to(w.device)
 
@@ -67,17 +68,17 @@ class RigL(Method):
         super().__init__(sparsity)
         self.scores: dict[str, torch.Tensor] = {}  # |dense gradient| of the step before an update
 
-    def needs_dense_gradient(self, update):
+    def needs_dense_gradient(self, update: bool) -> bool:
         return update
 
-    def observe_gradients(self, view, update):
+    def observe_gradients(self, view: SparsityView, update: bool) -> None:
         if update:
             self.scores = {n: view.grad(n).abs() for n in view.masks}
 
-    def grow_score(self, view, name):
+    def grow_score(self, view: SparsityView, name: str) -> torch.Tensor:
         return self.scores[name]
 
-    def after_masks_changed(self, view):
+    def after_masks_changed(self, view: SparsityView) -> None:
         self.scores = {}  # used up: the next update observes its own step
 
 
@@ -92,20 +93,20 @@ class SNFS(Method):
         super().__init__(sparsity)
         self.momentum: dict[str, torch.Tensor] = {}  # of every weight of each masked layer, dense
 
-    def needs_dense_gradient(self, update):
+    def needs_dense_gradient(self, update: bool) -> bool:
         return True
 
-    def observe_gradients(self, view, update):
+    def observe_gradients(self, view: SparsityView, update: bool) -> None:
         beta = self.sparsity.momentum
         for n in view.masks:
             g = view.grad(n)
             buf = self.momentum.get(n)
             self.momentum[n] = g.clone() if buf is None else buf.mul_(beta).add_(g, alpha=1.0 - beta)
 
-    def grow_score(self, view, name):
+    def grow_score(self, view: SparsityView, name: str) -> torch.Tensor:
         return self.momentum[name].abs()
 
-    def counts(self, view, step):
+    def counts(self, view: SparsityView, step: int) -> dict[str, tuple[int, int]]:
         frac = view.schedule.drop_fraction_at(step)
         # Unlike the per-layer methods, the drop is not capped by the layer's own free slots: regrowth may go
         # elsewhere (a layer that filled up must still be able to shed weights).
@@ -117,10 +118,10 @@ class SNFS(Method):
         grow = allocate(sum(drops.values()), mean_m, cap)
         return {n: (drops[n], grow[n]) for n in names}
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         return {"momentum": state_of(self.momentum)}
 
-    def load_state_dict(self, state, view):
+    def load_state_dict(self, state: Mapping[str, Any], view: SparsityView) -> None:
         self.momentum = state_to(state.get("momentum", {}), view)
 
 
@@ -157,20 +158,20 @@ class GMP(Method):
 
     name = "gmp"
 
-    def initial_mask(self, view, name, density):
+    def initial_mask(self, view: SparsityView, name: str, density: float) -> torch.Tensor:
         return torch.ones(view.weight(name).shape, dtype=torch.bool)
 
-    def wants_update(self, view, step):
+    def wants_update(self, view: SparsityView, step: int) -> bool:
         # Also after the ramp, until every layer is at its final density (a skipped last prune is caught up).
         return view.schedule.is_update(step) or (step >= view.schedule.end and self._pending(view))
 
     def _pending(self, view: SparsityView) -> bool:
         return any(view.active(n) > round(view.target_density[n] * m.numel()) for n, m in view.masks.items())
 
-    def grow_score(self, view, name):
+    def grow_score(self, view: SparsityView, name: str) -> torch.Tensor:
         raise RuntimeError("gmp only prunes, so nothing is grown")
 
-    def counts(self, view, step):
+    def counts(self, view: SparsityView, step: int) -> dict[str, tuple[int, int]]:
         sch, out = view.schedule, {}
         for name, mask in view.masks.items():
             if step >= sch.end:
@@ -191,7 +192,7 @@ class TopKAST(Method):
     name = "topkast"
 
     @classmethod
-    def check_spec(cls, sparsity, path):
+    def check_spec(cls, sparsity: SparsitySpec, path: str) -> None:
         backward = sparsity.topkast_backward_level
         if backward is not None and backward > sparsity.level:
             raise SpecError(
@@ -211,13 +212,13 @@ class TopKAST(Method):
         self.theta: dict[str, torch.Tensor] = {}  # the dense store: the weight's value on B, stale values off it
         self.forward: dict[str, torch.Tensor] = {}  # A, inside the mask B
 
-    def mask_density(self, density):
+    def mask_density(self, density: float) -> float:
         return min(1.0, density * self.factor)
 
-    def initial_mask(self, view, name, density):
+    def initial_mask(self, view: SparsityView, name: str, density: float) -> torch.Tensor:
         return top_fraction(view.weight(name).abs(), density)
 
-    def start(self, view):
+    def start(self, view: SparsityView) -> None:
         self.theta = {n: view.weight(n).clone() for n in view.masks}
         self._select_forward(view)
 
@@ -227,21 +228,21 @@ class TopKAST(Method):
             score = self.theta[name].abs().masked_fill(~mask, -1.0)
             self.forward[name] = top_fraction(score, view.target_density[name])
 
-    def stored_values(self, view):
+    def stored_values(self, view: SparsityView) -> Mapping[str, torch.Tensor] | None:
         return self.theta
 
-    def after_optimizer_step(self, view):
+    def after_optimizer_step(self, view: SparsityView) -> None:
         with torch.no_grad():  # theta takes the optimizer's new values on B
             for name, mask in view.masks.items():
                 torch.where(mask, view.weight(name), self.theta[name], out=self.theta[name])
 
-    def drop_score(self, view, name):
+    def drop_score(self, view: SparsityView, name: str) -> torch.Tensor:
         return self.theta[name].abs()
 
-    def grow_score(self, view, name):
+    def grow_score(self, view: SparsityView, name: str) -> torch.Tensor:
         return self.theta[name].abs()
 
-    def counts(self, view, step):
+    def counts(self, view: SparsityView, step: int) -> dict[str, tuple[int, int]]:
         """Swap exactly the weights that make B the top-|B| of |theta| again: those of B outside the new top set
         out, the same number in."""
         out = {}
@@ -251,16 +252,16 @@ class TopKAST(Method):
             out[name] = (n, n)
         return out
 
-    def after_masks_changed(self, view):
+    def after_masks_changed(self, view: SparsityView) -> None:
         self._select_forward(view)
 
-    def forward_masks(self, view):
+    def forward_masks(self, view: SparsityView) -> Mapping[str, torch.Tensor] | None:
         return self.forward or None
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         return {"theta": state_of(self.theta), "forward": state_of(self.forward)}
 
-    def load_state_dict(self, state, view):
+    def load_state_dict(self, state: Mapping[str, Any], view: SparsityView) -> None:
         self.theta.update(state_to(state.get("theta", {}), view))
         self.forward.update(state_to(state.get("forward", {}), view))
 
@@ -272,7 +273,7 @@ class FlopRigL(RigL):
 
     name = "flop_rigl"
 
-    def counts(self, view, step):
+    def counts(self, view: SparsityView, step: int) -> dict[str, tuple[int, int]]:
         frac = view.schedule.drop_fraction_at(step)
         names = list(view.masks)
         drops = {n: round(frac * view.active(n)) for n in names}
@@ -304,7 +305,7 @@ class Grow(RigL):
     name = "grow"
 
     @classmethod
-    def check_spec(cls, sparsity, path):
+    def check_spec(cls, sparsity: SparsitySpec, path: str) -> None:
         if sparsity.initial_level is not None and sparsity.initial_level < sparsity.level:
             raise SpecError(
                 f"{path}.initial_level: must be >= sparsity.level ({sparsity.level:g}): grow only "
@@ -317,7 +318,7 @@ class Grow(RigL):
         initial = 1.0 - sparsity.initial_level if sparsity.initial_level is not None else final / 2.0
         self.start_ratio = initial / final if final > 0 else 1.0
 
-    def initial_mask(self, view, name, density):
+    def initial_mask(self, view: SparsityView, name: str, density: float) -> torch.Tensor:
         return random_mask(view.weight(name).shape, density * self.start_ratio, view.generator)
 
     def ramp(self, view: SparsityView, step: int) -> float:
@@ -329,7 +330,7 @@ class Grow(RigL):
         r = min(1.0, max(0.0, (step - sch.start) / max(1, sch.end - sch.start)))
         return r**3
 
-    def counts(self, view, step):
+    def counts(self, view: SparsityView, step: int) -> dict[str, tuple[int, int]]:
         frac = view.schedule.drop_fraction_at(step)
         r = self.ramp(view, step)
         out = {}

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..model.flops import Density
+from ..model.flops import Density, charged_densities
 from ..model.network import MLMModel
 from ..spec import SparsitySpec
 from .masks import drop_and_grow
@@ -205,13 +205,8 @@ class Sparsifier:
 
     def flop_densities(self, step: int) -> dict[str, Density]:
         """What step ``step`` costs per weight: (forward, input-gradient, weight-gradient) densities."""
-        dens = self._densities
-        if self.method.needs_dense_gradient(self.is_update_step(step)):
-            return {n: ((d, d, 1.0) if n in self.masks else d) for n, d in dens.items()}
-        # Weight gradients are needed for the whole mask (Top-KAST's backward set may exceed the forward set).
-        return {
-            n: ((d, d, self._backward[n]) if n in self.masks and self._backward[n] != d else d) for n, d in dens.items()
-        }
+        dense_gradient = self.method.needs_dense_gradient(self.is_update_step(step))
+        return charged_densities(self._densities, self._backward, dense_gradient=dense_gradient)
 
     # ----- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

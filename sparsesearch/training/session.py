@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..data.batches import TokenizedData, describe_data, prepare_data
 from ..spec import Spec
 from .reference import measure_reference
-from .target import Target, resolve_target
+from .target import Target, resolve_target, rung_eval_steps
 from .trainer import Trainer
 
 
@@ -39,7 +39,7 @@ def start_session(spec: Spec, say: Callable[[str], None]) -> Session:
         spec,
         data,
         target.losses,
-        eval_steps=spec.target.rung_steps if spec.target.loss == "auto" else (),
+        eval_steps=rung_eval_steps(spec),
         seconds_per_flop=reference.seconds_per_flop,
     )
     return Session(data, target, trainer)

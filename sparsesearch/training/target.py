@@ -92,6 +92,13 @@ def target_path(spec: Spec, data: TokenizedData) -> Path:
     return cache_root(spec.data) / "targets" / f"{target_key(spec, data)}.json"
 
 
+def rung_eval_steps(spec: Spec) -> tuple[int, ...]:
+    """The steps a run of ``spec`` also evaluates at: an ``auto`` ladder's rungs are read at their dense steps, so
+    a run evaluates there too (a dense run of the target's own configuration then crosses each rung exactly
+    there); none for losses given in the spec."""
+    return spec.target.rung_steps if spec.target.loss == "auto" else ()
+
+
 def resolve_target(spec: Spec, data: TokenizedData, *, log=None) -> Target:
     """The target rungs for ``spec``: from the spec, from the cache, or by running the dense reference once."""
     objective = spec.target.objective_index
