@@ -2,11 +2,12 @@
 
     python benchmarks/reference_price.py [SPEC] [--repeats N] [--burst-s S] [--set KEY=VALUE ...]
 
-For each repeat, in one process: the reference (``training.reference.measure_reference``) measured on an otherwise
-idle machine, then again while other processes keep every core busy for ``--burst-s`` seconds from the moment the
-measurement starts (the issue's case: a five-second import of Ray beside the run). The same is done for the old
-rule (the median of 8 consecutive steps) for comparison. Prints each measurement and the medians of the loaded
-over the idle price; run it with nothing else on the machine.
+In one process, alternately: the reference (``training.reference.measure_reference``) measured on an otherwise idle
+machine, and measured while other processes keep every core busy for ``--burst-s`` seconds from the moment the
+measurement starts (a five-second import of Ray beside the run once moved it 2.8x); ``--repeats`` bursts, each
+between two idle measurements. The same for the old rule (the median of 8 consecutive steps), for comparison.
+Prints each measurement, the idle spread (the machine's own noise between identical measurements) and each burst
+over the mean of the idle measurements around it; run it with nothing else on the machine.
 """
 
 from __future__ import annotations
@@ -60,25 +61,32 @@ def main() -> None:
     spec = load_spec(args.spec, args.overrides)
     data = prepare_data(spec.data, spec.model)
     rows: dict[str, list[float]] = {k: [] for k in ("new idle", "new burst", "old idle", "old burst")}
-    for r in range(args.repeats):
-        for rule, measure in (("new", lambda: measure_reference(spec, data).dense_step_s), ("old", None)):
-            for load in ("idle", "burst"):
-                procs = _burst(args.burst_s) if load == "burst" else []
-                t0 = time.perf_counter()
-                ms = 1e3 * (measure() if measure else _old_rule(spec, data))
-                took = time.perf_counter() - t0
-                for q in procs:
-                    q.join()
-                rows[f"{rule} {load}"].append(ms)
-                print(f"repeat {r}: {rule} rule, {load:5}: {ms:7.1f} ms per dense step (measured in {took:.1f} s)")
-                time.sleep(2.0)  # let the machine settle between measurements
+    rules = {"new": lambda: measure_reference(spec, data).dense_step_s, "old": lambda: _old_rule(spec, data)}
+    # idle, burst, idle, burst, ..., idle: each burst is compared with the idle measurements on either side of
+    # it, so that the machine's own drift between measurements is not counted as the burst's effect.
+    for r in range(2 * args.repeats + 1):
+        load = "burst" if r % 2 else "idle"
+        for rule, measure in rules.items():
+            procs = _burst(args.burst_s) if load == "burst" else []
+            t0 = time.perf_counter()
+            ms = 1e3 * measure()
+            took = time.perf_counter() - t0
+            for q in procs:
+                q.join()
+            rows[f"{rule} {load}"].append(ms)
+            print(f"{rule} rule, {load:5}: {ms:7.1f} ms per dense step (measured in {took:.1f} s)", flush=True)
+            time.sleep(2.0)  # let the machine settle between measurements
     print()
-    print("| rule | idle (median, ms) | under a burst (median, ms) | burst / idle (median of repeats) |")
+    print("| rule | idle: median (range), ms | under a burst: median (range), ms | burst / idle around it (range) |")
     print("|---|---|---|---|")
-    for rule in ("new", "old"):
+    for rule in rules:
         idle, busy = rows[f"{rule} idle"], rows[f"{rule} burst"]
-        ratio = statistics.median([b / i for b, i in zip(busy, idle)])
-        print(f"| {rule} | {statistics.median(idle):.1f} | {statistics.median(busy):.1f} | {ratio:.3f} |")
+        ratios = [b / ((idle[i] + idle[i + 1]) / 2) for i, b in enumerate(busy)]
+        print(
+            f"| {rule} | {statistics.median(idle):.1f} ({min(idle):.1f}-{max(idle):.1f}) | "
+            f"{statistics.median(busy):.1f} ({min(busy):.1f}-{max(busy):.1f}) | "
+            f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |"
+        )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ def searched(tmp_path_factory, tiny_raw):
     return results, recorder, lines, tmp
 
 
+@pytest.mark.slow
 def test_run_passes_callbacks_and_returns_the_results(searched):
     results, recorder, lines, tmp = searched
     assert results.path == tmp / "runs" / "api"
@@ -62,6 +63,7 @@ def test_run_passes_callbacks_and_returns_the_results(searched):
     assert repr(sparsesearch.Results(results.path)) == f"Results({str(results.path)!r})"
 
 
+@pytest.mark.slow
 def test_best_trial_trains_again_through_the_api(searched, tmp_path):
     results, *_ = searched
     best = results.best()
@@ -133,6 +135,7 @@ def _readme_example() -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_readme_example_runs_verbatim(tmp_path):
     """The README's block, as written, from a folder holding the smoke spec (so that its runs/ lands there)."""
     (tmp_path / "search_spaces").mkdir()

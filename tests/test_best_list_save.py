@@ -42,6 +42,7 @@ def _one_line_error(capsys, message: str) -> None:
     assert captured.out == ""
 
 
+@pytest.mark.slow
 def test_best_prints_the_full_spec_of_the_best_trial(experiment, capsys):
     df, reached = _ranked(experiment)
     assert len(reached) >= 2, reached[["trial_id", "status"]]
@@ -58,6 +59,7 @@ def test_best_prints_the_full_spec_of_the_best_trial(experiment, capsys):
     assert reached.iloc[0]["trial_id"] in out.splitlines()[0]
 
 
+@pytest.mark.slow
 def test_best_rank_by_and_out(experiment, tmp_path, capsys):
     df, reached = _ranked(experiment, "net_flops")
     out = tmp_path / "second.yaml"
@@ -70,6 +72,7 @@ def test_best_rank_by_and_out(experiment, tmp_path, capsys):
     assert got.sparsity == trial_spec(state["raw"], df.attrs["configs"][second["trial_id"]]).sparsity
 
 
+@pytest.mark.slow
 def test_best_errors_are_one_line_exit_2(experiment, tmp_path, capsys):
     _, reached = _ranked(experiment)
     n = len(reached)
@@ -88,6 +91,7 @@ def test_best_errors_are_one_line_exit_2(experiment, tmp_path, capsys):
     _one_line_error(capsys, "cannot write")
 
 
+@pytest.mark.slow
 def test_trained_model_saves_and_reloads_with_its_sparsity_and_loss(experiment, tmp_path, capsys):
     import sparsesearch
 
@@ -136,6 +140,7 @@ def _touch(root: Path, when: float) -> None:
         os.utime(p, (when, when))
 
 
+@pytest.mark.slow
 def test_list_shows_every_experiment_with_its_status(experiment, tmp_path, capsys, monkeypatch):
     storage = tmp_path / "runs"
     storage.mkdir()

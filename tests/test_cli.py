@@ -29,6 +29,7 @@ def tiny_spec_file(tmp_path_factory, tiny_raw):
     return path
 
 
+@pytest.mark.slow
 def test_train_json_reports_every_required_key(tiny_spec_file):
     proc = run_cli("train", str(tiny_spec_file), "--json", "--set", "train.max_steps=100")
     assert proc.returncode == 0, proc.stderr
@@ -45,6 +46,7 @@ def test_train_json_reports_every_required_key(tiny_spec_file):
     assert "target" in proc.stderr
 
 
+@pytest.mark.slow
 def test_train_readable_summary(tiny_spec_file):
     proc = run_cli("train", str(tiny_spec_file), "--set", "target.loss=0.01", "--set", "train.max_steps=20")
     assert proc.returncode == 0, proc.stderr
@@ -61,6 +63,7 @@ def test_train_readable_summary(tiny_spec_file):
         assert text in out
 
 
+@pytest.mark.slow
 def test_train_smoke_spec_with_builtin_corpus_and_default_embedding():
     proc = run_cli("train", "search_spaces/smoke.yaml", "--json")
     assert proc.returncode == 0, proc.stderr

@@ -19,6 +19,7 @@ def logged_search(finished_search):
     return finished_search
 
 
+@pytest.mark.slow
 def test_one_line_per_finished_trial_with_the_searchs_status(logged_search):
     proc, exp = logged_search
     finished = [line for line in proc.stdout.splitlines() if re.match(r"\s+trial \d+ \(\w+\).* done, ", line)]
@@ -29,12 +30,14 @@ def test_one_line_per_finished_trial_with_the_searchs_status(logged_search):
     assert "best sparse" in proc.stdout or "dense " in last
 
 
+@pytest.mark.slow
 def test_ray_noise_stays_off_the_console(logged_search):
     proc, _ = logged_search
     for noise in ("Started a local Ray instance", "Trial status", "View detailed results", "Traceback"):
         assert noise not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_everything_the_console_shows_is_in_the_log_file(logged_search):
     proc, exp = logged_search
     logged = [line.split("  ", 1)[1] for line in (exp / LOG_FILE).read_text().splitlines()]
@@ -42,6 +45,7 @@ def test_everything_the_console_shows_is_in_the_log_file(logged_search):
     assert shown == [line for line in logged if line.strip()]
 
 
+@pytest.mark.slow
 def test_verbose_adds_every_evaluation(tmp_path, tiny_raw):
     path = search_spec_file(tmp_path, tiny_raw, num_samples=1)
     proc = run_cli("run", str(path), "--name", "verbose", "--verbose")
@@ -49,6 +53,7 @@ def test_verbose_adds_every_evaluation(tmp_path, tiny_raw):
     assert len(re.findall(r"step\s+\d+\s+eval", proc.stdout)) > len(load_results(tmp_path / "runs" / "verbose"))
 
 
+@pytest.mark.slow
 def test_mlflow_receives_every_trial_in_a_local_store(logged_search):
     import mlflow
 

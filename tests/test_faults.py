@@ -18,6 +18,8 @@ from helpers import ROOT, _command, _env, search_spec_file, trial_results, wait_
 
 from sparsesearch.spec import spec_from_dict
 
+pytestmark = pytest.mark.slow  # every test here starts Ray
+
 
 @pytest.fixture
 def ray_tmpdir(monkeypatch) -> Path:

@@ -101,6 +101,7 @@ READER_SPECIALS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(READER_SPECIALS))
 def test_special_experiment_directories_fail_in_one_clean_line(name, experiment, workdir):
     ops, log = READER_SPECIALS[name], []
@@ -109,6 +110,7 @@ def test_special_experiment_directories_fail_in_one_clean_line(name, experiment,
         assert outcome.kind != "crash", _clean(outcome, shown, fuzz.reader_reproduction(ops, check))
 
 
+@pytest.mark.slow
 @settings(QUICK, max_examples=6)
 @given(ops=fuzz.reader_ops())
 def test_any_experiment_directory_reads_or_fails_in_one_clean_line(ops, experiment, workdir):

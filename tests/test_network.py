@@ -21,6 +21,7 @@ import yaml
 from helpers import search_spec_file, start_cli, trial_results
 
 pytestmark = [
+    pytest.mark.slow,  # every test here starts Ray
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads sockets from /proc (Linux only)"),
 ]
 

@@ -309,6 +309,7 @@ def test_readers_on_paths_that_are_not_experiments(tmp_path, capsys):
             _one_line_error(capsys, [command, str(path)], command)
 
 
+@pytest.mark.slow
 def test_resume_of_a_damaged_ray_state_is_one_line(tmp_path, capsys, tiny_raw):
     raw = {**tiny_raw, "search": {"params": {"sparsity.level": {"uniform": [0.5, 0.9]}}}}
     exp = _state(tmp_path, json.dumps({**json.loads(GOOD_STATE), "raw": raw}))
@@ -335,6 +336,7 @@ def test_resume_refuses_another_corpus_in_one_line(tmp_path, tiny_raw, monkeypat
     assert "(fingerprint 0123456789abcdef)" in err and "is not the one the experiment was made on" in err
 
 
+@pytest.mark.slow
 def test_resume_starts_afresh_an_experiment_stopped_before_its_first_trial(tmp_path, tiny_raw, monkeypatch):
     """The driver was killed after writing the experiment's state but before Ray Tune saved its own: `resume`
     runs the whole search from the stored spec, the stale study left aside."""
@@ -356,6 +358,7 @@ def test_resume_starts_afresh_an_experiment_stopped_before_its_first_trial(tmp_p
     assert len(df) == 3 and df["status"].isin(["reached", "not_reached", "stopped_early"]).all()
 
 
+@pytest.mark.slow
 def test_a_combination_that_cannot_meet_its_level_is_an_invalid_trial_not_an_error(tmp_path, tiny_raw):
     """Every value is valid alone; together the fixed dense groups leave too few weights for the level. The
     trial reports `invalid` with the reason (no retries, no error) and the search carries on."""

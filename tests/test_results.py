@@ -308,6 +308,7 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
+@pytest.mark.slow
 def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
     out = tmp_path / "out"
     proc = run_cli("export", str(smoke_experiment), "--out", str(out))
@@ -376,6 +377,7 @@ def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
     assert "importances.png" in text or "Not computed:" in text
 
 
+@pytest.mark.slow
 def test_results_of_a_copied_experiment_are_the_same(smoke_experiment, tmp_path):
     copy = tmp_path / "elsewhere" / "copied"
     shutil.copytree(smoke_experiment, copy)

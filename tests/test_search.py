@@ -173,6 +173,7 @@ def test_run_cli_errors_are_one_line_exit_2(args, message, capsys, monkeypatch):
 # ----- end to end: real Ray Tune runs -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_end_to_end(tmp_path, tiny_raw):
     spec = search_spec_file(tmp_path, tiny_raw)
     proc = run_cli("run", str(spec), "--name", "e2e")
@@ -202,6 +203,7 @@ def test_run_end_to_end(tmp_path, tiny_raw):
         assert db.execute("select count(*) from trials").fetchone()[0] == 3
 
 
+@pytest.mark.slow
 def test_sparse_trials_on_course_reach_the_target_after_the_family_finished(tmp_path, tiny_raw):
     """The family runs first (one trial at a time) and finishes at the target loss; sparse trials at a low level
     are behind it at ASHA's first rung but on course, and ASHA, comparing sparse with sparse only, lets at least
@@ -230,6 +232,7 @@ def _is_dense(rows: list[dict]) -> bool:
     return rows[0]["config"].get("role") == "dense_family"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_raw, sig):
     spec = search_spec_file(tmp_path, tiny_raw, num_samples=5, max_concurrent=1)
@@ -269,6 +272,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path, 
     assert all(rows[-1]["status"] != "running" or rows[-1]["budget"] > 0 for rows in after.values())
 
 
+@pytest.mark.slow
 def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, tiny_raw):
     """A real two-node Ray cluster on this machine (ray.cluster_utils.Cluster); one CPU per node, so two
     concurrent trials must land on different nodes."""
@@ -306,6 +310,7 @@ def _trial_workers() -> list[int]:
     return [int(line.split()[0]) for line in out.splitlines() if "ray::ImplicitFunc" in line]
 
 
+@pytest.mark.slow
 def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_path, tiny_raw):
     from sparsesearch.experiment import trial_spec
     from sparsesearch.training.trainer import Trainer
@@ -349,6 +354,7 @@ def test_killed_trial_worker_resumes_from_checkpoint_with_the_same_result(tmp_pa
     assert final["flops"] == last["flops"]
 
 
+@pytest.mark.slow
 def test_diverging_trials_are_marked_and_the_search_carries_on(tmp_path, tiny_raw):
     spec_path = search_spec_file(tmp_path, tiny_raw, num_samples=2)
     raw = yaml.safe_load(spec_path.read_text())

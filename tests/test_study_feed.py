@@ -103,6 +103,7 @@ def test_several_objectives_prune_unreached_trials_too(status):
     assert [t.user_attrs["ray_trial_id"] for t in feed._ot_study.best_trials] == ["b"]
 
 
+@pytest.mark.slow
 def test_a_real_search_tells_the_study_the_truth_and_extends_on_the_same_study(tmp_path, tiny_raw):
     """A tiny search where ASHA stops trials, then `resume --num-samples 2`: stopped trials are pruned with
     intermediate values, the best trial reached the target, the attributes match the experiment's files, and

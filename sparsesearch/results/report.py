@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..definitions import REACHED, STATUS_HELP, STATUSES, UNFINISHED
-from ..experiment import DENSE_FAMILY, SPARSE, STUDY_FILE, base_raw, rung_key, trial_spec
+from ..experiment import CONFIG_KEY, DENSE_FAMILY, SPARSE, STUDY_FILE, base_raw, rung_key, trial_spec
 from ..model.flops import StepFlops, step_flops
 from ..model.shape import ModelShape
 from ..sparsity.distributions import layer_densities
@@ -189,6 +189,33 @@ def _dense_family(df: pd.DataFrame, state: dict) -> list[str]:
     return lines + [
         "Size 0 is the spec's own model; each row shows the configuration with the fewest net FLOPs to the target "
         "(its learning rate when the search tunes it).",
+        "",
+        *_plateau_note(dense, df.attrs.get("configs") or {}, state),
+    ]
+
+
+def _plateau_note(dense: pd.DataFrame, configs: dict[str, dict], state: dict) -> list[str]:
+    """Where the held-out loss is flat enough that a target's cost is uncertain: the run that defined an ``auto``
+    rung (the spec's own dense configuration, same seed) crossed it well before the step that defines it."""
+    spec = spec_from_dict(base_raw(state["raw"]))
+    if spec.target.loss != "auto":
+        return []
+    own = [r for _, r in dense.iterrows() if configs.get(r["trial_id"], {}).get(CONFIG_KEY) == 0 and r["size"] == 0]
+    if not own:
+        return []
+    early = []
+    for i, step in enumerate(spec.target.rung_steps):
+        crossed = own[0].get(rung_key(i, "steps"))
+        if not missing(crossed) and crossed < step - spec.train.eval_every:
+            early.append(f"rung {i} (defined at step {step}) at step {crossed:.0f}")
+    if not early:
+        return []
+    return [
+        "**On a plateau.** The spec's own dense configuration, whose run defined the `auto` rungs, crossed "
+        + "; ".join(early)
+        + ": the held-out loss there is flat and noisy (a constant learning rate), so a cost to that rung is "
+        "uncertain by about the steps between the crossing and the defining step. Compare such costs over seeds "
+        "(`search.confirm`) and read a speedup there as a range.",
         "",
     ]
 
