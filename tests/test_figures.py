@@ -260,3 +260,21 @@ def test_study_views_are_linked_with_enough_trials_and_skipped_with_a_note_other
     text = report(exp, tmp_path / "rep").read_text()
     assert text.count("study.db is not a readable Optuna study (truncated or overwritten?)") == 2
     assert "Not drawn: study.db is not" in text and not list((tmp_path / "rep").glob("study_*.html"))
+
+
+@pytest.mark.parametrize(("crossed", "noted"), [(60, True), (95, False)])
+def test_the_report_says_when_the_defining_dense_run_crosses_an_auto_rung_early(tmp_path, crossed, noted):
+    """The same-seed dense configuration whose run defined an ``auto`` rung crossing it well before the defining
+    step (more than one evaluation interval) means a plateau: the report says so, and how to read costs there."""
+    exp = _experiment(tmp_path)
+    state = json.loads((exp / "sparsesearch.json").read_text())
+    state["raw"] = {"search": {"objective": "net_time"}, "target": {"loss": "auto", "dense_steps": 100}}
+    (exp / "sparsesearch.json").write_text(json.dumps(state))
+    result = next(exp.glob("run_trial_d0a_*")) / "result.json"
+    rows = [json.loads(line) for line in result.read_text().splitlines()]
+    rows[-1].update(rung0_loss=4.9, rung0_reached=1, rung0_steps=crossed, rung0_net_flops=1e12)
+    result.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = report(exp, tmp_path / "out").read_text()
+    assert ("**On a plateau.**" in text) is noted
+    if noted:
+        assert f"crossed rung 0 (defined at step 100) at step {crossed}" in text
