@@ -145,8 +145,9 @@ def test_cpu_device_and_bad_device(tiny_spec, tiny_data):
 
 
 @pytest.mark.parametrize("method", ["dense", "rigl"])
-def test_checkpoint_resume_continues_exactly(tiny_spec, tiny_data, tmp_path, method):
-    spec = _spec(tiny_spec, max_steps=50, eval_every=10)
+@pytest.mark.parametrize("eval_weights", ["current", "ema"])
+def test_checkpoint_resume_continues_exactly(tiny_spec, tiny_data, tmp_path, method, eval_weights):
+    spec = _spec(tiny_spec, max_steps=50, eval_every=10, eval_weights=eval_weights, ema_half_life=5.0)
     spec = dataclasses.replace(
         spec,
         sparsity=dataclasses.replace(

@@ -199,6 +199,10 @@ class Sparsifier:
         self._densities = {n: (int(fwd[n].sum()) / fwd[n].numel() if n in fwd else 1.0) for n in self.weights}
         self._backward = {n: (int(m.sum()) / m.numel()) for n, m in self.masks.items()}
 
+    def forward_masks(self) -> dict[str, torch.Tensor]:
+        """The mask of every masked weight as the forward pass uses it (Top-KAST's forward set inside its mask)."""
+        return dict(self.method.forward_masks(self.view) or self.masks)
+
     def densities(self) -> dict[str, float]:
         """Density of every sparsifiable weight in the forward pass (1.0 for unmasked ones)."""
         return dict(self._densities)

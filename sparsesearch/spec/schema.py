@@ -108,8 +108,26 @@ class TrainSpec:
     adam_beta1: float = _field(0.9, "AdamW beta1", lo=0.0, hi=1.0, hi_open=True)
     adam_beta2: float = _field(0.98, "AdamW beta2", lo=0.0, hi=1.0, hi_open=True)
     warmup_steps: int = _field(30, "linear learning-rate warm-up steps", lo=0)
-    lr_schedule: Literal["constant", "linear", "cosine"] = _field(
-        "constant", "learning rate after warm-up: constant, or decayed to 0 at max_steps"
+    lr_schedule: Literal["constant", "linear", "cosine", "wsd"] = _field(
+        "constant",
+        "learning rate after warm-up: constant; decayed to 0 at max_steps (linear, cosine); or wsd (warm-up, "
+        "stable, decay): constant, then a linear cooldown to 0 over the last `cooldown` share of the objective "
+        "rung's dense steps (target.dense_steps), ending there",
+    )
+    cooldown: float = _field(
+        0.2,
+        "wsd: the share of the objective rung's dense steps that the final decay lasts",
+        lo=0.0,
+        lo_open=True,
+        hi=1.0,
+    )
+    eval_weights: Literal["current", "ema"] = _field(
+        "current",
+        "the weights an evaluation uses: the current ones, or an exponential moving average of them with the "
+        "current masks applied (the same sparsity); its averaging is charged as training overhead",
+    )
+    ema_half_life: float = _field(
+        100.0, "ema: steps after which a step's weights count half in the average", lo=0.0, lo_open=True
     )
     grad_clip: float | None = _field(
         1.0, "clip the global gradient norm to this (null: no clipping)", lo=0.0, lo_open=True

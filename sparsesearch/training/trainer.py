@@ -23,6 +23,7 @@ infinite times. Projected numbers are estimates for ranking only, never results.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -150,6 +151,12 @@ class Trainer:
             horizon=spec.sparsity.horizon_steps or spec.target.horizon,
             weight_cost=weight_costs(self.shape, tr.batch_size, self.expected_masked()),
         )
+        # train.eval_weights: ema. Evaluations use an exponential moving average of the weights (Polyak & Juditsky
+        # 1992; as an anytime-fair evaluation, e.g. Kaddour et al. 2023), one copy of every trainable weight.
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.ema: list[torch.Tensor] | None = None
+        if tr.eval_weights == "ema":
+            self.ema = [p.detach().clone() for p in self._trainable]
         self.step = 0
         self.train_time = self.flops = self.dense_flops = 0.0  # training seconds, cumulative FLOPs
         self.eval_time = 0.0  # evaluation seconds (excluded from train_time)
@@ -172,6 +179,10 @@ class Trainer:
             return (step + 1) / (tr.warmup_steps + 1)
         if tr.lr_schedule == "constant":
             return 1.0
+        if tr.lr_schedule == "wsd":  # Hägele et al. 2024: constant, then a linear cooldown ending at the horizon
+            end = self.spec.target.horizon
+            start = end * (1.0 - tr.cooldown)
+            return 1.0 if step < start else max(0.0, (end - step) / (end - start))
         progress = min(1.0, (step - tr.warmup_steps) / max(1, tr.max_steps - tr.warmup_steps))
         return 1.0 - progress if tr.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -199,6 +210,39 @@ class Trainer:
 
     @torch.no_grad()  # not inference_mode: the model's cached bf16 table is also used in training
     def _evaluate(self) -> float:
+        with self._evaluated_weights():
+            return self._evaluate_model()
+
+    @contextlib.contextmanager
+    def _evaluated_weights(self) -> Iterator[None]:
+        """The weights an evaluation uses: the current ones, or (``train.eval_weights: ema``) their moving average
+        with the current forward masks applied, so the evaluated model has exactly the run's sparsity; the
+        current weights are back, bit for bit, afterwards."""
+        if self.ema is None:
+            yield
+            return
+        masks = {id(self.sparsifier.weights[n]): m for n, m in self.sparsifier.forward_masks().items()}
+        current = [p.detach().clone() for p in self._trainable]
+        for p, avg in zip(self._trainable, self.ema):
+            mask = masks.get(id(p))
+            p.copy_(avg if mask is None else avg.masked_fill(~mask, 0.0))
+        try:
+            yield
+        finally:
+            for p, saved in zip(self._trainable, current):
+                p.copy_(saved)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """One step of the moving average; its decay grows from 0.1 towards the half-life's so that early
+        evaluations are not dominated by the initial weights (the usual EMA warm-up)."""
+        if self.ema is None:
+            return
+        decay = min(0.5 ** (1.0 / self.spec.train.ema_half_life), (1.0 + self.step) / (10.0 + self.step))
+        for avg, p in zip(self.ema, self._trainable):
+            avg.lerp_(p.detach(), 1.0 - decay)
+
+    def _evaluate_model(self) -> float:
         self.model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         count = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -222,15 +266,20 @@ class Trainer:
             return time.perf_counter()
         return time.process_time()
 
+    def _has_overhead(self) -> bool:
+        """Whether steps do work beyond the plain step: the sparsifier's (masks) or the weight averaging."""
+        return bool(self.sparsifier.masks) or self.ema is not None
+
     def _method_clock(self) -> float:
-        """``_clock`` where a method's overhead is measured; 0 for a dense run (no masks: nothing to measure, and
-        on CUDA no synchronisation added to its steps)."""
-        return self._clock() if self.sparsifier.masks else 0.0
+        """``_clock`` where the overhead is measured; 0 for a plain dense run (nothing to measure, and on CUDA no
+        synchronisation added to its steps)."""
+        return self._clock() if self._has_overhead() else 0.0
 
     def method_overhead(self) -> float:
-        """Whole training steps' time over their time without the sparsifier's work (1.0 for a dense run)."""
+        """Whole training steps' time over their time without the sparsifier's work and the weight averaging
+        (1.0 for a plain dense run)."""
         base = self.step_clock - self.method_clock
-        if not self.sparsifier.masks or base <= 0 or self.method_clock <= 0:  # a dense run's hooks do nothing
+        if not self._has_overhead() or base <= 0 or self.method_clock <= 0:
             return 1.0
         return self.step_clock / base
 
@@ -266,6 +315,7 @@ class Trainer:
             self.scheduler.step()
             c0 = self._method_clock()
             self.sparsifier.after_optimizer_step(self.step)
+            self._update_ema()  # of the weights as the step left them, masks applied
             self.method_clock += self._method_clock() - c0
             self.step += 1
         self._sync()
@@ -400,6 +450,7 @@ class Trainer:
             "crossed": self.crossed,
             "reported_updates": self._reported_updates,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": None if self.ema is None else [t.detach().cpu().clone() for t in self.ema],
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
@@ -421,6 +472,12 @@ class Trainer:
         self._reported_updates = state["reported_updates"]
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ValueError("checkpoint has no weight average, but train.eval_weights is ema")
+            with torch.no_grad():
+                for avg, saved in zip(self.ema, state["ema"]):
+                    avg.copy_(saved.to(avg.device))
         torch.set_rng_state(state["rng_cpu"])
         if state.get("rng_cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
