@@ -58,6 +58,7 @@ class EmaGrad(Method):
 
 CONTRACT = [*METHODS, EmaGrad.name]  # every registered method, and the one above
 SPARSE = [m for m in CONTRACT if m != "dense"]
+SCALED = {"init_scale": "density", "lr_scale": "density"}  # SuPar's initialisation and learning rates
 UPDATING = [m for m in SPARSE if m != "static"]
 
 
@@ -133,8 +134,9 @@ def test_a_method_brings_its_own_spec_rules(tiny_raw):
 
 
 @pytest.mark.parametrize("method", CONTRACT)
-def test_masked_weights_and_optimizer_state_stay_exactly_zero(tiny_raw, method):
-    tr = _trainer(tiny_raw, method)
+@pytest.mark.parametrize("scaled", [False, True], ids=["standard", "density-scaled"])
+def test_masked_weights_and_optimizer_state_stay_exactly_zero(tiny_raw, method, scaled):
+    tr = _trainer(tiny_raw, method, **(SCALED if scaled else {}))
     for _ in range(12):  # several mask updates, AdamW with weight decay 0.1
         tr.train_step()
         for name, mask in tr.sparsifier.masks.items():
@@ -149,8 +151,9 @@ def test_masked_weights_and_optimizer_state_stay_exactly_zero(tiny_raw, method):
 
 
 @pytest.mark.parametrize("method", SPARSE)
-def test_active_counts_are_exactly_what_the_method_asked_for(tiny_raw, method):
-    tr = _trainer(tiny_raw, method)
+@pytest.mark.parametrize("scaled", [False, True], ids=["standard", "density-scaled"])
+def test_active_counts_are_exactly_what_the_method_asked_for(tiny_raw, method, scaled):
+    tr = _trainer(tiny_raw, method, **(SCALED if scaled else {}))
     sp = tr.sparsifier
     seen = _spy_counts(sp)
     for _ in range(16):  # the whole horizon: every update, the last one included
@@ -207,14 +210,15 @@ def _full_state(tr):
 
 
 @pytest.mark.parametrize("method", SPARSE)
-def test_checkpoint_round_trip_gives_identical_masks_and_next_steps(tiny_raw, method):
+@pytest.mark.parametrize("scaled", [False, True], ids=["standard", "density-scaled"])
+def test_checkpoint_round_trip_gives_identical_masks_and_next_steps(tiny_raw, method, scaled):
     import copy
 
-    a = _trainer(tiny_raw, method)
+    a = _trainer(tiny_raw, method, **(SCALED if scaled else {}))
     for _ in range(5):
         a.train_step()
     state = copy.deepcopy(_full_state(a))
-    b = _trainer(tiny_raw, method)
+    b = _trainer(tiny_raw, method, **(SCALED if scaled else {}))
     b.model.load_state_dict(state["model"])
     b.optimizer.load_state_dict(state["optimizer"])
     b.scheduler.load_state_dict(state["scheduler"])
@@ -410,8 +414,9 @@ def _weight_grad_flops(tr, names):
 
 
 @pytest.mark.parametrize("method", CONTRACT)
-def test_cumulative_flops_equal_the_methods_analytic_formula(tiny_raw, method):
-    tr = _trainer(tiny_raw, method)
+@pytest.mark.parametrize("scaled", [False, True], ids=["standard", "density-scaled"])
+def test_cumulative_flops_equal_the_methods_analytic_formula(tiny_raw, method, scaled):
+    tr = _trainer(tiny_raw, method, **(SCALED if scaled else {}))
     sp = tr.sparsifier
     bs = tr.spec.train.batch_size
     dense_wgrad = _weight_grad_flops(tr, list(sp.masks))
@@ -577,3 +582,48 @@ def test_grow_initial_level_below_level_is_refused():
 
     with pytest.raises(SpecError, match=r"sparsity.initial_level: must be >= sparsity.level \(0.8\)"):
         check_spec(spec_from_dict({"sparsity": {"method": "grow", "level": 0.8, "initial_level": 0.5}}))
+
+
+# ----- density-scaled training (SuPar): the behaviour that defines each option -----------------------------------
+
+
+@pytest.mark.parametrize("method", ["rigl", "grow", "topkast"])
+def test_density_init_divides_each_masked_weight_by_the_root_of_its_starting_density(tiny_raw, method):
+    standard = _trainer(tiny_raw, method, level=0.8)
+    scaled = _trainer(tiny_raw, method, level=0.8, init_scale="density")
+    for name, mask in scaled.sparsifier.masks.items():
+        assert torch.equal(mask, standard.sparsifier.masks[name])  # the same masks: scaling draws no randomness
+        density = min(float(mask.sum()) / mask.numel(), scaled.sparsifier.target_density[name])
+        if method == "grow":  # the density of the moment: grow starts sparser than its target
+            assert density < scaled.sparsifier.target_density[name]
+        a, b = scaled.sparsifier.weights[name], standard.sparsifier.weights[name]
+        active = b != 0
+        assert torch.allclose(a[active], b[active] / density**0.5)
+        # the variance of a pre-activation's sum matches a dense layer's: density x scaled variance = dense's
+        assert density * float(a[active].detach().var()) == pytest.approx(float(b[active].detach().var()), rel=1e-4)
+    dense = _trainer(tiny_raw, "dense", init_scale="density")  # no mask: nothing to scale
+    plain = _trainer(tiny_raw, "dense")
+    assert all(torch.equal(p, q) for p, q in zip(dense.model.parameters(), plain.model.parameters()))
+
+
+def test_density_lr_follows_the_density_of_the_moment_and_leaves_the_rest(tiny_raw):
+    tr = _trainer(tiny_raw, "grow", level=0.8, lr_scale="density")  # grow ramps its density up
+    lr = tr.spec.train.lr
+
+    def rates() -> dict[str | None, float]:
+        return {g.get("name"): g["lr"] for g in tr.optimizer.param_groups}
+
+    def expected(step: int) -> dict[str, float]:
+        dens = tr.sparsifier.densities()
+        return {n: lr * tr._lr_factor(step) / dens[n] for n in tr.sparsifier.weights}
+
+    start = rates()
+    assert {n: start[n] for n in tr.sparsifier.weights} == pytest.approx(expected(0))
+    assert start[None] == pytest.approx(lr * tr._lr_factor(0))  # the unnamed groups keep the run's rate
+    first = dict(tr.sparsifier.densities())
+    for _ in range(16):
+        tr.train_step()
+    assert tr.sparsifier.densities() != first, "grow changed its densities"
+    after = rates()
+    # the rates of the next step were set when the last one ended, after its mask update
+    assert {n: after[n] for n in tr.sparsifier.weights} == pytest.approx(expected(tr.step))

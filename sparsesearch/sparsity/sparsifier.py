@@ -67,6 +67,8 @@ class Sparsifier:
         )
         for name, d in self.mask_density.items():
             self.masks[name] = self.method.initial_mask(self.view, name, d).to(self.weights[name].device)
+        if sparsity.init_scale == "density":
+            self._scale_initial_weights()
         self._inactive = {n: ~m for n, m in self.masks.items()}
         self.method.start(self.view)
         self.updates: list[dict[str, Any]] = []  # one entry per mask update (or skipped update)
@@ -165,6 +167,17 @@ class Sparsifier:
         for value in self.optimizer.state.get(weight, {}).values():
             if torch.is_tensor(value) and value.shape == weight.shape:
                 value.masked_fill_(where, 0.0)
+
+    @torch.no_grad()
+    def _scale_initial_weights(self) -> None:
+        """``sparsity.init_scale: density``: each masked weight divided by the square root of its layer's forward
+        density at the start (the mask's own, or the method's forward density where the mask is larger, as
+        Top-KAST's), so that a pre-activation sums as many active terms' variance as a dense layer's (Dey et al.
+        2024, SuPar). Later changes of density change no weight."""
+        for name, mask in self.masks.items():
+            density = min(float(mask.sum()) / mask.numel(), self.target_density[name])
+            if density > 0:
+                self.weights[name].mul_(density**-0.5)
 
     def apply_masks(self, *, state: bool = True) -> None:
         """Zero every masked weight and (with ``state``) its optimizer state; idempotent.

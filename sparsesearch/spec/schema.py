@@ -255,6 +255,17 @@ class SparsitySpec:
         hi=1.0,
         hi_open=True,
     )
+    init_scale: Literal["standard", "density"] = _field(
+        "standard",
+        "initial scale of masked weights: standard, or density: divided by the square root of the layer's forward "
+        "density at the start, so that its pre-activations keep a dense layer's variance (SuPar, Dey et al. 2024)",
+    )
+    lr_scale: Literal["none", "density"] = _field(
+        "none",
+        "learning rate of masked weights: the run's, or density: divided by the layer's forward density of the "
+        "moment (SuPar's rule for Adam, whose updates should shrink as 1/(density x fan-in); Dietrich et al. 2021 "
+        "fitted ~4.5x the dense rate for BERT at 80% sparsity, this rule gives 5x)",
+    )
     regularizer: Literal["none", "l1", "l2"] = _field("none", "penalty on active sparsifiable weights")
     regularizer_strength: float = _field(0.0, "coefficient of the regularizer (added to the gradient)", lo=0.0)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -134,15 +134,17 @@ class Trainer:
         )
         decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.requires_grad and p.ndim < 2]
+        groups: list[dict] = [{"params": decay, "weight_decay": tr.weight_decay}]
+        # sparsity.lr_scale: density: every sparsifiable weight in a group of its own, its rate scaled by its density.
+        scaled = self.model.sparsifiable_weights() if spec.sparsity.lr_scale == "density" else {}
+        if scaled:
+            own = {id(p) for p in scaled.values()}
+            groups[0]["params"] = [p for p in decay if id(p) not in own]
+            groups += [{"params": [p], "weight_decay": tr.weight_decay, "name": n} for n, p in scaled.items()]
+        groups.append({"params": no_decay, "weight_decay": 0.0})
         # One fused kernel for all parameters instead of a dozen small ops per parameter (same arithmetic).
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": tr.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=tr.lr,
-            betas=(tr.adam_beta1, tr.adam_beta2),
-            fused=True,
-        )
+        self.optimizer = torch.optim.AdamW(groups, lr=tr.lr, betas=(tr.adam_beta1, tr.adam_beta2), fused=True)
         self.scaler = self.precision.grad_scaler()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.sparsifier = Sparsifier(
             self.model,
             self.optimizer,
@@ -150,6 +152,10 @@ class Trainer:
             seed=tr.seed,
             horizon=spec.sparsity.horizon_steps or spec.target.horizon,
             weight_cost=weight_costs(self.shape, tr.batch_size, self.expected_masked()),
+        )
+        # After the sparsifier: a density-scaled rate reads the densities of the moment at every step.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, [self._group_lr_factor(g.get("name")) for g in self.optimizer.param_groups]
         )
         # train.eval_weights: ema. Evaluations use an exponential moving average of the weights (Polyak & Juditsky
         # 1992; as an anytime-fair evaluation, e.g. Kaddour et al. 2023), one copy of every trainable weight.
@@ -172,6 +178,13 @@ class Trainer:
     def expected_masked(self) -> float:
         """Expected positions per step that reach the MLM head."""
         return expected_masked(self.shape, self.spec.train.batch_size, self.spec.data.mask_prob)
+
+    def _group_lr_factor(self, name: str | None) -> Callable[[int], float]:
+        """The schedule of one parameter group: the run's, divided for a named (density-scaled) weight by its
+        forward density of the moment (``sparsity.lr_scale: density``)."""
+        if name is None:
+            return self._lr_factor
+        return lambda step: self._lr_factor(step) / max(self.sparsifier.densities()[name], 1e-6)
 
     def _lr_factor(self, step: int) -> float:
         tr = self.spec.train
@@ -312,11 +325,11 @@ class Trainer:
             else:  # skips the step when the scaled gradients overflowed, and adapts the scale
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-            self.scheduler.step()
             c0 = self._method_clock()
             self.sparsifier.after_optimizer_step(self.step)
             self._update_ema()  # of the weights as the step left them, masks applied
             self.method_clock += self._method_clock() - c0
+            self.scheduler.step()  # after the masks changed: a density-scaled rate reads the new densities
             self.step += 1
         self._sync()
         return loss_value, n_masked, step_densities
