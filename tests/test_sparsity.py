@@ -627,3 +627,56 @@ def test_density_lr_follows_the_density_of_the_moment_and_leaves_the_rest(tiny_r
     after = rates()
     # the rates of the next step were set when the last one ended, after its mask update
     assert {n: after[n] for n in tr.sparsifier.weights} == pytest.approx(expected(tr.step))
+
+
+def test_a_ramp_led_by_the_data_keeps_the_tokens_per_active_weight(tiny_raw):
+    """grow with tokens_per_weight: after each mask update, the active sparsifiable weights are the tokens read so
+    far over tokens_per_weight (within a weight per layer of rounding), between the start and the final density;
+    new weights start at zero with zero optimizer state (the contract suite covers grow) and cost FLOPs from then
+    on (the trainer charges the density of the moment)."""
+    tpw = 4.0
+    tr = _trainer(tiny_raw, "grow", level=0.8, tokens_per_weight=tpw, horizon_steps=40)
+    sp, view = tr.sparsifier, tr.sparsifier.view
+    per_step = tr.spec.train.batch_size * tr.spec.model.seq_len
+    final = {n: round(sp.mask_density[n] * m.numel()) for n, m in sp.masks.items()}
+    start = {n: int(m.sum()) for n, m in sp.masks.items()}
+    assert view.tokens_per_step == per_step and sum(start.values()) < sum(final.values())
+    seen, flops_before = [], tr.flops
+    for _ in range(40):
+        tr.train_step()
+        if sp.updates and sp.updates[-1]["step"] == tr.step:
+            wanted = tr.step * per_step / tpw - view.dense_weights
+            expected = min(sum(final.values()), max(sum(start.values()), wanted))
+            active = sum(int(m.sum()) for m in sp.masks.values())
+            assert abs(active - expected) <= len(sp.masks), (tr.step, active, expected)
+            seen.append(active)
+    assert seen == sorted(seen) and seen[0] < seen[-1], "it grows with the data, never shrinks"
+    assert flops_before == tr.flops  # train_step alone does not count FLOPs: the trainer's run() does
+    sparser = _trainer(tiny_raw, "grow", level=0.8, tokens_per_weight=4 * tpw, horizon_steps=40)
+    for _ in range(40):
+        sparser.train_step()
+    assert sum(int(m.sum()) for m in sparser.sparsifier.masks.values()) < seen[-1], "more tokens per weight: fewer"
+
+
+def test_the_data_led_ramp_keeps_the_contract(tiny_raw):
+    """grow led by the data: masked weights and their optimizer state exactly zero after every step, and a
+    checkpoint round trip that continues with identical masks and losses."""
+    import copy
+
+    a = _trainer(tiny_raw, "grow", level=0.8, tokens_per_weight=2.0)
+    for _ in range(6):
+        a.train_step()
+        for name, mask in a.sparsifier.masks.items():
+            w = a.sparsifier.weights[name]
+            assert torch.count_nonzero(w[~mask]) == 0, name
+            assert all(torch.count_nonzero(s[~mask]) == 0 for s in _state_tensors(a, w)), name
+    state = copy.deepcopy(_full_state(a))
+    b = _trainer(tiny_raw, "grow", level=0.8, tokens_per_weight=2.0)
+    b.model.load_state_dict(state["model"])
+    b.optimizer.load_state_dict(state["optimizer"])
+    b.scheduler.load_state_dict(state["scheduler"])
+    b.sparsifier.load_state_dict(state["sparsifier"])
+    b.step = state["step"]
+    for _ in range(4):  # two updates, each growing
+        assert a.train_step()[0] == b.train_step()[0]
+    assert all(torch.equal(a.sparsifier.masks[n], b.sparsifier.masks[n]) for n in a.sparsifier.masks)

@@ -40,6 +40,8 @@ class SparsityView:
         weight_cost: Mapping[str, float],
         schedule: UpdateSchedule,
         generator: torch.Generator,
+        tokens_per_step: float = 0.0,
+        dense_weights: int = 0,
     ):
         self.masks: Mapping[str, torch.Tensor] = MappingProxyType(masks)
         self._weights = weights
@@ -48,6 +50,8 @@ class SparsityView:
         self.weight_cost = MappingProxyType(dict(weight_cost))  # training FLOPs per step of one active weight
         self.schedule = schedule
         self.generator = generator  # the run's mask randomness (seeded): random scores draw from it
+        self.tokens_per_step = tokens_per_step  # training tokens a step reads (batch x sequence length)
+        self.dense_weights = dense_weights  # sparsifiable weights that carry no mask (always active)
 
     def weight(self, name: str) -> torch.Tensor:
         """The weight's current values (detached)."""

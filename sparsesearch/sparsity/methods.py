@@ -300,7 +300,10 @@ class FlopRigL(RigL):
 class Grow(RigL):
     """Sparse-to-less-sparse RigL (ours): start at initial_level (default: half the final density) and grow each
     layer to its final density on a late cubic ramp over [update_start, update_end], with RigL's drop-and-grow
-    on top; the last update before update_end completes the ramp."""
+    on top; the last update before update_end completes the ramp. With ``tokens_per_weight`` the ramp is led by
+    the data instead: at each update the active sparsifiable weights are as many as the tokens read so far over
+    ``tokens_per_weight`` (between the start and the final density; Staged Training, Shen et al. 2022, and "The
+    Journey Matters", Jin et al. 2025, motivate growing width with the data)."""
 
     name = "grow"
 
@@ -323,7 +326,15 @@ class Grow(RigL):
 
     def ramp(self, view: SparsityView, step: int) -> float:
         """How far each layer's density has grown from its start to its final value after ``step`` steps:
-        d(t) = d_0 + (d_f - d_0) * r^3 with r the progress through [update_start, update_end]."""
+        d(t) = d_0 + (d_f - d_0) * r^3 with r the progress through [update_start, update_end]; or, led by the data,
+        the share of the way from the start's active weights to the final ones that ``step`` steps of tokens over
+        ``tokens_per_weight`` ask for."""
+        if self.sparsity.tokens_per_weight is not None:
+            sizes = {n: (view.mask_density[n], m.numel()) for n, m in view.masks.items()}
+            final = sum(round(d * numel) for d, numel in sizes.values())
+            start = sum(round(d * self.start_ratio * numel) for d, numel in sizes.values())  # as counts() does
+            wanted = step * view.tokens_per_step / self.sparsity.tokens_per_weight - view.dense_weights
+            return min(1.0, max(0.0, (wanted - start) / max(1, final - start)))
         sch = view.schedule
         if step + sch.every >= sch.end:  # no update after this one: finish the ramp
             return 1.0

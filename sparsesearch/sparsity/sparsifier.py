@@ -42,9 +42,11 @@ class Sparsifier:
         horizon: int,
         seed: int,
         weight_cost: dict[str, float] | None = None,
+        tokens_per_step: float = 0.0,
     ):
         """``weight_cost``: training FLOPs per step of one active weight, by name (methods that price growth
-        by compute use it; default 1 for every weight)."""
+        by compute use it; default 1 for every weight). ``tokens_per_step``: training tokens a step reads (a ramp
+        led by the data uses it)."""
         self.sparsity = sparsity
         self.method = get_method(sparsity.method)(sparsity)
         self.optimizer = optimizer
@@ -64,6 +66,8 @@ class Sparsifier:
             weight_cost={n: float((weight_cost or {}).get(n, 1.0)) for n in self.weights},
             schedule=self.schedule,
             generator=self.generator,
+            tokens_per_step=tokens_per_step,
+            dense_weights=sum(w.numel() for n, w in self.weights.items() if n not in self.mask_density),
         )
         for name, d in self.mask_density.items():
             self.masks[name] = self.method.initial_mask(self.view, name, d).to(self.weights[name].device)

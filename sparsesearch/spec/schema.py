@@ -255,6 +255,14 @@ class SparsitySpec:
         hi=1.0,
         hi_open=True,
     )
+    tokens_per_weight: float | None = _field(
+        None,
+        "grow: a ramp led by the data instead of the cubic one: the sparsifiable weights grow so that each active "
+        "one has seen about this many training tokens (batch x sequence per step), from initial_level up to "
+        "`level`, at the mask updates (null: the cubic ramp)",
+        lo=0.0,
+        lo_open=True,
+    )
     init_scale: Literal["standard", "density"] = _field(
         "standard",
         "initial scale of masked weights: standard, or density: divided by the square root of the layer's forward "

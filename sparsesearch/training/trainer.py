@@ -152,6 +152,7 @@ class Trainer:
             seed=tr.seed,
             horizon=spec.sparsity.horizon_steps or spec.target.horizon,
             weight_cost=weight_costs(self.shape, tr.batch_size, self.expected_masked()),
+            tokens_per_step=float(tr.batch_size * spec.model.seq_len),
         )
         # After the sparsifier: a density-scaled rate reads the densities of the moment at every step.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
