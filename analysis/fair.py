@@ -23,7 +23,7 @@ import pandas as pd
 from scipy import stats
 
 from sparsesearch.definitions import at_target
-from sparsesearch.results.stats import mean_ci
+from sparsesearch.results.stats import ratio_ci
 
 REFERENCE = "dense_256_lr0.002"  # the spec's own model and configuration: it defines the targets
 LADDER = (200, 500, 1000, 1200)  # rigl.yaml's rungs (1000 is its objective) and the end of its budget
@@ -99,14 +99,13 @@ def _ms(x: pd.Series) -> str:
         return "–"
     if len(x) == 1:
         return f"{x.iloc[0]:.2f}"
-    mean, lo, hi = (math.exp(v) for v in mean_ci([math.log(v) for v in x]))
+    mean, lo, hi = ratio_ci(list(x))
     return f"{mean:.2f} [{lo:.2f}, {hi:.2f}] (worst {x.min():.2f})"
 
 
 def gmean(x: pd.Series) -> float:
     """Geometric mean over the seeds that have a value (nan if none)."""
-    x = x.dropna()
-    return math.exp(sum(math.log(v) for v in x) / len(x)) if len(x) else math.nan
+    return ratio_ci(list(x.dropna()))[0]
 
 
 def paired_p(speedup: pd.Series) -> float:

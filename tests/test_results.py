@@ -488,6 +488,23 @@ def test_confirmation_pairs_speedups_by_seed(tmp_path):
     assert (s1["net_flops_lo"], s1["net_flops_hi"]) == pytest.approx((6e11 - half, 6e11 + half))
     assert s1["flop_speedup"] == pytest.approx(2.0) and s1["flop_speedup_hi"] == pytest.approx(2.0)  # 2x every seed
     frontier = [8 / 5, 9 / 6, 13 / 7]  # each seed against the best dense run of that seed
-    assert s1["frontier_flop_speedup"] == pytest.approx(sum(frontier) / 3)
+    assert s1["frontier_flop_speedup"] == pytest.approx(math.prod(frontier) ** (1 / 3))  # their geometric mean
     assert s1["frontier_flop_speedup_pairs"] == 3
     assert math.isnan(table.loc["d0", "flop_speedup"])  # dense configurations get no speedup
+
+
+def test_ratios_average_geometrically_with_a_log_scale_t_interval():
+    """One statistics home for speedups (confirmation and study alike): 2x and 0.5x average to 1x, the interval is
+    the t interval of the logs mapped back (positive, asymmetric), one value has no interval, a non-positive
+    ratio gives no number."""
+    from sparsesearch.results.stats import mean_ci, ratio_ci
+
+    assert ratio_ci([2.0, 0.5])[0] == pytest.approx(1.0)
+    values = [1.2, 1.5, 1.1, 1.9]
+    mean, lo, hi = ratio_ci(values)
+    m, lo_log, hi_log = mean_ci([math.log(v) for v in values])
+    assert (mean, lo, hi) == pytest.approx((math.exp(m), math.exp(lo_log), math.exp(hi_log)))
+    assert 0 < lo < mean < hi and hi - mean > mean - lo  # multiplicative noise: longer above
+    one = ratio_ci([1.7])
+    assert one[0] == pytest.approx(1.7) and math.isnan(one[1]) and math.isnan(one[2])
+    assert all(math.isnan(v) for v in ratio_ci([1.0, 0.0])) and all(math.isnan(v) for v in ratio_ci([]))

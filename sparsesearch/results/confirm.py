@@ -20,7 +20,7 @@ import pandas as pd
 from ..definitions import REACHED
 from ..experiment import CONFIRM_DIR, CONFIRM_OF, DENSE_FAMILY, SPARSE
 from .pareto import OBJECTIVES
-from .stats import mean_ci
+from .stats import mean_ci, ratio_ci
 from .table import experiment_dir, load_results
 
 
@@ -57,7 +57,8 @@ def load_confirmation(path: str | Path) -> pd.DataFrame:
 
 def confirmation_table(runs: pd.DataFrame, search: pd.DataFrame) -> pd.DataFrame:
     """Per confirmed configuration: seeds reached, mean and 95% CI of net FLOPs and net time, and for sparse
-    ones the speedups paired by seed over the same-size dense and the dense frontier (mean and 95% CI)."""
+    ones the speedups paired by seed over the same-size dense and the dense frontier (their geometric mean and
+    95% CI on the log scale: ``stats.ratio_ci``)."""
     if runs.empty:
         return pd.DataFrame()
     ok = runs[runs["status"] == REACHED]
@@ -90,7 +91,7 @@ def confirmation_table(runs: pd.DataFrame, search: pd.DataFrame) -> pd.DataFrame
                     both = by_seed.index.intersection(ref.index)
                     paired = [float(ref.loc[s, col] / by_seed.loc[s, col]) for s in both]
                     key = name + out
-                    row[key], row[key + "_lo"], row[key + "_hi"] = mean_ci(paired)
+                    row[key], row[key + "_lo"], row[key + "_hi"] = ratio_ci(paired)
                     row[key + "_pairs"] = len(paired)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -100,7 +101,10 @@ def confirmation_lines(table: pd.DataFrame) -> list[str]:
     """The confirmation in readable lines: one per configuration."""
     if table.empty:
         return []
-    out = [f"confirmation on {int(table['seeds'].max())} more seeds (mean [95% CI]; speedups paired by seed):"]
+    out = [
+        f"confirmation on {int(table['seeds'].max())} more seeds (mean [95% CI]; speedups paired by seed, their "
+        "geometric mean):"
+    ]
     for _, r in table.iterrows():
         what = f"dense size {int(r['size'])}" if r["role"] == DENSE_FAMILY else f"{r['method']} {r['avg_sparsity']:.2f}"
         line = (
