@@ -5,6 +5,7 @@ model's FLOPs."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import math
 import os
@@ -12,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .experiment import trial_spec
+from .experiment import base_raw, trial_spec
 from .model.embedding import model_shape
 from .model.flops import expected_masked, step_flops
-from .sparsity.registry import check_sparsity, check_value
+from .sparsity.registry import check_sparsity, check_value, get_method
 from .spec import (
     SearchParam,
     Spec,
@@ -51,15 +52,61 @@ def load_checked(source: str | os.PathLike | Mapping[str, Any] | Any, overrides:
     for assignment in overrides:
         apply_override(raw, assignment)
     spec = spec_from_dict(raw)
-    return Checked(raw, spec, check_spec(spec))
+    params = check_spec(spec)
+    return Checked(raw, matched_level(spec), params)
 
 
 def checked_trial_spec(raw: dict, config: dict) -> Spec:
-    """One trial's spec (``experiment.trial_spec``) with the method registry's rules checked too: a combination
-    of values that are each valid may still clash (``SpecError``)."""
+    """One trial's spec (``experiment.trial_spec``) with the method registry's rules checked too (a combination
+    of values that are each valid may still clash: ``SpecError``) and an iso-FLOP level resolved."""
     spec = trial_spec(raw, config)
     check_sparsity(spec.sparsity)
-    return spec
+    return matched_level(spec)
+
+
+def step_cost(spec: Spec) -> float:
+    """Matmul FLOPs of one training step without a mask update, every mask at its target density and the
+    method's own charges applied (``Method.step_densities``): what the ``flops`` command estimates."""
+    shape = model_shape(spec.model)
+    batch = spec.train.batch_size
+    method = get_method(spec.sparsity.method)(spec.sparsity)
+    masked = expected_masked(shape, batch, spec.data.mask_prob)
+    return step_flops(shape, batch, masked, method.step_densities(shape.weight_shapes(), False)).total
+
+
+def matched_level(spec: Spec) -> Spec:
+    """The spec with ``sparsity.level`` set by ``sparsity.match_flops_of`` (unchanged without it): the level at
+    which a step costs a dense step of the named model size, found by bisection (cost falls as the level rises).
+    ``SpecError`` when no level can: the named model costs more than the spec's dense model, or less than the
+    part of a step no sparsity removes."""
+    match = spec.sparsity.match_flops_of
+    if not match:
+        return spec
+    path = "sparsity.match_flops_of"
+    try:
+        dense = spec_from_dict(with_values(base_raw(spec.to_dict()), {f"model.{k}": v for k, v in match.items()}))
+    except SpecError as e:
+        raise SpecError(f"{path}: {dict(match)} is not a valid model of this spec ({e})") from None
+    goal = dense_step_flops(dense)
+
+    def cost(level: float) -> float:
+        return step_cost(dataclasses.replace(spec, sparsity=dataclasses.replace(spec.sparsity, level=level)))
+
+    lo, hi = 0.0, 1.0 - 1e-9
+    if cost(lo) < goal * (1 - 1e-3):
+        raise SpecError(
+            f"{path}: a dense step of {dict(match)} ({goal / 1e9:.4g} GFLOP) costs more than one of this spec's model"
+        )
+    if cost(hi) > goal * (1 + 1e-3):
+        raise SpecError(
+            f"{path}: a dense step of {dict(match)} ({goal / 1e9:.4g} GFLOP) costs less than this spec's model at "
+            f"any sparsity ({cost(hi) / 1e9:.4g} GFLOP: the part no sparsity removes)"
+        )
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cost(mid) > goal else (lo, mid)
+    level = (lo + hi) / 2
+    return dataclasses.replace(spec, sparsity=dataclasses.replace(spec.sparsity, level=level))
 
 
 def check_spec(spec: Spec) -> tuple[SearchParam, ...]:
@@ -67,6 +114,8 @@ def check_spec(spec: Spec) -> tuple[SearchParam, ...]:
     search parameters."""
     check_sparsity(spec.sparsity)
     params = check_space(spec)
+    if spec.sparsity.match_flops_of and any(p.key == "sparsity.level" for p in params):
+        raise SpecError("search.params.sparsity.level: sparsity.match_flops_of sets the level; search one or the other")
     if params:  # a spec that searches nothing (e.g. one `train` runs with its defaults) never meets ASHA
         check_asha(spec)
         check_loggers(spec)

@@ -265,5 +265,19 @@ def dry_run_lines(plan: SearchPlan, samples: int = 5) -> list[str]:
     grid = spec.search.sampler == "grid"
     lines.append("the first combinations of the grid:" if grid else "sampled configurations (random, validated):")
     for cfg in sample_configs(spec, plan.raw, samples, seed=spec.search.seed):
-        lines.append("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in cfg.items()))
+        text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in cfg.items())
+        lines.append(f"  {text}{'' if 'invalid' in cfg else _cost_text(plan, cfg)}")
     return lines
+
+
+def _cost_text(plan: SearchPlan, config: dict) -> str:
+    """What a sampled configuration's training step costs, against a dense step of the spec's model, and the
+    level an iso-FLOP configuration gets (``sparsity.match_flops_of``)."""
+    from .checks import checked_trial_spec, dense_step_flops, step_cost
+
+    trial = checked_trial_spec(plan.raw, config)
+    cost, dense = step_cost(trial), dense_step_flops(plan.spec)
+    text = f"  -> {cost / 1e9:.4g} GFLOP/step ({cost / dense:.2f} of a dense step of the spec's model"
+    if trial.sparsity.match_flops_of:
+        text += f"; level {trial.sparsity.level:.3f} matches a dense {dict(trial.sparsity.match_flops_of)}"
+    return text + ")"

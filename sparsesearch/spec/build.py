@@ -218,9 +218,17 @@ def _check_rungs_reachable(spec: Spec) -> None:
         )
 
 
+MATCHABLE_KEYS = ("hidden_size", "ffn_size", "num_layers", "num_heads")  # sparsity.match_flops_of: a dense size
+
+
 def _check_sparsity(sparsity: SparsitySpec, path: str) -> None:
     """The rules of the sparsity section that need no method: those of each method, the method names and the
     weight groups are checked by ``sparsesearch.sparsity.registry.check_sparsity``."""
+    for key, value in sparsity.match_flops_of.items():
+        if key not in MATCHABLE_KEYS:
+            raise SpecError(f"{path}.match_flops_of.{key}: not a model size key (choices: {', '.join(MATCHABLE_KEYS)})")
+        if value < 1:
+            raise SpecError(f"{path}.match_flops_of.{key}: must be >= 1, got {value!r}")
     for g, level in sparsity.group_levels.items():
         if g in sparsity.dense_groups:
             raise SpecError(f"{path}.group_levels.{g}: group is also in dense_groups")

@@ -263,6 +263,13 @@ class SparsitySpec:
         lo=0.0,
         lo_open=True,
     )
+    match_flops_of: dict[str, int] = _field(
+        {},
+        "iso-FLOP sparsity: a dense model to match, as model keys that differ from this spec's (hidden_size, "
+        "ffn_size, num_layers, num_heads), e.g. {hidden_size: 64}; the level is then set so that a training step "
+        "costs what a step of that dense model costs (within 0.1%), with the distribution, dense groups and the "
+        "method's own charges applied (empty: `level` as given)",
+    )
     init_scale: Literal["standard", "density"] = _field(
         "standard",
         "initial scale of masked weights: standard, or density: divided by the square root of the layer's forward "
