@@ -278,3 +278,21 @@ def test_the_report_says_when_the_defining_dense_run_crosses_an_auto_rung_early(
     assert ("**On a plateau.**" in text) is noted
     if noted:
         assert f"crossed rung 0 (defined at step 100) at step {crossed}" in text
+
+
+@pytest.mark.parametrize(("high", "warned"), [(3.1e-3, True), (1e-2, False)])
+def test_an_optimum_at_the_edge_of_its_range_is_flagged(tmp_path, high, warned):
+    """The best sparse trial's learning rate (3e-3) at the top of a range that ends at 3.1e-3 (log scale: 97% of
+    the way) may not be the optimum: the console summary and the report say so; inside [1e-3, 1e-2] they do not.
+    The dense family's first configuration uses the spec's own rate (2e-3), inside either range."""
+    from sparsesearch.results.summary import summarize
+
+    exp = _experiment(tmp_path)
+    state = json.loads((exp / "sparsesearch.json").read_text())
+    state["raw"] = {"search": {"objective": "net_time", "params": {"train.lr": {"loguniform": [1e-3, high]}}}}
+    (exp / "sparsesearch.json").write_text(json.dumps(state))
+    text = report(exp, tmp_path / "out").read_text()
+    lines = summarize(exp)
+    flagged = "the best sparse trial (trial 5) has train.lr=0.003 at the upper edge of its range [0.001, 0.0031]"
+    assert (flagged in text) is warned and any(flagged in line for line in lines) is warned
+    assert "dense size" not in "".join(line for line in lines if line.startswith("warning"))

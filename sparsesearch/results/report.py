@@ -17,6 +17,7 @@ from ..sparsity.distributions import layer_densities
 from ..spec import spec_from_dict
 from . import plots
 from .confirm import ci_text, confirmation_table, load_confirmation
+from .edges import edge_warnings
 from .export import export
 from .format import missing, number, params_text
 from .importances import MIN_TRIALS, RELIABLE_TRIALS, StudyRecord, importances, read_study, varying_params
@@ -109,6 +110,7 @@ def _summary(df: pd.DataFrame, state: dict, by: str) -> list[str]:
         + ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in STATUSES if counts.get(s, 0))
         + ".",
         *_data_and_price(df, state),
+        *(f"- **Warning**: {w}." for w in edge_warnings(df, state, by)),
         f"- Compute spent: {number(df['train_time_s'].sum(), '.0f')} s of training, "
         f"{number(df['flops'].sum(), '.3g')} FLOPs; nodes used: {df['node'].dropna().nunique()}; precision: "
         f"{_precisions(df)}.",

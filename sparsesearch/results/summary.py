@@ -10,9 +10,10 @@ import pandas as pd
 from ..definitions import DIVERGED, REACHED
 from ..experiment import DENSE_FAMILY, SPARSE, STUDY_FILE
 from .confirm import confirmation_lines, confirmation_table, load_confirmation
+from .edges import edge_warnings
 from .format import number, params_text
 from .pareto import OBJECTIVES
-from .table import load_results
+from .table import load_results, load_state
 
 
 def summarize(path: str | Path, top: int = 5) -> list[str]:
@@ -28,6 +29,7 @@ def summarize(path: str | Path, top: int = 5) -> list[str]:
         f"{len(df)} trials: {n_reached} reached the target, {n_diverged} diverged, "
         f"{len(df) - n_reached - n_diverged} stopped early, out of budget or not run",
         *family_lines(df),
+        *(f"warning: {w}" for w in edge_warnings(df, load_state(exp), objective)),
         f"best sparse configurations by {objective} (speedup = the best dense model's net time, or net FLOPs, "
         "over the trial's: same-size dense | dense frontier of every size):",
     ]
