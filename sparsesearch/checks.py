@@ -16,6 +16,7 @@ from typing import Any
 from .experiment import base_raw, trial_spec
 from .model.embedding import model_shape
 from .model.flops import expected_masked, step_flops
+from .model.shape import ModelShape
 from .sparsity.registry import check_sparsity, check_value, get_method
 from .spec import (
     SearchParam,
@@ -67,7 +68,10 @@ def checked_trial_spec(raw: dict, config: dict) -> Spec:
 def step_cost(spec: Spec) -> float:
     """Matmul FLOPs of one training step without a mask update, every mask at its target density and the
     method's own charges applied (``Method.step_densities``): what the ``flops`` command estimates."""
-    shape = model_shape(spec.model)
+    return _step_cost(spec, model_shape(spec.model))
+
+
+def _step_cost(spec: Spec, shape: ModelShape) -> float:
     batch = spec.train.batch_size
     method = get_method(spec.sparsity.method)(spec.sparsity)
     masked = expected_masked(shape, batch, spec.data.mask_prob)
@@ -89,8 +93,10 @@ def matched_level(spec: Spec) -> Spec:
         raise SpecError(f"{path}: {dict(match)} is not a valid model of this spec ({e})") from None
     goal = dense_step_flops(dense)
 
+    shape = model_shape(spec.model)  # the embedding's header is read once, not at every bisection step
+
     def cost(level: float) -> float:
-        return step_cost(dataclasses.replace(spec, sparsity=dataclasses.replace(spec.sparsity, level=level)))
+        return _step_cost(dataclasses.replace(spec, sparsity=dataclasses.replace(spec.sparsity, level=level)), shape)
 
     lo, hi = 0.0, 1.0 - 1e-9
     if cost(lo) < goal * (1 - 1e-3):

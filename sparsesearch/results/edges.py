@@ -11,8 +11,8 @@ import pandas as pd
 from ..definitions import REACHED, is_finite
 from ..experiment import DENSE_FAMILY, SPARSE, base_raw
 from ..spec import SpecError, search_params, spec_from_dict
-from .format import missing
 from .pareto import OBJECTIVES
+from .table import spec_value
 
 EDGE = 0.05  # the share of a range, at either end, that counts as its edge
 RANGES = ("uniform", "loguniform", "int", "int_log")
@@ -48,7 +48,7 @@ def edge_warnings(df: pd.DataFrame, state: dict, by: str = "net_time") -> list[s
     lines = []
     for who, row, keys in best:
         for key in keys:
-            raw_value = _value(row, key, base)
+            raw_value = spec_value(row, key, base)
             p = ranges[key]
             log = p.kind in ("loguniform", "int_log")
             if not is_finite(raw_value) or (log and float(raw_value) <= 0):  # type: ignore[arg-type]
@@ -62,12 +62,3 @@ def edge_warnings(df: pd.DataFrame, state: dict, by: str = "net_time") -> list[s
                     f"[{p.values[0]:g}, {p.values[1]:g}]: the optimum may lie outside it; widen the range"
                 )
     return lines
-
-
-def _value(row: pd.Series, key: str, base) -> object:
-    """A trial's value of a searched key: its sampled one, else the spec's own (the family's first configuration
-    uses the spec's values)."""
-    if key in row and not missing(row[key]):
-        return row[key]
-    section, name = key.split(".", 1)
-    return getattr(getattr(base, section, None), name, None)

@@ -22,7 +22,7 @@ from .export import export
 from .format import missing, number, params_text
 from .importances import MIN_TRIALS, RELIABLE_TRIALS, StudyRecord, importances, read_study, varying_params
 from .pareto import OBJECTIVES, front
-from .table import experiment_dir, load_history, load_reported, load_state
+from .table import experiment_dir, load_history, load_reported, load_state, spec_value
 
 _FILES = [
     "## Files",
@@ -166,13 +166,14 @@ def _dense_family(df: pd.DataFrame, state: dict) -> list[str]:
     if dense.empty:
         return lines + ["No dense family trial has reported yet; speedups cannot be computed.", ""]
     sizes = {s["index"]: s for s in state.get("dense_family") or []}
+    spec = spec_from_dict(base_raw(state["raw"]))
     losses = df.attrs.get("target_losses", [])
     rows = []
     for size, g in dense.groupby("size", sort=True):
         info = sizes.get(int(size), {})
         ok = g[g["status"] == REACHED]
         best = ok.loc[ok["net_flops"].idxmin()] if len(ok) else None
-        lr = "–" if best is None else number(_value(best, "train.lr", state), ".3g")
+        lr = "–" if best is None else number(spec_value(best, "train.lr", spec), ".3g")
         row = [
             str(int(size)),
             str(info.get("hidden", "–")),
@@ -220,14 +221,6 @@ def _plateau_note(dense: pd.DataFrame, configs: dict[str, dict], state: dict) ->
         "(`search.confirm`) and read a speedup there as a range.",
         "",
     ]
-
-
-def _value(row: pd.Series, key: str, state: dict) -> object:
-    """A trial's value of a spec key: its sampled value, else the experiment spec's own."""
-    if key in row and not missing(row[key]):
-        return row[key]
-    section, name = key.split(".")
-    return getattr(getattr(spec_from_dict(base_raw(state["raw"])), section), name)
 
 
 def _confirmation(exp: Path, df: pd.DataFrame) -> list[str]:

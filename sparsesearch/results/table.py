@@ -38,7 +38,8 @@ from ..experiment import (
     upgrade_state,
 )
 from ..model.shape import ModelShape
-from ..spec import SpecError, spec_from_dict
+from ..spec import Spec, SpecError, spec_from_dict
+from .format import missing
 from .pareto import OBJECTIVES
 
 # Per-trial columns from the trial's last report (a ``TrialReport``), renamed where the meaning narrows.
@@ -435,3 +436,12 @@ def load_history(path: str | Path) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["trial_id", "role", "reference", "step", "eval_loss", "flops"])
     return pd.concat(frames, ignore_index=True)
+
+
+def spec_value(row: pd.Series, key: str, spec: Spec) -> object:
+    """A trial's value of a dotted spec key: its sampled value, else ``spec``'s own (the experiment's spec: what
+    a trial that did not sample the key, such as the family's first configuration, trained with)."""
+    if key in row and not missing(row[key]):
+        return row[key]
+    section, name = key.split(".", 1)
+    return getattr(getattr(spec, section, None), name, None)

@@ -220,6 +220,10 @@ class Sparsifier:
         """The mask of every masked weight as the forward pass uses it (Top-KAST's forward set inside its mask)."""
         return dict(self.method.forward_masks(self.view) or self.masks)
 
+    def density(self, name: str) -> float:
+        """One sparsifiable weight's forward density (1.0 unmasked), without copying the table."""
+        return self._densities[name]
+
     def densities(self) -> dict[str, float]:
         """Density of every sparsifiable weight in the forward pass (1.0 for unmasked ones)."""
         return dict(self._densities)

@@ -185,7 +185,7 @@ class Trainer:
         forward density of the moment (``sparsity.lr_scale: density``)."""
         if name is None:
             return self._lr_factor
-        return lambda step: self._lr_factor(step) / max(self.sparsifier.densities()[name], 1e-6)
+        return lambda step: self._lr_factor(step) / max(self.sparsifier.density(name), 1e-6)
 
     def _lr_factor(self, step: int) -> float:
         tr = self.spec.train
