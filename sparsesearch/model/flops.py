@@ -135,7 +135,8 @@ def step_flops(
     Args:
         n_masked: positions that reach the MLM head (ignored when logits are computed at all positions).
         densities: density per sparsifiable parameter name (one number, or forward / input-gradient /
-            weight-gradient densities); missing names are dense.
+            weight-gradient densities), and per attention product ('encoder.layer.0.attention.scores'); missing
+            names are dense.
     """
     dens = densities or {}
     s = shape
@@ -166,12 +167,11 @@ def step_flops(
         )
         if w.group == "ffn_out":  # the block's activation products follow its weights
             p = f"encoder.layer.{w.layer}."
-            comps.append(
-                Component(f"{p}attention.scores", "attn_scores", w.layer, att, 2 * att, 0.0, sparsifiable=False)
-            )
-            comps.append(
-                Component(f"{p}attention.values", "attn_values", w.layer, att, 2 * att, 0.0, sparsifiable=False)
-            )
+            for site, group in (("scores", "attn_scores"), ("values", "attn_values")):
+                # An activation product's density is the share of its head dimensions in use (a dense core's
+                # heads, core_grow); 1.0 otherwise.
+                a = att * _scalar(dens.get(f"{p}attention.{site}", 1.0))
+                comps.append(Component(f"{p}attention.{site}", group, w.layer, a, 2 * a, 0.0, sparsifiable=False))
     # Tied to the token embedding: one parameter, trainable only with the embedding, never masked here.
     comps.append(
         _linear(
@@ -188,6 +188,10 @@ def step_flops(
         )
     )
     return StepFlops(tuple(comps), _nonmatmul(shape, batch_size, logit_rows))
+
+
+def _scalar(density: Density) -> float:
+    return density if isinstance(density, (int, float)) else density[0]
 
 
 def _nonmatmul(s: ModelShape, batch_size: int, logit_rows: float) -> dict[str, float]:

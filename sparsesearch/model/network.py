@@ -42,7 +42,7 @@ class MLMModel(nn.Module):
         self.token_embedding = nn.Embedding.from_pretrained(table, freeze=cfg.freeze_embedding)
         self.embed_proj = nn.Linear(emb_dim, h) if emb_dim != h else None
         self.position_embedding = nn.Embedding(cfg.seq_len, h)
-        self.embed_norm = nn.LayerNorm(h, eps=1e-12)
+        self.embed_norm = HiddenNorm(h, eps=1e-12)
         self.dropout = nn.Dropout(cfg.dropout)
         bert_cfg = BertConfig(
             vocab_size=vocab,
@@ -57,6 +57,11 @@ class MLMModel(nn.Module):
         )
         bert_cfg._attn_implementation = "sdpa" if cfg.attention == "sdpa" else "eager"
         self.encoder = BertEncoder(bert_cfg)
+        # Every LayerNorm over the hidden width may take its statistics from the first channels only (a dense core
+        # inside a wider model, core_grow); plain LayerNorms until ``set_norm_channels`` says otherwise.
+        for block in self.encoder.layer:
+            for sub in (block.get_submodule("attention.output"), block.get_submodule("output")):
+                sub.LayerNorm = HiddenNorm(h, eps=bert_cfg.layer_norm_eps)
         self._table_cache: tuple[tuple, torch.Tensor] | None = None
         self.head_transform = nn.Linear(h, emb_dim)
         self.head_norm = nn.LayerNorm(emb_dim, eps=1e-12)
@@ -123,9 +128,35 @@ class MLMModel(nn.Module):
             self._table_cache = (key, weight.detach().to(dtype))
         return self._table_cache[1]
 
+    def set_norm_channels(self, channels: int | None) -> None:
+        """Make every LayerNorm over the hidden width take its mean and variance from the first ``channels``
+        channels (None: all of them, the plain LayerNorm)."""
+        for mod in self.modules():
+            if isinstance(mod, HiddenNorm):
+                mod.stat_channels = channels
+
     def sparsifiable_weights(self) -> dict[str, nn.Parameter]:
         """Weights a sparsity method may mask, by fully qualified name: the weight list of ``shape.py``."""
         return {w.name: self.get_parameter(w.name) for w in self.shape.weights()}
+
+
+class HiddenNorm(nn.LayerNorm):
+    """LayerNorm whose statistics may come from the first ``stat_channels`` channels and normalise every channel.
+
+    With a dense core of c channels whose other channels nothing reads, the core then computes exactly what a
+    dense model of width c computes (a plain LayerNorm would average in the idle channels); once the rest opens
+    with zero weights the function is unchanged, because the statistics still come from the core."""
+
+    stat_channels: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stat_channels is None:
+            return super().forward(x)
+        xf = x.float()
+        core = xf[..., : self.stat_channels]
+        mean = core.mean(-1, keepdim=True)
+        var = core.var(-1, unbiased=False, keepdim=True)
+        return (xf - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
 
 
 class _CrossEntropySum(torch.autograd.Function):

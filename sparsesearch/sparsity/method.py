@@ -156,6 +156,16 @@ class Method(ABC):
     def after_masks_changed(self, view: SparsityView) -> None:
         """After an update changed the masks."""
 
+    def norm_channels(self, shapes: Mapping[str, tuple[int, int]]) -> int | None:
+        """Hidden channels the LayerNorms take their statistics from: the first n (None: all). Asked once, when
+        the sparsifier is built (core_grow's dense core normalises as a narrow model would)."""
+        return None
+
+    def activation_densities(self, view: SparsityView) -> Mapping[str, float]:
+        """Density of activation products for the FLOP charge, by component name (e.g.
+        'encoder.layer.0.attention.scores'): the share of their head dimensions in use. Empty: all dense."""
+        return {}
+
     def forward_masks(self, view: SparsityView) -> Mapping[str, torch.Tensor] | None:
         """Masks of the forward pass when they are a subset of the masks (Top-KAST). None: the masks."""
         return None

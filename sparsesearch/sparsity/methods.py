@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..model.shape import weight_group
 from ..spec import SparsitySpec, SpecError
 from .masks import random_mask, top_fraction
 from .method import Method, SparsityView, state_of, state_to
@@ -353,3 +354,108 @@ class Grow(RigL):
             n_drop = min(round(frac * active), numel - keep)
             out[name] = (n_drop, n_drop + keep - active)
         return out
+
+
+class CoreGrow(RigL):
+    """Dense core, sparse periphery (ours): the model starts as a dense narrow model inside the wide one (the
+    first ``core_width`` hidden channels, the matching share of FFN channels and head dimensions; LayerNorm
+    statistics over the core, so the core computes what a dense model of that width computes and costs what it
+    costs). At the switch (``update_start``, or once the core has read ``tokens_per_weight`` tokens per weight)
+    the periphery opens: every layer goes to its final density in one update, growing by RigL's gradient criterion
+    (new weights at zero with zero optimizer state, the core's weights and state kept) or, where the core alone is
+    denser than the layer's final density (a narrow layer such as embed_proj), dropping its smallest core weights;
+    RigL's drop-and-grow follows until ``update_end``. Positioned against Net2Net, bert2BERT, LiGO and Staged
+    Training in analysis/METHODS.md."""
+
+    name = "core_grow"
+
+    @classmethod
+    def check_spec(cls, sparsity: SparsitySpec, path: str) -> None:
+        if sparsity.update_start <= 0 and sparsity.tokens_per_weight is None:
+            raise SpecError(
+                f"{path}.update_start: core_grow opens the periphery at update_start, which must be > 0 (or set "
+                "tokens_per_weight to open it once the core has read that many tokens per weight)"
+            )
+
+    def __init__(self, sparsity: SparsitySpec):
+        super().__init__(sparsity)
+        self.switched = False  # whether the periphery has opened
+
+    # ----- the core ----------------------------------------------------------------------------------------------
+    def _widths(self, shapes: Mapping[str, tuple[int, int]]) -> tuple[int, int, int, int]:
+        """(hidden, ffn, core hidden channels, core FFN channels) of the model these weight shapes belong to."""
+        hidden = ffn = 0
+        for name, (out_f, _) in shapes.items():
+            group = weight_group(name)
+            if group == "attn_out":
+                hidden = out_f
+            elif group == "ffn_in":
+                ffn = out_f
+        core = self.sparsity.core_width or max(1, hidden // 4)
+        if core >= hidden:
+            raise SpecError(
+                f"sparsity.core_width: the core ({core} channels) must be narrower than model.hidden_size ({hidden})"
+            )
+        return hidden, ffn, core, max(1, round(core * ffn / hidden))
+
+    def _core_mask(self, name: str, shape: tuple[int, int], widths: tuple[int, int, int, int]) -> torch.Tensor:
+        """The core's entries of one weight [out, in]: rows and columns of core channels (all embedding ones)."""
+        _, _, core, core_ffn = widths
+        rows, cols = {
+            "embed_proj": (core, shape[1]),
+            "attn_qkv": (core, core),
+            "attn_out": (core, core),
+            "ffn_in": (core_ffn, core),
+            "ffn_out": (core, core_ffn),
+            "head_transform": (shape[0], core),
+        }[weight_group(name)]
+        mask = torch.zeros(shape, dtype=torch.bool)
+        mask[:rows, :cols] = True
+        return mask
+
+    def norm_channels(self, shapes: Mapping[str, tuple[int, int]]) -> int | None:
+        return self._widths(shapes)[2]
+
+    def initial_mask(self, view: SparsityView, name: str, density: float) -> torch.Tensor:
+        # The widths come from every sparsifiable weight, masked or not (the weight cost table names them all).
+        shapes = {n: (int(view.weight(n).shape[0]), int(view.weight(n).shape[1])) for n in view.weight_cost}
+        return self._core_mask(name, shapes[name], self._widths(shapes))
+
+    def activation_densities(self, view: SparsityView) -> Mapping[str, float]:
+        if self.switched:
+            return {}
+        shapes = {n: (int(view.weight(n).shape[0]), int(view.weight(n).shape[1])) for n in view.weight_cost}
+        hidden, _, core, _ = self._widths(shapes)
+        layers = {int(n.split(".")[2]) for n in shapes if n.startswith("encoder.layer.")}
+        return {f"encoder.layer.{i}.attention.{site}": core / hidden for i in layers for site in ("scores", "values")}
+
+    # ----- the switch --------------------------------------------------------------------------------------------
+    def _switch_due(self, view: SparsityView, step: int) -> bool:
+        if self.sparsity.tokens_per_weight is None:
+            return step >= view.schedule.start
+        weights = sum(view.active(n) for n in view.masks) + view.dense_weights
+        return step * view.tokens_per_step >= self.sparsity.tokens_per_weight * weights
+
+    def wants_update(self, view: SparsityView, step: int) -> bool:
+        if not self.switched:  # on the update grid, however late: the periphery always opens
+            return step > 0 and step % view.schedule.every == 0 and self._switch_due(view, step)
+        return view.schedule.is_update(step)
+
+    def counts(self, view: SparsityView, step: int) -> dict[str, tuple[int, int]]:
+        if self.switched:
+            return super().counts(view, step)
+        out = {}
+        for name, mask in view.masks.items():  # every layer to its final count: most grow, a dense-ish core sheds
+            gap = round(view.mask_density[name] * mask.numel()) - view.active(name)
+            out[name] = (max(0, -gap), max(0, gap))
+        return out
+
+    def after_masks_changed(self, view: SparsityView) -> None:
+        super().after_masks_changed(view)
+        self.switched = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"switched": self.switched}
+
+    def load_state_dict(self, state: Mapping[str, Any], view: SparsityView) -> None:
+        self.switched = bool(state.get("switched", False))

@@ -52,6 +52,7 @@ class Sparsifier:
         self.optimizer = optimizer
         self.weights: dict[str, nn.Parameter] = model.sparsifiable_weights()
         self.target_density = self.method.layer_densities(model.shape.weight_shapes())
+        model.set_norm_channels(self.method.norm_channels(model.shape.weight_shapes()))
         self.schedule = UpdateSchedule.from_spec(sparsity, horizon)
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + 17)
         # Only weights that will ever be sparse carry a mask; the rest are plain dense weights. ``mask_density``
@@ -215,6 +216,7 @@ class Sparsifier:
         fwd = self.method.forward_masks(self.view) or self.masks
         self._densities = {n: (int(fwd[n].sum()) / fwd[n].numel() if n in fwd else 1.0) for n in self.weights}
         self._backward = {n: (int(m.sum()) / m.numel()) for n, m in self.masks.items()}
+        self._activation = dict(self.method.activation_densities(self.view))
 
     def forward_masks(self) -> dict[str, torch.Tensor]:
         """The mask of every masked weight as the forward pass uses it (Top-KAST's forward set inside its mask)."""
@@ -231,7 +233,12 @@ class Sparsifier:
     def flop_densities(self, step: int) -> dict[str, Density]:
         """What step ``step`` costs per weight: (forward, input-gradient, weight-gradient) densities."""
         dense_gradient = self.method.needs_dense_gradient(self.is_update_step(step))
-        return charged_densities(self._densities, self._backward, dense_gradient=dense_gradient)
+        charged = charged_densities(self._densities, self._backward, dense_gradient=dense_gradient)
+        return {**charged, **self._activation}
+
+    def activation_densities(self) -> dict[str, float]:
+        """Densities of the activation products that a method charges below 1 (by component name)."""
+        return dict(self._activation)
 
     # ----- checkpoints ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

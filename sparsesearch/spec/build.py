@@ -148,6 +148,12 @@ def _check_cross_field(obj: Any, path: str) -> None:
         _check_target(obj, path)
     if isinstance(obj, Spec):
         _check_rungs_reachable(obj)
+        core = obj.sparsity.core_width
+        if core is not None and core >= obj.model.hidden_size:
+            raise SpecError(
+                f"sparsity.core_width: the dense core must be narrower than model.hidden_size "
+                f"({obj.model.hidden_size}), got {core}"
+            )
     if isinstance(obj, TuneSpec):
         _check_tune(obj, path)
     if isinstance(obj, AshaSpec) and isinstance(obj.grace_period, str):

@@ -29,6 +29,7 @@ import torch
 from ..definitions import json_safe
 from ..model.embedding import resolve_model_dir, shared_token_embedding
 from ..model.network import MLMModel, build_model
+from ..sparsity.registry import get_method
 from ..spec import Spec, SpecError, spec_from_dict
 from .trainer import Trainer
 
@@ -206,6 +207,8 @@ def load_trained(directory: str | Path, device: str | torch.device | None = None
             )
     dev = torch.device(device) if device is not None else torch.device("cpu")
     model = build_model(spec.model, table, spec.train.seed, dev)
+    # The method's normalisation is part of the network (core_grow's core statistics), as in training.
+    model.set_norm_channels(get_method(spec.sparsity.method)(spec.sparsity).norm_channels(model.shape.weight_shapes()))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # a tensor of another shape

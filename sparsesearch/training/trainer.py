@@ -87,6 +87,8 @@ class Trainer:
         eval_steps: steps evaluated besides every ``train.eval_every`` (the auto target reads its rungs there).
         seconds_per_flop: the reference's measured seconds per dense training FLOP (``measure_reference``); net
             time is priced with it. None: net time is the wall-clock one.
+        also_current: with ``train.eval_weights: ema``, every evaluation also scores the current weights
+            (``eval_loss_current`` in the history), so one run shows what the average changed (the study uses it).
     """
 
     def __init__(
@@ -98,8 +100,11 @@ class Trainer:
         *,
         eval_steps: Iterable[int] = (),
         seconds_per_flop: float | None = None,
+        also_current: bool = False,
     ):
         self.spec, self.data = spec, data
+        self.also_current = also_current
+        self._current_loss = math.nan  # the current weights' loss at the last evaluation (``also_current``)
         self.seconds_per_flop = seconds_per_flop
         if targets is None:
             self.targets: tuple[float, ...] = ()
@@ -166,6 +171,7 @@ class Trainer:
             self.ema = [p.detach().clone() for p in self._trainable]
         self.step = 0
         self.train_time = self.flops = self.dense_flops = 0.0  # training seconds, cumulative FLOPs
+        self.decoder_flops = 0.0  # cumulative FLOPs of the frozen decoder's matmuls (part of ``flops``)
         self.eval_time = 0.0  # evaluation seconds (excluded from train_time)
         # The method's overhead, read on one clock (``_clock``): whole steps, and the sparsifier's part of them.
         self.step_clock = self.method_clock = 0.0
@@ -224,6 +230,8 @@ class Trainer:
 
     @torch.no_grad()  # not inference_mode: the model's cached bf16 table is also used in training
     def _evaluate(self) -> float:
+        if self.ema is not None and self.also_current:
+            self._current_loss = self._evaluate_model()
         with self._evaluated_weights():
             return self._evaluate_model()
 
@@ -363,6 +371,7 @@ class Trainer:
             actual, dense = self.step_flops(n_masked, step_densities)
             self.flops += actual.total
             self.dense_flops += dense.total
+            self.decoder_flops += actual.by_group().get("decoder", 0.0)
             self.pending_losses.append(loss_value)
             out_of_budget = self.step >= tr.max_steps or (
                 tr.max_time_s is not None and self.train_time >= tr.max_time_s
@@ -426,6 +435,7 @@ class Trainer:
             "train_time_s": self.train_time,
             "flops": self.flops,
             "dense_flops": self.dense_flops,
+            "decoder_flops": self.decoder_flops,
             "flop_ratio": ratio,
             "net_time_s": self._net_time(self.flops, ratio, self.train_time),
             "wall_net_time_s": self.train_time * ratio,
@@ -436,6 +446,8 @@ class Trainer:
             "layer_density": {n: d for n, d in self.sparsifier.densities().items() if n in self.sparsifier.masks},
             "mask_updates": updates,
         }
+        if self.ema is not None and self.also_current:
+            row["eval_loss_current"] = self._current_loss
         self.history.append(row)
         return row
 
@@ -457,6 +469,7 @@ class Trainer:
             "method_clock": self.method_clock,
             "flops": self.flops,
             "dense_flops": self.dense_flops,
+            "decoder_flops": self.decoder_flops,
             "eval_time": self.eval_time,
             "history": self.history,
             "pending_losses": self.pending_losses,
@@ -479,6 +492,7 @@ class Trainer:
         self.sparsifier.load_state_dict(state["sparsifier"])
         self.step, self.train_time = state["step"], state["train_time"]
         self.flops, self.dense_flops = state["flops"], state["dense_flops"]
+        self.decoder_flops = state.get("decoder_flops", 0.0)
         self.eval_time = state.get("eval_time", 0.0)
         self.step_clock, self.method_clock = state.get("step_clock", 0.0), state.get("method_clock", 0.0)
         self.history, self.pending_losses = list(state["history"]), list(state["pending_losses"])

@@ -1,0 +1,220 @@
+"""Train configurations of the frontier study to a fixed FLOP budget and append each run to a results file.
+
+Study v3 compares recipes at equal training FLOPs, not equal steps: every run trains until it has spent
+``--horizon`` FLOPs (total training FLOPs, the frozen decoder included), so a narrow dense model takes many
+cheap steps and a sparse model whose density ramps up takes cheap steps early. Every evaluation scores both the
+exponential moving average of the weights (``train.eval_weights: ema``, half-life ``train.ema_half_life``) and the
+current weights (``eval_loss_current``), so one run answers for both evaluation rules; the decoder's share of the
+FLOPs is recorded too (``decoder_flops``), for the accounting without it.
+
+Sparse schedules span the run's budget (``sparsity.horizon_steps`` = the steps the budget buys at the target
+density), as RigL's paper lays its update schedule over the whole run. A ``wsd`` configuration's cooldown ends at
+the same budget (``target.dense_steps``), so a decayed run is measured at the one horizon it was decayed for.
+
+Resumable: a (configuration, seed, horizon) already in the results file is skipped, and each finished run is
+appended at once, so the work can stop and go on at any time. Seeds are outermost.
+
+    python analysis/run_frontier.py --set recipes --seeds 0 1 2          # the frontier-recipes measurement
+    python analysis/run_frontier.py --configs dense_64_lr0.0035 --seeds 0 --horizon 8e13
+    python analysis/run_frontier.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sparsesearch.checks import step_cost
+from sparsesearch.data.batches import prepare_data
+from sparsesearch.spec import Spec, load_spec
+from sparsesearch.training.trainer import Trainer
+
+BASE_SPEC = ROOT / "search_spaces" / "rigl.yaml"
+RESULTS = ROOT / "analysis" / "results" / "frontier_runs.jsonl"
+HORIZON = 3.2e13  # FLOPs: past 3e13, 1.5x the old study's sparse budget
+EVAL = ["train.eval_weights=ema", "train.eval_every=50", "target.loss=0.01"]
+_SPARSE_80 = ["sparsity.level=0.8", "sparsity.distribution=erk"]
+
+
+def dense(hidden: int, lr: float, layers: int = 2) -> list[str]:
+    """A dense model of ``hidden`` width: the spec's FFN ratio (4x), as many of 4 heads as keep 16 dimensions."""
+    heads = max(d for d in range(1, 5) if hidden % d == 0 and hidden // d >= 16)
+    return [
+        "sparsity.method=dense",
+        f"model.hidden_size={hidden}",
+        f"model.ffn_size={4 * hidden}",
+        f"model.num_heads={heads}",
+        f"model.num_layers={layers}",
+        f"train.lr={lr}",
+    ]
+
+
+def _configs() -> dict[str, list[str]]:
+    """Configuration name -> overrides of the base spec. Learning rates are the old study's best per width
+    (analysis/STUDY.md): 1.5e-3 at 256, 3.5e-3 at 64; RigL's 2e-3."""
+    out = {
+        "dense_256_lr0.0015": dense(256, 1.5e-3),
+        "dense_64_lr0.0035": dense(64, 3.5e-3),
+        "rigl_erk_0.8_lr0.002": ["sparsity.method=rigl", *_SPARSE_80, "train.lr=0.002"],
+        # Density-scaled (SuPar): initial std and learning rate of masked weights over the density, from the
+        # dense-256 optimum (masked weights then train at ~5x 1.5e-3, Dietrich et al.'s ~4.5x).
+        "rigl_erk_0.8_scaled_lr0.0015": [
+            "sparsity.method=rigl",
+            *_SPARSE_80,
+            "sparsity.init_scale=density",
+            "sparsity.lr_scale=density",
+            "train.lr=0.0015",
+        ],
+        # The data-led ramp: from 5% density, ~5 tokens per active sparsifiable weight, up to 20%.
+        "grow_tpw5_erk_0.8_lr0.002": [
+            "sparsity.method=grow",
+            *_SPARSE_80,
+            "sparsity.initial_level=0.95",
+            "sparsity.tokens_per_weight=5",
+            "train.lr=0.002",
+        ],
+        # Dense core, sparse periphery: a dense 64-wide core (one head) until it has read ~10 tokens per weight
+        # (~720 steps), then RigL at 80% (ERK) on the whole 256-wide model; one rate between the core's optimum
+        # (3.5e-3 at width 64) and the wide sparse model's (2e-3).
+        "core_grow_tpw10_erk_0.8_lr0.003": [
+            "sparsity.method=core_grow",
+            *_SPARSE_80,
+            "sparsity.core_width=64",
+            "sparsity.tokens_per_weight=10",
+            "train.lr=0.003",
+        ],
+        # A cooldown to the budget: the same runs with the last 20% of their steps decayed linearly to zero.
+        "dense_64_lr0.0035_wsd": [*dense(64, 3.5e-3), "train.lr_schedule=wsd", "train.cooldown=0.2"],
+        "rigl_erk_0.8_lr0.002_wsd": [
+            "sparsity.method=rigl",
+            *_SPARSE_80,
+            "train.lr=0.002",
+            "train.lr_schedule=wsd",
+            "train.cooldown=0.2",
+        ],
+    }
+    return out
+
+
+CONFIGS = _configs()
+SETS = {
+    "recipes": [
+        "dense_64_lr0.0035",
+        "dense_256_lr0.0015",
+        "rigl_erk_0.8_lr0.002",
+        "rigl_erk_0.8_scaled_lr0.0015",
+        "grow_tpw5_erk_0.8_lr0.002",
+        "core_grow_tpw10_erk_0.8_lr0.003",
+        "dense_64_lr0.0035_wsd",
+        "rigl_erk_0.8_lr0.002_wsd",
+    ],
+}
+
+
+def stored(path: Path) -> dict[tuple[str, int, float], dict]:
+    """(configuration, seed, horizon) -> the last run stored for it."""
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["config"], r["seed"], r["horizon"]): r for r in rows}
+
+
+def budget_steps(spec: Spec, horizon: float) -> int:
+    """Steps the FLOP budget buys with every mask at its target density (a ramp's cheaper steps buy more)."""
+    return math.ceil(horizon / step_cost(spec))
+
+
+def run_config(name: str, seed: int, horizon: float, data) -> dict:
+    """Train one configuration on ``seed`` until it has spent ``horizon`` training FLOPs; the stored row."""
+    overrides = [*CONFIGS[name], *EVAL, f"train.seed={seed}"]
+    steps = budget_steps(load_spec(str(BASE_SPEC), overrides), horizon)
+    overrides += [f"sparsity.horizon_steps={steps}", f"target.dense_steps=[{steps}]"]
+    # Room for a ramp's cheaper steps; the loop stops at the budget.
+    overrides.append(f"train.max_steps={4 * steps}")
+    spec = load_spec(str(BASE_SPEC), overrides)
+    trainer = Trainer(spec, data, None, also_current=True)
+    keys = ("step", "eval_loss", "eval_loss_current", "flops", "dense_flops", "decoder_flops", "train_time_s")
+    history, status = [], "budget"
+    for row in trainer.run():
+        history.append({**{k: row[k] for k in keys}, "avg_sparsity": row["avg_sparsity"]})
+        if not math.isfinite(row["eval_loss"]):
+            status = "diverged"
+            break
+        if row["flops"] >= horizon:
+            break
+    else:
+        status = "step_limit"
+    return {
+        "config": name,
+        "seed": seed,
+        "horizon": horizon,
+        "status": status,
+        "budget_steps": steps,
+        "overrides": overrides,
+        "history": history,
+        "spec": spec.to_dict(),
+        "corpus": data.fingerprint,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "host": platform.node(),
+        "finished": time.time(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="*", default=[], help="configurations to run")
+    p.add_argument("--set", choices=sorted(SETS), help="a named set of configurations")
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--horizon", type=float, default=HORIZON, help="training FLOPs per run (default %(default)g)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--list", action="store_true", help="print the configurations and their step budgets")
+    args = p.parse_args(argv)
+    names = list(dict.fromkeys([*(SETS[args.set] if args.set else []), *args.configs]))
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        p.error(f"unknown configurations {unknown}; choices: {', '.join(CONFIGS)}")
+    if args.list:
+        for n in CONFIGS:
+            spec = load_spec(str(BASE_SPEC), CONFIGS[n])
+            print(f"{n:34s} {step_cost(spec) / 1e9:8.2f} GFLOP/step  {budget_steps(spec, args.horizon):6d} steps")
+        return 0
+    if not names:
+        p.error("name --configs or a --set (or --list)")
+    base = load_spec(str(BASE_SPEC), [])
+    data = prepare_data(base.data, base.model)
+    source = data.stats["source"]
+    print(f"corpus fingerprint {data.fingerprint} ({source}); horizon {args.horizon:.3g} FLOPs", flush=True)
+    others = {r["corpus"] for r in stored(args.out).values()} - {data.fingerprint}
+    if others:
+        print(f"warning: {args.out} also holds runs on other corpora ({', '.join(sorted(others))})", flush=True)
+    todo = [(n, s) for s in args.seeds for n in names if (n, s, args.horizon) not in stored(args.out)]
+    print(f"{len(todo)} runs to do", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for i, (name, seed) in enumerate(todo, 1):
+        t0 = time.time()
+        row = run_config(name, seed, args.horizon, data)
+        with args.out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        last = row["history"][-1]
+        print(
+            f"[{i}/{len(todo)}] {name} seed {seed}: {row['status']}, ema {last['eval_loss']:.4f} current "
+            f"{last['eval_loss_current']:.4f} at step {last['step']}, {last['flops']:.3g} FLOPs "
+            f"({time.time() - t0:.0f}s)",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""core_grow: a dense narrow core inside the wide model, then a sparse periphery (behaviour that defines it)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsesearch.checks import load_checked
+from sparsesearch.data.batches import prepare_data
+from sparsesearch.model.shape import weight_group
+from sparsesearch.spec import SpecError, spec_from_dict
+from sparsesearch.training.trainer import Trainer
+
+# The tiny model widened so that neither it nor its core matches the 16-d embedding (which would drop the
+# embedding projection): hidden 64 with 2 heads of 32, FFN 128; the core is one whole head.
+MODEL = {"hidden_size": 64, "num_heads": 2, "ffn_size": 128}
+CORE, CORE_FFN = 32, 64
+
+
+def _raw(tiny_raw, **sparsity):
+    return {
+        **tiny_raw,
+        "model": {**tiny_raw["model"], **MODEL},
+        "train": {**tiny_raw["train"], "precision": "fp32", "max_steps": 100},
+        "target": {"loss": 0.01, "dense_steps": 30},
+        "sparsity": {
+            "method": "core_grow",
+            "level": 0.5,
+            "distribution": "uniform",
+            "core_width": CORE,
+            "update_start": 0.2,
+            "update_every": 2,
+            "horizon_steps": 30,
+            **sparsity,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def data(tiny_spec):
+    return prepare_data(tiny_spec.data, tiny_spec.model)
+
+
+def _narrow(tiny_raw, data) -> Trainer:
+    """The dense model of the core's size: one head of the core's width, the spec's FFN ratio."""
+    model = {**tiny_raw["model"], "hidden_size": CORE, "num_heads": 1, "ffn_size": CORE_FFN}
+    raw = {**tiny_raw, "model": model, "train": {**tiny_raw["train"], "precision": "fp32"}, "target": {"loss": 0.01}}
+    return Trainer(spec_from_dict(raw), data, None)
+
+
+def _core_slices(name: str) -> tuple[slice, slice]:
+    rows, cols = {
+        "embed_proj": (CORE, None),
+        "attn_qkv": (CORE, CORE),
+        "attn_out": (CORE, CORE),
+        "ffn_in": (CORE_FFN, CORE),
+        "ffn_out": (CORE, CORE_FFN),
+        "head_transform": (None, CORE),
+    }[weight_group(name)]
+    return slice(rows), slice(cols)
+
+
+def _load_core_into_narrow(wide: Trainer, narrow: Trainer) -> None:
+    """Copy the core's weights, biases, position and LayerNorm channels into the narrow model."""
+    with torch.no_grad():
+        for name, p in narrow.model.named_parameters():
+            w = wide.model.get_parameter(name)
+            if name in wide.sparsifier.weights:
+                rows, cols = _core_slices(name)
+                p.copy_(w[rows, cols])
+            elif p.shape == w.shape:
+                p.copy_(w)
+            elif p.ndim == 1:  # a bias or LayerNorm vector of hidden or FFN width: its first channels
+                p.copy_(w[: p.shape[0]])
+            else:  # the position embedding [seq, hidden]
+                p.copy_(w[:, : p.shape[1]])
+
+
+def test_the_core_computes_and_costs_what_a_narrow_dense_model_does(tiny_raw, data):
+    wide = Trainer(spec_from_dict(_raw(tiny_raw)), data, None)
+    narrow = _narrow(tiny_raw, data)
+    _load_core_into_narrow(wide, narrow)
+    assert wide.evaluate() == pytest.approx(narrow.evaluate(), rel=1e-5)
+    for step in range(5):  # the core phase: both train the same way, step for step, at the same cost
+        assert not wide.sparsifier.is_update_step(step)
+        loss_w, n_w, dens_w = wide.train_step()
+        loss_n, n_n, dens_n = narrow.train_step()
+        assert loss_w == pytest.approx(loss_n, rel=1e-4)
+        assert n_w == n_n
+        assert wide.step_flops(n_w, dens_w)[0].total == pytest.approx(narrow.step_flops(n_n, dens_n)[0].total, rel=1e-6)
+    assert wide.flops == pytest.approx(narrow.flops, rel=1e-6)
+
+
+def test_the_periphery_opens_at_the_switch_to_each_layers_final_density_without_changing_the_function(tiny_raw, data):
+    tr = Trainer(spec_from_dict(_raw(tiny_raw)), data, None)
+    sp = tr.sparsifier
+    core = {n: m.clone() for n, m in sp.masks.items()}
+    switch = next(s for s in range(30) if sp.is_update_step(s)) + 1
+    assert switch == 6  # update_start 0.2 of 30 steps, on the update grid
+    for _ in range(switch - 1):
+        tr.train_step()
+    assert {n: int(m.sum()) for n, m in sp.masks.items()} == {n: int(m.sum()) for n, m in core.items()}
+    tr.train_step()  # the switch: this step trains the core, then the periphery opens
+    assert sp.updates[-1]["step"] == switch and sp.method.switched
+    final = {n: round(sp.mask_density[n] * m.numel()) for n, m in sp.masks.items()}
+    assert {n: int(m.sum()) for n, m in sp.masks.items()} == final
+    for n, m in sp.masks.items():
+        assert bool((m | ~core[n]).all()), "level 0.5 leaves room for the whole core: nothing of it is dropped"
+        grown = m & ~core[n]
+        assert int(grown.sum()) == final[n] - int(core[n].sum())  # (embed_proj's core is already at 50%)
+        assert torch.count_nonzero(sp.weights[n][grown]) == 0  # new weights start at zero
+    assert sp.activation_densities() == {}  # every head is charged in full from now on
+    # The opened periphery changes nothing yet: the wide model still computes what its core alone computes.
+    narrow = _narrow(tiny_raw, data)
+    _load_core_into_narrow(tr, narrow)
+    assert tr.evaluate() == pytest.approx(narrow.evaluate(), rel=1e-5)
+
+
+def test_a_core_denser_than_a_layers_final_density_sheds_its_smallest_weights(tiny_raw, data):
+    # At 80% sparsity the embedding projection (32 of 64 rows: 50%) must drop to 20%.
+    tr = Trainer(spec_from_dict(_raw(tiny_raw, level=0.8)), data, None)
+    sp = tr.sparsifier
+    name = "embed_proj.weight"
+    for _ in range(6):
+        tr.train_step()
+    assert sp.method.switched
+    assert int(sp.masks[name].sum()) == round(0.2 * sp.masks[name].numel())
+    assert tr.avg_sparsity() == pytest.approx(0.8, abs=1e-3)
+
+
+def test_tokens_per_weight_opens_the_periphery_once_the_core_has_read_them(tiny_raw, data):
+    tr = Trainer(spec_from_dict(_raw(tiny_raw, update_start=0.0, tokens_per_weight=2.0)), data, None)
+    sp = tr.sparsifier
+    weights = sum(int(m.sum()) for m in sp.masks.values()) + sp.view.dense_weights
+    tokens = tr.spec.train.batch_size * tr.spec.model.seq_len
+    due = -(-2.0 * weights // tokens)  # first step whose tokens reach 2 per core weight
+    expected = int(-(-due // 2) * 2)  # on the update grid (every 2 steps)
+    while not sp.updates:
+        tr.train_step()
+    assert sp.updates[0]["step"] == expected
+
+
+def test_core_grow_settings_are_checked_at_the_edge(tiny_raw):
+    with pytest.raises(SpecError, match="sparsity.update_start: core_grow opens the periphery at update_start"):
+        load_checked(_raw(tiny_raw, update_start=0.0))
+    with pytest.raises(SpecError, match=r"sparsity.core_width: the dense core must be narrower .* \(64\), got 64"):
+        load_checked(_raw(tiny_raw, core_width=64))
+
+
+def test_a_checkpoint_keeps_whether_the_periphery_has_opened(tiny_raw, data):
+    spec = spec_from_dict(_raw(tiny_raw))
+    a = Trainer(spec, data, None)
+    for _ in range(7):
+        a.train_step()
+    b = Trainer(spec, data, None)
+    b.load_state_dict(a.state_dict())
+    assert b.sparsifier.method.switched and b.sparsifier.activation_densities() == {}
+    a.train_step()
+    b.train_step()
+    assert a.flops == b.flops
