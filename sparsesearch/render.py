@@ -207,20 +207,28 @@ def target_lines(spec: Spec) -> list[str]:
     return lines
 
 
+def layers(n: int) -> str:
+    """'1 layer', '2 layers'."""
+    return f"{n} layer" + ("" if n == 1 else "s")
+
+
 def family_lines(plan: SearchPlan) -> list[str]:
-    """The dense family a search would train: its sizes and its tuning budget."""
+    """The dense family a search would train: its sizes, their learning-rate grids and the tuning budget."""
     from .search.family import plan_family, tuned_keys
 
-    sizes, _ = plan_family(plan.spec, plan.raw, plan.params)
+    sizes, configs = plan_family(plan.spec, plan.raw, plan.params)
     keys = tuned_keys(plan.params)
     fam = plan.spec.search.dense_family
+    other = f"; also drawn: {', '.join(keys)}" if keys else ""
     lines = [
-        f"dense family: {len(sizes)} size(s) x {fam.configs if keys else 1} configuration(s), tuned on "
-        + (", ".join(keys) if keys else "nothing (no searched key outside sparsity)")
+        f"dense family: {len(sizes)} sizes, {len(configs)} trials; learning rates on a grid of {fam.configs} per "
+        f"size around train.lr x (width / {plan.spec.model.hidden_size}) ^ -{fam.lr_width_exponent:g}, "
+        f"neighbours x{fam.lr_spread:g}{other}"
     ]
     lines += [
-        f"  size {s.index}: hidden {s.hidden}, ffn {s.ffn}, {s.heads} heads, {s.flop_ratio:.2f} of the spec's "
-        "FLOPs per step"
+        f"  size {s.index}: {layers(s.layers or plan.spec.model.num_layers)}, hidden {s.hidden}, ffn {s.ffn}, "
+        f"{s.heads} heads, {s.flop_ratio:.2f} of the spec's FLOPs per step; lr "
+        + ", ".join(f"{lr:.3g}" for lr in sorted(s.lrs))
         for s in sizes
     ]
     return lines

@@ -296,3 +296,26 @@ def test_an_optimum_at_the_edge_of_its_range_is_flagged(tmp_path, high, warned):
     flagged = "the best sparse trial (trial 5) has train.lr=0.003 at the upper edge of its range [0.001, 0.0031]"
     assert (flagged in text) is warned and any(flagged in line for line in lines) is warned
     assert "dense size" not in "".join(line for line in lines if line.startswith("warning"))
+
+
+@pytest.mark.parametrize(("grid", "warned"), [([2e-3, 3e-3, 4e-3], True), ([1e-3, 2e-3, 3e-3], False)])
+def test_a_dense_sizes_best_rate_at_the_edge_of_its_grid_is_flagged(tmp_path, grid, warned):
+    """Size 0's best configuration trains at the spec's rate (2e-3): the lowest of a grid from 2e-3 up (the
+    optimum may be lower), the middle of one around it."""
+    exp = _experiment(tmp_path)
+    state = json.loads((exp / "sparsesearch.json").read_text())
+    state["dense_family"][0]["lrs"] = grid
+    (exp / "sparsesearch.json").write_text(json.dumps(state))
+    text = report(exp, tmp_path / "out").read_text()
+    flagged = "the best dense size 0 configuration (trial 2) has train.lr=0.002 at the lower edge of its grid"
+    assert (flagged in text) is warned
+
+
+def test_the_report_draws_both_frontiers_and_pareto_json_holds_them(reported):
+    text = (reported / "report.md").read_text()
+    assert "## Frontier against frontier" in text and (reported / "envelope.png").stat().st_size > 10_000
+    assert "Best loss at a few budgets" in text
+    envelopes = json.loads((reported / "pareto.json").read_text())["envelopes"]
+    assert envelopes["dense"] and envelopes["sparse"]
+    # The hand-made trials: the best dense loss at the last budget is the reached dense runs' 4.9.
+    assert min(loss for _, loss in envelopes["dense"]) == pytest.approx(4.9)

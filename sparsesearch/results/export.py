@@ -10,7 +10,8 @@ import pandas as pd
 from . import plots
 from .confirm import confirmation_table, load_confirmation
 from .pareto import front
-from .table import COLUMNS, experiment_dir, load_reported
+from .envelope import envelopes
+from .table import COLUMNS, experiment_dir, load_history, load_reported
 
 # trials.csv: identity and status first, then the sampled parameters, then the metrics.
 _ID = ("trial", "trial_id", "role", "size", "reference", "status", "method")
@@ -43,6 +44,7 @@ def export(path: str | Path, out: str | Path | None = None, *, by: str = "net_ti
     trial_table(df).to_csv(files["trials.csv"], index=False)
     trial_table(fr).to_csv(files["pareto.csv"], index=False)
     payload = plots.front_json(fr, params, by=by, experiment=df.attrs["name"], target=df.attrs["target_loss"])
+    payload["envelopes"] = envelopes(load_history(exp)).to_json()  # the dense and the sparse frontier
     files["pareto.json"].write_text(json.dumps(payload, indent=1))
     title = (
         f"{df.attrs['name']}: sparsity vs. {'net time' if by == 'net_time' else 'net FLOPs'} to loss "

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..definitions import REACHED, is_finite
@@ -282,6 +283,51 @@ def curves_figure(history: pd.DataFrame, trial_ids: list[str], labels: dict[str,
         ax.set_ylim(lo - 0.1, target + 1.5)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_title("Held-out loss against compute: the front and the best same-size dense", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def envelope_png(history: pd.DataFrame, env: Any, shown: list[str], path: Path) -> Path:
+    """``envelope_figure`` written to ``path``."""
+    _save(envelope_figure(history, env, shown), path)
+    return path
+
+
+def envelope_figure(history: pd.DataFrame, env: Any, shown: list[str]):
+    """Loss against FLOPs: thin curves of the trials in ``shown`` (dense grey, sparse light blue), the two lower
+    envelopes (``results.envelope.Envelopes``) thick, and a vertical line at each crossing."""
+    from .envelope import best_so_far
+
+    fig, ax = _subplots((8, 5))
+    for tid in shown:
+        h = history[history["trial_id"] == tid]
+        if h.empty:
+            continue
+        dense = h["role"].iloc[0] == DENSE_FAMILY
+        f, lo = best_so_far(h["flops"], h["eval_loss"])
+        ax.plot(f * 1e-12, lo, color="0.7" if dense else "#9ecae1", lw=0.8, zorder=1)
+    ax.plot(env.grid * 1e-12, env.dense, color=_DENSE, lw=2.2, label="dense frontier (family envelope)", zorder=3)
+    ax.plot(env.grid * 1e-12, env.sparse, color=_FRONT, lw=2.2, label="sparse frontier (trials' envelope)", zorder=3)
+    for x, who in env.crossings:
+        ax.axvline(x * 1e-12, color=_REF, lw=1, ls="--", zorder=2)
+        ax.annotate(
+            f"{who} ahead after {x:.3g}",
+            (x * 1e-12, 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize=7,
+            rotation=90,
+            va="top",
+            ha="right",
+        )
+    finite = np.concatenate([env.dense[~np.isnan(env.dense)], env.sparse[~np.isnan(env.sparse)]])
+    if len(finite):
+        lo, hi = float(finite.min()), float(np.percentile(finite, 90))
+        ax.set_ylim(lo - 0.05 * max(hi - lo, 0.1), hi + 0.05 * max(hi - lo, 0.1))
+    ax.set_xlabel("training FLOPs spent (TFLOP)")
+    ax.set_ylabel("best held-out MLM loss so far")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title("Dense frontier against sparse frontier (grey/blue: each reached trial)", fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -18,6 +18,7 @@ from ..spec import spec_from_dict
 from . import plots
 from .confirm import ci_text, confirmation_table, load_confirmation
 from .edges import edge_warnings
+from .envelope import budgets, envelopes
 from .export import export
 from .format import missing, number, params_text
 from .importances import MIN_TRIALS, RELIABLE_TRIALS, StudyRecord, importances, read_study, varying_params
@@ -28,7 +29,8 @@ _FILES = [
     "## Files",
     "",
     "- `trials.csv`: every trial, its parameters, status and metrics",
-    "- `pareto.csv`, `pareto.json`: the front",
+    "- `pareto.csv`, `pareto.json`: the front (`pareto.json` also holds the dense and sparse envelopes)",
+    "- `envelope.png`: the dense frontier against the sparse frontier, loss against FLOPs",
     "- `pareto.png`, `pareto.html`: the front, static and interactive",
     "- `plotly.min.js`: plotly.js, loaded by every HTML file of this folder (keep it beside them to open them offline)",
     "- `study_history.html`, `study_parallel.html`, `study_slice.html`: Optuna's views of the study (when drawn)",
@@ -64,7 +66,9 @@ def report(path: str | Path, out: str | Path | None = None, *, by: str | None = 
     lines += _rungs(df, out)
     lines += _confirmation(exp, df)
     lines += _pareto(fr, by, params)
-    lines += _curves(df, fr, load_history(exp), out)
+    history = load_history(exp)
+    lines += _envelope(df, history, out)
+    lines += _curves(df, fr, history, out)
     record, problem = read_study(exp / STUDY_FILE)
     study_objective = df.attrs.get("objective", "net_time")
     lines += _importances(record, problem, study_objective, out)
@@ -174,10 +178,13 @@ def _dense_family(df: pd.DataFrame, state: dict) -> list[str]:
         ok = g[g["status"] == REACHED]
         best = ok.loc[ok["net_flops"].idxmin()] if len(ok) else None
         lr = "–" if best is None else number(spec_value(best, "train.lr", spec), ".3g")
+        lrs = info.get("lrs") or []
         row = [
             str(int(size)),
+            str(info.get("layers") or spec.model.num_layers),
             str(info.get("hidden", "–")),
             number(info.get("flops_per_step", math.nan) / 1e9, ".2f"),
+            f"{min(lrs):.3g}-{max(lrs):.3g}" if lrs else "–",
             f"{len(ok)}/{len(g)}",
             lr,
             number(best["steps_to_target"] if best is not None else None, ".0f"),
@@ -186,12 +193,23 @@ def _dense_family(df: pd.DataFrame, state: dict) -> list[str]:
         ]
         row += [number(g[rung_key(i, "net_flops")].min(), ".3g") for i in range(len(losses))] if len(losses) > 1 else []
         rows.append(row)
-    header = ["size", "hidden", "GFLOP/step", "reached", "its lr", "steps", "net time", "net FLOPs"]
+    header = [
+        "size",
+        "layers",
+        "hidden",
+        "GFLOP/step",
+        "lr range",
+        "reached",
+        "best lr",
+        "steps",
+        "net time",
+        "net FLOPs",
+    ]
     header += [f"net FLOPs to {v:.3f}" for v in losses] if len(losses) > 1 else []
     lines += _table(header, rows) + [""]
     return lines + [
         "Size 0 is the spec's own model; each row shows the configuration with the fewest net FLOPs to the target "
-        "(its learning rate when the search tunes it).",
+        "and its learning rate, from the size's grid (lr range).",
         "",
         *_plateau_note(dense, df.attrs.get("configs") or {}, state),
     ]
@@ -402,6 +420,65 @@ def _curves(df: pd.DataFrame, fr: pd.DataFrame, history: pd.DataFrame, out: Path
         "loss with less compute.",
         "",
     ]
+
+
+def _who(row: pd.Series) -> str:
+    if row["role"] == DENSE_FAMILY:
+        return f"dense size {int(row['size'])} (trial {row['trial']})"
+    return f"trial {row['trial']} ({row['method']} {row['avg_sparsity']:.2f})"
+
+
+def _envelope(df: pd.DataFrame, history: pd.DataFrame, out: Path) -> list[str]:
+    env = envelopes(history)
+    if env.common_range() is None:
+        return []
+    reached = df[df["status"] == REACHED]
+    plots.envelope_png(history, env, list(reached["trial_id"]), out / "envelope.png")
+    lines = [
+        "## Frontier against frontier",
+        "",
+        "![Dense and sparse frontiers](envelope.png)",
+        "",
+        "The black line is the best loss any dense size and configuration had reached with a given number of "
+        "training FLOPs (the dense frontier), the blue one the same over the sparse trials; where blue is below "
+        "black, some sparse configuration was ahead of every dense model at that budget. Each curve is a trial's "
+        "best held-out loss so far; early-stopped trials count for the budgets they reached.",
+        "",
+    ]
+    if env.crossings:
+        lines += [
+            "Crossings: " + "; ".join(f"{who} ahead after {f:.3g} FLOPs" for f, who in env.crossings) + ".",
+            "",
+        ]
+    else:
+        d, s_ = env.at(env.common_range()[1])  # type: ignore[index]
+        lines += [f"The frontiers do not cross: {'sparse' if s_ < d else 'dense'} is ahead wherever both exist.", ""]
+    losses = df.attrs.get("target_losses", [])
+    rows = []
+    for i, loss in enumerate(losses):
+        col = rung_key(i, "net_flops")
+        if col not in df:
+            continue
+        sides = []
+        for role in (SPARSE, DENSE_FAMILY):
+            g = df[(df["role"] == role) & df[col].notna()]
+            sides.append(g.loc[g[col].idxmin()] if len(g) else None)
+        sp, de = sides
+        gap = de[col] / sp[col] if sp is not None and de is not None else math.nan
+        rows.append(
+            [
+                f"{loss:.3f}",
+                "–" if sp is None else f"{sp[col]:.3g}: {_who(sp)}",
+                "–" if de is None else f"{de[col]:.3g}: {_who(de)}",
+                number(gap, ".2f", "x"),
+            ]
+        )
+    if rows:
+        lines += ["FLOPs to each rung (gap: dense FLOPs over sparse; above 1x sparse needs fewer):", ""]
+        lines += _table(["rung loss", "best sparse", "best dense", "gap"], rows) + [""]
+    rows = [[f"{b:.3g}", f"{d:.4f}", f"{s_:.4f}", f"{d - s_:+.4f}"] for b in budgets(env) for d, s_ in [env.at(b)]]
+    lines += ["Best loss at a few budgets (gap: dense loss minus sparse; positive: sparse is ahead):", ""]
+    return lines + _table(["FLOPs", "dense frontier", "sparse frontier", "gap"], rows) + [""]
 
 
 _STUDY_TARGET = {"net_time": "net time to target (s)", "net_flops": "net FLOPs to target"}

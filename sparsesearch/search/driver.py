@@ -136,8 +136,9 @@ def run_search(
     )
     for s in sizes:
         log(
-            f"dense   size {s.index}: hidden {s.hidden}, ffn {s.ffn}, {s.heads} heads, {s.flops_per_step / 1e9:.2f} "
-            f"GFLOP/step ({s.flop_ratio:.2f} of the spec's model)"
+            f"dense   size {s.index}: {s.layers or spec.model.num_layers} layers, hidden {s.hidden}, ffn {s.ffn}, "
+            f"{s.heads} heads, {s.flops_per_step / 1e9:.2f} GFLOP/step ({s.flop_ratio:.2f} of the spec's model); lr "
+            + ", ".join(f"{lr:.3g}" for lr in sorted(s.lrs))
         )
     shape = model_shape(spec.model)
     state = {

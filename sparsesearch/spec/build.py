@@ -11,7 +11,9 @@ from typing import Any, Literal
 
 from .schema import (
     MAX_INT,
+    MAX_LAYERS,
     AshaSpec,
+    DenseFamilySpec,
     ModelSpec,
     SparsitySpec,
     Spec,
@@ -156,6 +158,10 @@ def _check_cross_field(obj: Any, path: str) -> None:
             )
     if isinstance(obj, TuneSpec):
         _check_tune(obj, path)
+    if isinstance(obj, DenseFamilySpec):
+        for i, d in enumerate(obj.depths or ()):
+            if not 1 <= d <= MAX_LAYERS:
+                raise SpecError(f"{path}.depths[{i}]: must be a depth from 1 to {MAX_LAYERS}, got {d}")
     if isinstance(obj, AshaSpec) and isinstance(obj.grace_period, str):
         share = percent(obj.grace_period)
         if share is None or not 0 < share <= 100:

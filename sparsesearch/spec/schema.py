@@ -364,11 +364,32 @@ class DenseFamilySpec:
         hi=16,
     )
     configs: int = _field(
-        2,
-        "configurations per size: the spec's own values of the searched keys outside sparsity, then configs-1 "
-        "drawn by the search's sampler over those keys",
+        3,
+        "configurations per size: learning rates on a grid around the size's rule (lr_width_exponent), the "
+        "first with the spec's own values of the other searched keys outside sparsity, the rest with values drawn "
+        "by the search's sampler over those keys",
         lo=1,
         hi=100,
+    )
+    lr_width_exponent: float = _field(
+        0.65,
+        "the width rule of the learning rate: a size of width w centres its grid on train.lr x (w / hidden_size) "
+        "^ -lr_width_exponent (0.65 fitted on the study's dense runs: 1.5e-3 at 256, 3.5e-3 to 5e-3 at 48-64)",
+        lo=0.0,
+        hi=2.0,
+    )
+    lr_spread: float = _field(
+        1.5,
+        "ratio between neighbouring learning rates of a size's grid (centre, centre / spread, centre x spread, "
+        "...; 1: every configuration at the centre)",
+        lo=1.0,
+        hi=10.0,
+    )
+    depths: tuple[int, ...] | None = _field(
+        None,
+        "encoder depths besides the spec's, each as one more size at the FLOPs per step of the narrowest size "
+        "(where the frontier was): deeper ones thinner, shallower ones wider (null: one block fewer and one more; "
+        "[]: none)",
     )
     smallest_flop_ratio: float | None = _field(
         None,
