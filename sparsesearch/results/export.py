@@ -9,8 +9,8 @@ import pandas as pd
 
 from . import plots
 from .confirm import confirmation_table, load_confirmation
-from .pareto import front
 from .envelope import envelopes
+from .pareto import front
 from .table import COLUMNS, experiment_dir, load_history, load_reported
 
 # trials.csv: identity and status first, then the sampled parameters, then the metrics.

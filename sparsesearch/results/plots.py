@@ -321,8 +321,9 @@ def envelope_figure(history: pd.DataFrame, env: Any, shown: list[str]):
         )
     finite = np.concatenate([env.dense[~np.isnan(env.dense)], env.sparse[~np.isnan(env.sparse)]])
     if len(finite):
-        lo, hi = float(finite.min()), float(np.percentile(finite, 90))
-        ax.set_ylim(lo - 0.05 * max(hi - lo, 0.1), hi + 0.05 * max(hi - lo, 0.1))
+        bottom, top = float(finite.min()), float(np.percentile(finite, 90))
+        pad = 0.05 * max(top - bottom, 0.1)
+        ax.set_ylim(bottom - pad, top + pad)
     ax.set_xlabel("training FLOPs spent (TFLOP)")
     ax.set_ylabel("best held-out MLM loss so far")
     ax.grid(alpha=0.3)
