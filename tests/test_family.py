@@ -74,7 +74,7 @@ def test_each_size_tries_a_grid_of_learning_rates_around_its_width_rule(rigl):
     configs = family_configs(spec, raw, sizes)
     assert len(configs) == len(sizes) * spec.search.dense_family.configs == 18
     for s in sizes:
-        centre = spec.train.lr * (s.hidden / 256) ** -0.65
+        centre = spec.train.lr * (s.hidden / 256) ** -0.5
         assert s.lrs == pytest.approx((centre, centre / 1.5, centre * 1.5))
     # The study's best rates (analysis/STUDY.md: 1.5e-3 at 256, 3.5e-3 at 64) lie inside their sizes' grids.
     assert min(sizes[0].lrs) < 1.5e-3 < max(sizes[0].lrs)
@@ -111,9 +111,21 @@ def test_family_of_one_size_without_tuned_keys(rigl):
             **raw["search"],
             "dense_family": {"sizes": 1, "configs": 3, "lr_spread": 1.0, "depths": []},
             "params": {"sparsity.method": "rigl", "sparsity.level": {"uniform": [0.5, 0.9]}},
+            "start_from": [],
         },
     }
     spec = spec_from_dict(raw)
     sizes = family_sizes(spec, SHAPE, check_spec(spec))
     assert [s.hidden for s in sizes] == [256]
     assert len(family_configs(spec, raw, sizes)) == 1  # one rate, nothing else to tune: one configuration
+
+
+def test_iso_flop_search_spaces_family_reaches_down_to_the_smallest_matched_size():
+    raw = yaml.safe_load((ROOT / "search_spaces" / "iso_flop.yaml").read_text())
+    spec = spec_from_dict(raw)
+    sizes = family_sizes(spec, SHAPE, check_spec(spec))
+    ladder = [s.hidden for s in sizes if s.layers == 2]
+    assert ladder[0] == 256 and ladder[-1] == 64  # the dense width-64 cost is the lowest FLOP level searched
+    # The searched width keeps the FFN at 4x (model.ffn_ratio) in every trial spec.
+    s = trial_spec(raw, {"model.hidden_size": 512, "sparsity.match_flops_of": {"hidden_size": 96}})
+    assert (s.model.hidden_size, s.model.ffn_size) == (512, 2048)

@@ -8,14 +8,15 @@ one whose FLOPs per step are at or below the sparsest sparse trial's, and, at th
 models do well at small scale: MobileLLM, Liu et al. 2024).
 
 Each size trains ``configs`` configurations whose learning rates lie on a grid around the size's own centre: the
-spec's ``train.lr`` scaled by the width rule lr ~ width ^ -lr_width_exponent (fitted on the study's dense runs,
-where the best rate grew from 1.5e-3 at width 256 to 3.5e-3 to 5e-3 at 48 to 64), so that the best rate of every
+spec's ``train.lr`` scaled by the width rule lr ~ width ^ -lr_width_exponent (0.5 by default: a least-squares fit
+of the study's best dense rate per width, 1.5e-3 at 256 to 3.5e-3 at 48 to 128), so that the best rate of every
 size can be inside its grid; the other searched keys outside the sparsity section take the spec's own values in
 the first configuration and the search's sampler's draws in the rest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,31 @@ def sparse_flop_ratio(spec: Spec, shape: ModelShape, level: float) -> float:
     return sparse.total / _dense_step(shape, spec)
 
 
+def matched_sizes(spec: Spec, params: tuple[SearchParam, ...]) -> list[dict[str, int]]:
+    """The dense sizes that sparse trials are matched to in FLOPs per step (``sparsity.match_flops_of``, given or
+    searched): the family must reach down to them."""
+    out = [dict(spec.sparsity.match_flops_of)] if spec.sparsity.match_flops_of else []
+    for p in params:
+        if p.key == "sparsity.match_flops_of":
+            out += [dict(v) for v in p.values if v]
+    return out
+
+
+def _matched(shape: ModelShape, spec: Spec, match: dict[str, int]) -> ModelShape:
+    """The shape of the dense model that ``match`` names (its keys replace the spec's model keys; with
+    ``model.ffn_ratio`` the FFN follows the width)."""
+    hidden = match.get("hidden_size", spec.model.hidden_size)
+    ratio = spec.model.ffn_ratio
+    ffn = match.get("ffn_size", round(ratio * hidden) if ratio else spec.model.ffn_size)
+    return dataclasses.replace(
+        shape,
+        hidden=hidden,
+        ffn=ffn,
+        layers=match.get("num_layers", shape.layers),
+        heads=match.get("num_heads", shape.heads),
+    )
+
+
 def _narrower(shape: ModelShape, spec: Spec, hidden: int, layers: int | None = None) -> tuple[ModelShape, int, int]:
     """The spec's model at encoder width ``hidden`` (and depth ``layers``): the FFN scaled alike, fewer heads
     where the width needs it."""
@@ -135,6 +161,7 @@ def family_sizes(spec: Spec, shape: ModelShape, params: tuple[SearchParam, ...])
     bound = fam.smallest_flop_ratio
     if bound is None:
         bound = sparse_flop_ratio(spec, shape, sparsest_level(spec, params))
+        bound = min([bound, *(_dense_step(_matched(shape, spec, m), spec) / full for m in matched_sizes(spec, params))])
     widths = list(range(8, spec.model.hidden_size, 8))
     ratios = {w: _dense_step(_narrower(shape, spec, w)[0], spec) / full for w in widths}
 

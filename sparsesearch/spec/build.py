@@ -137,6 +137,8 @@ def build(cls: type, raw: Any, path: str) -> Any:
             _check_bounds(value, dict(f.metadata), where)
             kwargs[name] = value
     spec = cls(**kwargs)
+    if isinstance(spec, ModelSpec) and spec.ffn_ratio is not None:
+        spec = dataclasses.replace(spec, ffn_size=max(1, round(spec.ffn_ratio * spec.hidden_size)))
     _check_cross_field(spec, path)
     return spec
 

@@ -57,6 +57,14 @@ class ModelSpec:
     num_layers: int = _field(2, "number of encoder blocks", lo=1, hi=MAX_LAYERS)
     num_heads: int = _field(4, "attention heads per block (must divide hidden_size)", lo=1, hi=MAX_WIDTH)
     ffn_size: int = _field(1024, "feed-forward inner width", lo=1, hi=MAX_WIDTH)
+    ffn_ratio: float | None = _field(
+        None,
+        "when set, ffn_size is this times hidden_size (rounded), so that a search over hidden_size keeps the FFN's "
+        "proportion (null: ffn_size as given)",
+        lo=0.0,
+        lo_open=True,
+        hi=64.0,
+    )
     seq_len: int = _field(64, "tokens per training sequence, [CLS] and [SEP] included", lo=8, hi=4096)
     dropout: float = _field(0.0, "dropout on hidden states and attention probabilities", lo=0.0, hi=1.0, hi_open=True)
     logits: Literal["masked", "all"] = _field("masked", "compute MLM logits only at masked positions, or at all")
@@ -372,9 +380,10 @@ class DenseFamilySpec:
         hi=100,
     )
     lr_width_exponent: float = _field(
-        0.65,
+        0.5,
         "the width rule of the learning rate: a size of width w centres its grid on train.lr x (w / hidden_size) "
-        "^ -lr_width_exponent (0.65 fitted on the study's dense runs: 1.5e-3 at 256, 3.5e-3 to 5e-3 at 48-64)",
+        "^ -lr_width_exponent (0.5: a least-squares fit of the best rate of each width of the study's dense runs, "
+        "1.5e-3 at 256 to 3.5e-3 at 48-128)",
         lo=0.0,
         hi=2.0,
     )
