@@ -18,6 +18,7 @@ headline) and FLOPs without the frozen decoder's matmuls.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -74,7 +75,7 @@ def flops_to(points: list[dict], loss: float) -> float:
 
 def loss_at(points: list[dict], flops: float) -> float:
     """The loss at ``flops``, linear between evaluations (nan past the last one)."""
-    for a, b in zip(points, points[1:]):
+    for a, b in itertools.pairwise(points):
         if a["flops"] <= flops <= b["flops"]:
             t = (flops - a["flops"]) / (b["flops"] - a["flops"]) if b["flops"] > a["flops"] else 1.0
             return a["eval_loss"] + t * (b["eval_loss"] - a["eval_loss"])
