@@ -122,3 +122,80 @@ def test_fair_hardest_target_is_the_lowest_loss_one_dense_configuration_reaches_
     )
     assert fair.hardest(df) == pytest.approx(5.4)
     assert fair._ms(pd.Series([2.0, 0.5])).startswith("1.00 [")  # geometric: 2x and 0.5x cancel
+
+
+def _frontier_runs(spec_of: dict[str, tuple[bool, int, float]], scales: dict[str, list[float]]):
+    """Runs to a FLOP budget as run_frontier.py stores them: loss 7.0 - 0.5 k at k TFLOPs (scaled per seed), the
+    current weights 0.1 worse, the decoder a third of the FLOPs."""
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier
+    import pandas as pd
+
+    rows = []
+    for config, runs in scales.items():
+        dense, hidden, lr = spec_of[config]
+        for seed, scale in enumerate(runs):
+            history = [
+                {
+                    "step": 100 * k,
+                    "eval_loss": 7.0 - 0.5 * k,
+                    "eval_loss_current": 7.1 - 0.5 * k,
+                    "flops": scale * k * 1e12,
+                    "decoder_flops": scale * k * 1e12 / 3,
+                }
+                for k in range(1, 5)
+            ]
+            spec = {
+                "sparsity": {"method": "dense" if dense else "rigl"},
+                "model": {"hidden_size": hidden},
+                "train": {"lr": lr, "seed": seed},
+            }
+            rows.append({"config": config, "seed": seed, "history": history, "spec": spec})
+    df = pd.DataFrame(rows)
+    df["dense"] = [s["sparsity"]["method"] == "dense" for s in df["spec"]]
+    df["hidden"] = [s["model"]["hidden_size"] for s in df["spec"]]
+    df["lr"] = [s["train"]["lr"] for s in df["spec"]]
+    return frontier, df
+
+
+def test_frontier_costs_read_either_evaluation_rule_and_either_accounting():
+    frontier, df = _frontier_runs({"d": (True, 64, 1e-3)}, {"d": [1.0]})
+    history = df.iloc[0]["history"]
+    assert frontier.flops_to(frontier.curve(history, "ema"), 6.0) == pytest.approx(2e12)
+    assert frontier.flops_to(frontier.curve(history, "current"), 6.0) == pytest.approx(2.2e12)
+    assert frontier.flops_to(frontier.curve(history, "ema", decoder=False), 6.0) == pytest.approx(2e12 * 2 / 3)
+    assert frontier.loss_at(frontier.curve(history, "ema"), 2.5e12) == pytest.approx(5.75)
+
+
+def test_frontier_picks_one_dense_configuration_and_flags_a_best_rate_at_the_edge():
+    spec_of = {
+        "d64_lo": (True, 64, 1e-3),
+        "d64_hi": (True, 64, 2e-3),
+        "d256": (True, 256, 1e-3),
+        "rigl": (False, 256, 1e-3),
+    }
+    frontier, df = _frontier_runs(spec_of, {"d64_lo": [1.0, 1.0], "d64_hi": [0.8, 0.9], "d256": [2, 2], "rigl": [1, 1]})
+    c = frontier.costs(df, 6.0, "ema")
+    assert frontier.best_dense(c, df) == "d64_hi" and frontier.best_dense(c, df, hidden=256) == "d256"
+    table = frontier.speedup_table(df, "ema")
+    # rigl against the frontier, paired by seed: 0.8 and 0.9 over 1.0, geometric mean sqrt(0.72)
+    assert f"| 6.0000 | `rigl` | 2/2 | 2e+12 | {math.sqrt(0.72):.2f} [" in table
+    (line,) = frontier.edge_lines(df, "ema", 6.0)
+    assert "['d64_hi', 'd64_lo']: the best rate 0.002 is at the edge of [0.001, 0.002]" in line
+
+
+def test_run_frontier_stores_each_run_once_per_configuration_seed_and_horizon(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import json
+
+    import run_frontier
+
+    out = tmp_path / "runs.jsonl"
+    rows = [{"config": "a", "seed": 0, "horizon": 1e13, "n": 1}, {"config": "a", "seed": 0, "horizon": 1e13, "n": 2}]
+    rows.append({"config": "a", "seed": 0, "horizon": 8e13, "n": 3})
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stored = run_frontier.stored(out)
+    assert set(stored) == {("a", 0, 1e13), ("a", 0, 8e13)} and stored[("a", 0, 1e13)]["n"] == 2
+    for name, overrides in run_frontier.CONFIGS.items():  # every configuration makes a valid spec
+        spec = run_frontier.load_spec(str(run_frontier.BASE_SPEC), [*overrides, *run_frontier.EVAL])
+        assert run_frontier.budget_steps(spec, 3.2e13) > 0, name
