@@ -34,8 +34,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sparsesearch.checks import step_cost
+from sparsesearch.checks import matched_level, step_cost
 from sparsesearch.data.batches import prepare_data
+from sparsesearch.sparsity.registry import check_sparsity
 from sparsesearch.spec import Spec, load_spec
 from sparsesearch.training.trainer import Trainer
 
@@ -106,8 +107,55 @@ def _configs() -> dict[str, list[str]]:
     return out
 
 
-CONFIGS = _configs()
+def _grid(name: str, overrides: list[str], centre: float) -> dict[str, list[str]]:
+    """Three learning rates around ``centre`` (x1/1.5, x1, x1.5), the dense family's grid: the best can be inside."""
+    return {f"{name}_lr{lr:.3g}": [*overrides, f"train.lr={lr:.3g}"] for lr in (centre / 1.5, centre, centre * 1.5)}
+
+
+def _study() -> dict[str, list[str]]:
+    """Study v3 (the frontier study): dense widths 32-256 and two more depths at the width-64 cost, each on a
+    3-rate grid around the width rule (2e-3 x (w / 256) ^ -0.5); the sparse recipes at 256, iso-FLOP widths and
+    512, each on a 3-rate grid. Learning rates without the ``train.lr`` key of the dense helper."""
+    out: dict[str, list[str]] = {}
+    for width in (32, 48, 64, 96, 128, 256):
+        centre = 2e-3 * (width / 256) ** -0.5
+        out |= _grid(f"dense_{width}", dense(width, centre)[:-1], centre)
+    for layers, width in ((1, 88), (3, 56)):  # the family's shallower-wider and deeper-thinner at the 64 cost
+        centre = 2e-3 * (width / 256) ** -0.5
+        out |= _grid(f"dense_{width}x{layers}", dense(width, centre, layers)[:-1], centre)
+    sparse = {
+        "rigl_erk_0.8": ["sparsity.method=rigl", *_SPARSE_80],
+        "flop_rigl_erk_0.8": ["sparsity.method=flop_rigl", *_SPARSE_80],
+        "rigl_iso64": [
+            "sparsity.method=rigl",
+            "sparsity.distribution=erk",
+            "sparsity.match_flops_of={hidden_size: 64, ffn_size: 256}",
+        ],
+        "rigl_iso96": [
+            "sparsity.method=rigl",
+            "sparsity.distribution=erk",
+            "sparsity.match_flops_of={hidden_size: 96, ffn_size: 384}",
+        ],
+        "rigl_512_iso128": [
+            "sparsity.method=rigl",
+            "sparsity.distribution=erk",
+            "model.hidden_size=512",
+            "model.ffn_size=2048",
+            "sparsity.match_flops_of={hidden_size: 128, ffn_size: 512}",
+        ],
+        "grow_tpw5_erk_0.8": CONFIGS_BASE["grow_tpw5_erk_0.8_lr0.002"][:-1],
+        "core_grow_tpw10_erk_0.8": CONFIGS_BASE["core_grow_tpw10_erk_0.8_lr0.003"][:-1],
+    }
+    for name, overrides in sparse.items():
+        out |= _grid(name, overrides, 2e-3)
+    return out
+
+
+CONFIGS_BASE = _configs()
+STUDY = _study()
+CONFIGS = {**CONFIGS_BASE, **STUDY}
 SETS = {
+    "study": list(STUDY),
     "recipes": [
         "dense_64_lr0.0035",
         "dense_256_lr0.0015",
@@ -129,6 +177,14 @@ def stored(path: Path) -> dict[tuple[str, int, float], dict]:
     return {(r["config"], r["seed"], r["horizon"]): r for r in rows}
 
 
+def checked(overrides: list[str]) -> Spec:
+    """The base spec with ``overrides``, the method's rules checked and an iso-FLOP level resolved, as a trial's
+    spec is (the base spec's search section does not apply: these are single runs)."""
+    spec = load_spec(str(BASE_SPEC), overrides)
+    check_sparsity(spec.sparsity)
+    return matched_level(spec)
+
+
 def budget_steps(spec: Spec, horizon: float) -> int:
     """Steps the FLOP budget buys with every mask at its target density (a ramp's cheaper steps buy more)."""
     return math.ceil(horizon / step_cost(spec))
@@ -137,11 +193,11 @@ def budget_steps(spec: Spec, horizon: float) -> int:
 def run_config(name: str, seed: int, horizon: float, data) -> dict:
     """Train one configuration on ``seed`` until it has spent ``horizon`` training FLOPs; the stored row."""
     overrides = [*CONFIGS[name], *EVAL, f"train.seed={seed}"]
-    steps = budget_steps(load_spec(str(BASE_SPEC), overrides), horizon)
+    steps = budget_steps(checked(overrides), horizon)
     overrides += [f"sparsity.horizon_steps={steps}", f"target.dense_steps=[{steps}]"]
     # Room for a ramp's cheaper steps; the loop stops at the budget.
     overrides.append(f"train.max_steps={4 * steps}")
-    spec = load_spec(str(BASE_SPEC), overrides)
+    spec = checked(overrides)
     trainer = Trainer(spec, data, None, also_current=True)
     keys = ("step", "eval_loss", "eval_loss_current", "flops", "dense_flops", "decoder_flops", "train_time_s")
     history, status = [], "budget"
@@ -186,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown configurations {unknown}; choices: {', '.join(CONFIGS)}")
     if args.list:
         for n in CONFIGS:
-            spec = load_spec(str(BASE_SPEC), CONFIGS[n])
+            spec = checked(CONFIGS[n])
             print(f"{n:34s} {step_cost(spec) / 1e9:8.2f} GFLOP/step  {budget_steps(spec, args.horizon):6d} steps")
         return 0
     if not names:
