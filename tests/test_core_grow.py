@@ -143,6 +143,8 @@ def test_tokens_per_weight_opens_the_periphery_once_the_core_has_read_them(tiny_
 def test_core_grow_settings_are_checked_at_the_edge(tiny_raw):
     with pytest.raises(SpecError, match="sparsity.update_start: core_grow opens the periphery at update_start"):
         load_checked(_raw(tiny_raw, update_start=0.0))
+    with pytest.raises(SpecError, match="sparsity.init_scale: core_grow's core is a dense narrow model"):
+        load_checked(_raw(tiny_raw, init_scale="density"))
     with pytest.raises(SpecError, match=r"sparsity.core_width: the dense core must be narrower .* \(64\), got 64"):
         load_checked(_raw(tiny_raw, core_width=64))
 

@@ -71,6 +71,12 @@ def _register_test_method(monkeypatch):
 METHOD_SETTINGS = {"core_grow": {"update_start": 0.25}}
 
 
+def _scaled_ok(method: str, scaled: bool) -> None:
+    """core_grow refuses density scaling (its core is a dense narrow model): nothing to run."""
+    if scaled and method == "core_grow":
+        pytest.skip("core_grow refuses init_scale / lr_scale: density (its own test checks the message)")
+
+
 def _trainer(tiny_raw, method, level=0.7, **sparsity):
     raw = {
         **tiny_raw,
@@ -141,6 +147,7 @@ def test_a_method_brings_its_own_spec_rules(tiny_raw):
 @pytest.mark.parametrize("method", CONTRACT)
 @pytest.mark.parametrize("scaled", [False, True], ids=["standard", "density-scaled"])
 def test_masked_weights_and_optimizer_state_stay_exactly_zero(tiny_raw, method, scaled):
+    _scaled_ok(method, scaled)
     tr = _trainer(tiny_raw, method, **(SCALED if scaled else {}))
     for _ in range(12):  # several mask updates, AdamW with weight decay 0.1
         tr.train_step()
@@ -158,6 +165,7 @@ def test_masked_weights_and_optimizer_state_stay_exactly_zero(tiny_raw, method, 
 @pytest.mark.parametrize("method", SPARSE)
 @pytest.mark.parametrize("scaled", [False, True], ids=["standard", "density-scaled"])
 def test_active_counts_are_exactly_what_the_method_asked_for(tiny_raw, method, scaled):
+    _scaled_ok(method, scaled)
     tr = _trainer(tiny_raw, method, **(SCALED if scaled else {}))
     sp = tr.sparsifier
     seen = _spy_counts(sp)
@@ -220,6 +228,7 @@ def _full_state(tr):
 @pytest.mark.parametrize("method", SPARSE)
 @pytest.mark.parametrize("scaled", [False, True], ids=["standard", "density-scaled"])
 def test_checkpoint_round_trip_gives_identical_masks_and_next_steps(tiny_raw, method, scaled):
+    _scaled_ok(method, scaled)
     import copy
 
     a = _trainer(tiny_raw, method, **(SCALED if scaled else {}))
@@ -425,6 +434,7 @@ def _weight_grad_flops(tr, names):
 @pytest.mark.parametrize("method", CONTRACT)
 @pytest.mark.parametrize("scaled", [False, True], ids=["standard", "density-scaled"])
 def test_cumulative_flops_equal_the_methods_analytic_formula(tiny_raw, method, scaled):
+    _scaled_ok(method, scaled)
     tr = _trainer(tiny_raw, method, **(SCALED if scaled else {}))
     sp = tr.sparsifier
     bs = tr.spec.train.batch_size

@@ -376,6 +376,12 @@ class CoreGrow(RigL):
                 f"{path}.update_start: core_grow opens the periphery at update_start, which must be > 0 (or set "
                 "tokens_per_weight to open it once the core has read that many tokens per weight)"
             )
+        for key in ("init_scale", "lr_scale"):
+            if getattr(sparsity, key) == "density":
+                raise SpecError(
+                    f"{path}.{key}: core_grow's core is a dense narrow model, whose units see a core's share of "
+                    "their inputs, not the mask's density; density scaling does not apply to it (use the default)"
+                )
 
     def __init__(self, sparsity: SparsitySpec):
         super().__init__(sparsity)
