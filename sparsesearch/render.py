@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .definitions import DIVERGED, NOT_REACHED, REACHED, json_safe
+from .results.format import plural
 
 if TYPE_CHECKING:
     from .api import FlopsEstimate, SearchPlan, TrainedRun
@@ -207,11 +208,6 @@ def target_lines(spec: Spec) -> list[str]:
     return lines
 
 
-def layers(n: int) -> str:
-    """'1 layer', '2 layers'."""
-    return f"{n} layer" + ("" if n == 1 else "s")
-
-
 def family_lines(plan: SearchPlan) -> list[str]:
     """The dense family a search would train: its sizes, their learning-rate grids and the tuning budget."""
     from .search.family import plan_family, tuned_keys
@@ -226,8 +222,8 @@ def family_lines(plan: SearchPlan) -> list[str]:
         f"neighbours x{fam.lr_spread:g}{other}"
     ]
     lines += [
-        f"  size {s.index}: {layers(s.layers or plan.spec.model.num_layers)}, hidden {s.hidden}, ffn {s.ffn}, "
-        f"{s.heads} heads, {s.flop_ratio:.2f} of the spec's FLOPs per step; lr "
+        f"  size {s.index}: {plural(s.layers or plan.spec.model.num_layers, 'layer')}, hidden {s.hidden}, ffn {s.ffn}, "
+        f"{plural(s.heads, 'head')}, {s.flop_ratio:.2f} of the spec's FLOPs per step; lr "
         + ", ".join(f"{lr:.3g}" for lr in sorted(s.lrs))
         for s in sizes
     ]

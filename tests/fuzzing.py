@@ -649,7 +649,7 @@ def valid_specs(tiny_raw: dict) -> tuple[dict, dict]:
                 "train.batch_size": {"int": [4, 16]},
             },
             "asha": {"grace_period": 10, "reduction_factor": 2},
-            "dense_family": {"sizes": 2, "configs": 2},
+            "dense_family": {"sizes": 2, "configs": 2, "depths": []},
         },
         "tune": {"max_concurrent": 2, "cpus_per_trial": 1},
     }
@@ -815,7 +815,7 @@ def build_experiment(tiny_raw: dict, where: Path, small: bool = False) -> Path:
                 "train.lr": {"loguniform": [2e-3, 1e-2]},
             },
             "asha": {"grace_period": 10, "reduction_factor": 2},
-            "dense_family": {"sizes": 1 if small else 2, "configs": 1},
+            "dense_family": {"sizes": 1 if small else 2, "configs": 1, "depths": []},
             "confirm": {"top": 1, "seeds": 2},
         },
         "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(where / "runs")},

@@ -62,7 +62,11 @@ def search_spec_file(tmp_path, tiny_raw, num_samples=3, **tune):
                 "train.lr": {"loguniform": [1e-3, 1e-2]},
             },
             "asha": {"grace_period": 10, "reduction_factor": 2},
-            "dense_family": {"sizes": 1, "configs": 1},  # the same-size dense alone (tests/test_family.py: more)
+            "dense_family": {
+                "sizes": 1,
+                "configs": 1,
+                "depths": [],
+            },  # the same-size dense alone (test_family.py: more)
         },
         "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp_path / "runs"), **tune},
     }

@@ -290,7 +290,7 @@ def smoke_experiment(tmp_path_factory, tiny_raw) -> Path:
                 "train.lr": {"loguniform": [2e-3, 1e-2]},
             },
             "asha": {"grace_period": 10, "reduction_factor": 2},
-            "dense_family": {"sizes": 2, "configs": 1},
+            "dense_family": {"sizes": 2, "configs": 1, "depths": []},
             "confirm": {"top": 1, "seeds": 2},
         },
         "tune": {"max_concurrent": 2, "cpus_per_trial": 1, "storage": str(tmp / "runs")},

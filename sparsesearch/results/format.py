@@ -25,6 +25,11 @@ def number(v: Any, spec: str = ".3g", unit: str = "") -> str:
     return f"{v:{spec}}{unit}"
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 layer', '2 layers'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def params_text(row: Any, params: list[str], *, short: bool = False, quote: str = "") -> str:
     """A trial's sampled values (the method left out: tables show it in its own column). ``short``: the key's
     last part only, e.g. level=0.8; ``quote``: around each key (markdown code: a backtick)."""

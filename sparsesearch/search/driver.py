@@ -32,6 +32,7 @@ from ..experiment import (
 )
 from ..model.embedding import model_shape
 from ..model.flops import expected_masked
+from ..results.format import plural
 from ..spec import Spec, SpecError, with_values
 from ..training.reference import measure_reference
 from ..training.target import Target, resolve_target
@@ -136,9 +137,9 @@ def run_search(
     )
     for s in sizes:
         log(
-            f"dense   size {s.index}: {s.layers or spec.model.num_layers} layers, hidden {s.hidden}, ffn {s.ffn}, "
-            f"{s.heads} heads, {s.flops_per_step / 1e9:.2f} GFLOP/step ({s.flop_ratio:.2f} of the spec's model); lr "
-            + ", ".join(f"{lr:.3g}" for lr in sorted(s.lrs))
+            f"dense   size {s.index}: {plural(s.layers or spec.model.num_layers, 'layer')}, hidden {s.hidden}, "
+            f"ffn {s.ffn}, {plural(s.heads, 'head')}, {s.flops_per_step / 1e9:.2f} GFLOP/step "
+            f"({s.flop_ratio:.2f} of the spec's model); lr " + ", ".join(f"{lr:.3g}" for lr in sorted(s.lrs))
         )
     shape = model_shape(spec.model)
     state = {
