@@ -94,6 +94,9 @@ def _configs() -> dict[str, list[str]]:
             "sparsity.tokens_per_weight=10",
             "train.lr=0.003",
         ],
+        # The control for core_grow's core: the same dense width-64 model with one head of 64 dimensions (the
+        # core's heads are whole heads of the wide model) instead of four of 16.
+        "dense_64x1head_lr0.0035": [*dense(64, 3.5e-3), "model.num_heads=1"],
         # A cooldown to the budget: the same runs with the last 20% of their steps decayed linearly to zero.
         "dense_64_lr0.0035_wsd": [*dense(64, 3.5e-3), "train.lr_schedule=wsd", "train.cooldown=0.2"],
         "rigl_erk_0.8_lr0.002_wsd": [
@@ -163,6 +166,7 @@ SETS = {
         "rigl_erk_0.8_scaled_lr0.0015",
         "grow_tpw5_erk_0.8_lr0.002",
         "core_grow_tpw10_erk_0.8_lr0.003",
+        "dense_64x1head_lr0.0035",
         "dense_64_lr0.0035_wsd",
         "rigl_erk_0.8_lr0.002_wsd",
     ],
