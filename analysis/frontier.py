@@ -183,7 +183,7 @@ def figure(df: pd.DataFrame, path: Path) -> None:
         ax.fill_between(grid * 1e-12, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=cmap(i % 10), alpha=0.15)
     for t in TARGETS:
         ax.axhline(t, color="black", lw=0.6, ls=":")
-    ax.set_ylim(5.6, 6.4)
+    ax.set_ylim(5.2, 6.4)
     ax.set_xlabel("training FLOPs (TFLOP)")
     ax.set_ylabel("held-out MLM loss of the weight average")
     ax.set_title("Recipes against dense at equal FLOPs (mean over seeds, band: min-max; dashed: dense)", fontsize=10)

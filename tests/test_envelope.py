@@ -52,6 +52,19 @@ def test_the_frontiers_cross_where_the_sparse_envelope_passes_the_dense_one():
     assert env.to_json()["crossings"] == [{"flops": pytest.approx(2.8), "ahead_after": "sparse"}]
     assert env.to_json()["dense"][0] == [1.0, 5.0]
     assert budgets(env) == [1.0, 2.0, 4.0]  # the last common budget and its halvings down to the first
+    assert env.last_gain("dense") == 4.0 and env.last_gain("sparse") == 4.0
+
+
+def test_budgets_end_where_an_envelope_stops_improving():
+    history = _history(
+        {
+            "d": (DENSE_FAMILY, [1, 2, 3, 8], [5.0, 4.0, 3.5, 3.5]),  # stopped improving at 3, ran on to 8
+            "s": (SPARSE, [1, 2, 4, 6], [5.5, 4.4, 3.4, 3.0]),
+        }
+    )
+    env = envelopes(history)
+    assert env.last_gain("dense") == 3.0 and env.last_gain("sparse") == 6.0
+    assert budgets(env) == [1.5, 3.0]  # not out to 8, where the dense envelope is a carried-forward 3.5
 
 
 def test_crossings_in_both_directions_and_none_when_one_side_leads_throughout():

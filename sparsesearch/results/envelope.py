@@ -99,6 +99,17 @@ class Envelopes:
             return None
         return float(self.grid[both][0]), float(self.grid[both][-1])
 
+    def last_gain(self, side: str) -> float:
+        """The budget where one side's envelope ('dense' or 'sparse') last got lower (nan if never defined):
+        past it the envelope only carries stopped trials' best losses forward."""
+        values = self.dense if side == "dense" else self.sparse
+        ok = ~np.isnan(values)
+        if not ok.any():
+            return math.nan
+        x, v = self.grid[ok], values[ok]
+        drops = np.nonzero(np.diff(v) < 0)[0]
+        return float(x[drops[-1] + 1]) if len(drops) else float(x[0])
+
     def to_json(self) -> dict:
         """Both envelopes as [FLOPs, loss] points where defined, and the crossings."""
 
@@ -131,11 +142,12 @@ def envelopes(history: pd.DataFrame) -> Envelopes:
 
 
 def budgets(env: Envelopes, count: int = 4) -> list[float]:
-    """A few budgets where both sides are defined: the last common one and its halvings (``count`` in all, from
-    the smallest)."""
+    """A few budgets where both sides are defined and still improving: the last budget where both envelopes had
+    yet to make their last gain, and its halvings (``count`` in all, from the smallest)."""
     span = env.common_range()
     if span is None:
         return []
-    first, last = span
+    first = span[0]
+    last = max(first, min(span[1], env.last_gain("dense"), env.last_gain("sparse")))
     out = [last / 2**k for k in range(count) if last / 2**k >= first]
     return sorted(out)

@@ -319,6 +319,9 @@ def envelope_figure(history: pd.DataFrame, env: Any, shown: list[str]):
             va="top",
             ha="right",
         )
+    gains = [g for g in (env.last_gain("dense"), env.last_gain("sparse")) if g == g]
+    if gains:  # past both last gains the envelopes are flat: show a little of that, not all of it
+        ax.set_xlim(0, 1.25 * max(gains) * 1e-12)
     finite = np.concatenate([env.dense[~np.isnan(env.dense)], env.sparse[~np.isnan(env.sparse)]])
     if len(finite):
         bottom, top = float(finite.min()), float(np.percentile(finite, 90))

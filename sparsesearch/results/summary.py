@@ -11,7 +11,7 @@ from ..definitions import DIVERGED, REACHED
 from ..experiment import DENSE_FAMILY, SPARSE, STUDY_FILE
 from .confirm import confirmation_lines, confirmation_table, load_confirmation
 from .edges import edge_warnings
-from .format import number, params_text
+from .format import number, params_text, plural
 from .pareto import OBJECTIVES
 from .table import load_results, load_state
 
@@ -66,6 +66,8 @@ def family_lines(df: pd.DataFrame) -> list[str]:
             else None
         )
         what = f"hidden {int(width)}" if width is not None else "the spec's model"
+        if "model.num_layers" in g and g["model.num_layers"].notna().any():  # a size of another depth
+            what = f"{plural(int(g['model.num_layers'].dropna().iloc[0]), 'layer')}, {what}"
         if ok.empty:
             lines.append(f"  size {int(size)} ({what}): {len(g)} configuration(s), none reached the target")
             continue
