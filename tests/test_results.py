@@ -343,7 +343,8 @@ def test_export_and_report_of_a_real_experiment(smoke_experiment, tmp_path):
     front_csv = pd.read_csv(out / "pareto.csv")
     assert len(front_csv) >= 1 and (front_csv["status"] == "reached").all()
     payload = json.loads((out / "pareto.json").read_text())
-    assert set(payload) == {"experiment", "objective", "maximise", "minimise", "target_loss", "front"}
+    assert set(payload) == {"experiment", "objective", "maximise", "minimise", "target_loss", "front", "envelopes"}
+    assert set(payload["envelopes"]) == {"dense", "sparse", "crossings"} and payload["envelopes"]["dense"]
     assert payload["objective"] == "net_time" and len(payload["front"]) == len(front_csv)
     for p in payload["front"]:
         assert {"trial_id", "method", "avg_sparsity", "net_time_s", "net_flops", "speedup", "params"} <= set(p)
