@@ -28,8 +28,10 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "analysis"))
 
-from sparsesearch.definitions import at_target
+from fair import flops_to  # the trainer's crossing rule, as the old study reads it
+
 from sparsesearch.results.stats import mean_ci, ratio_ci
 
 RESULTS = ROOT / "analysis" / "results" / "frontier_runs.jsonl"
@@ -61,16 +63,6 @@ def curve(history: list[dict], rule: str, decoder: bool = True) -> list[dict]:
         for h in history
         if key in h
     ]
-
-
-def flops_to(points: list[dict], loss: float) -> float:
-    """FLOPs where the loss first reached ``loss``, interpolated between evaluations (nan: never)."""
-    prev = None
-    for p in points:
-        if p["eval_loss"] <= loss:
-            return float(at_target(prev, p, loss, ("flops",))["flops"])
-        prev = p
-    return math.nan
 
 
 def loss_at(points: list[dict], flops: float) -> float:
