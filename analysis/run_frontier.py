@@ -43,6 +43,8 @@ from sparsesearch.training.trainer import Trainer
 BASE_SPEC = ROOT / "search_spaces" / "rigl.yaml"
 RESULTS = ROOT / "analysis" / "results" / "frontier_runs.jsonl"
 HORIZON = 3.2e13  # FLOPs: past 3e13, 1.5x the old study's sparse budget
+STUDY_RESULTS = ROOT / "analysis" / "results" / "study_runs.jsonl"
+STUDY_HORIZON = 8e13  # 4x the old study's compute: ~10M tokens, two passes over package-docs
 EVAL = ["train.eval_weights=ema", "train.eval_every=50", "target.loss=0.01"]
 _SPARSE_80 = ["sparsity.level=0.8", "sparsity.distribution=erk"]
 
@@ -110,55 +112,159 @@ def _configs() -> dict[str, list[str]]:
     return out
 
 
+RATE_STEPS = (-2, -1, 0, 1, 2)  # the grid: centre x 1.5^k; the study runs k = -1, 0, 1 and one more past an edge
+
+
+def lr_name(family: str, lr: float) -> str:
+    return f"{family}_lr{lr:.3g}"
+
+
+def _rates(centre: float) -> list[float]:
+    return [float(f"{centre * 1.5**k:.3g}") for k in RATE_STEPS]
+
+
 def _grid(name: str, overrides: list[str], centre: float) -> dict[str, list[str]]:
-    """Three learning rates around ``centre`` (x1/1.5, x1, x1.5), the dense family's grid: the best can be inside."""
-    return {f"{name}_lr{lr:.3g}": [*overrides, f"train.lr={lr:.3g}"] for lr in (centre / 1.5, centre, centre * 1.5)}
+    """Learning rates around ``centre`` on the dense family's grid (x1.5 apart), so the best can be inside."""
+    return {lr_name(name, lr): [*overrides, f"train.lr={lr}"] for lr in _rates(centre)}
+
+
+def _study_families() -> dict[str, tuple[list[str], float]]:
+    """Study v3's families, in the order they are run: name -> (overrides without the rate, the grid's centre).
+
+    Dense widths 32-256 and two more depths at the width-64 cost, centred on the width rule
+    (2e-3 x (w / 256) ^ -0.5); the sparse recipes at 256, at iso-FLOP widths and at 512, centred on RigL's 2e-3
+    (core_grow on 3e-3, its best in the recipes runs; the density-scaled one on the dense-256 optimum 1.5e-3).
+    The likely frontier and headline families come first, so a partial study already answers the question."""
+
+    def dense_family(width: int, layers: int = 2) -> tuple[list[str], float]:
+        centre = float(f"{2e-3 * (width / 256) ** -0.5:.3g}")
+        return dense(width, centre, layers)[:-1], centre
+
+    sparse = {
+        "rigl_erk_0.8": (["sparsity.method=rigl", *_SPARSE_80], 2e-3),
+        "flop_rigl_erk_0.8": (["sparsity.method=flop_rigl", *_SPARSE_80], 2e-3),
+        "core_grow_tpw10_erk_0.8": (CONFIGS_BASE["core_grow_tpw10_erk_0.8_lr0.003"][:-1], 3e-3),
+        "rigl_iso64": (
+            [
+                "sparsity.method=rigl",
+                "sparsity.distribution=erk",
+                "sparsity.match_flops_of={hidden_size: 64, ffn_size: 256}",
+            ],
+            2e-3,
+        ),
+        "rigl_iso96": (
+            [
+                "sparsity.method=rigl",
+                "sparsity.distribution=erk",
+                "sparsity.match_flops_of={hidden_size: 96, ffn_size: 384}",
+            ],
+            2e-3,
+        ),
+        "rigl_512_iso128": (
+            [
+                "sparsity.method=rigl",
+                "sparsity.distribution=erk",
+                "model.hidden_size=512",
+                "model.ffn_size=2048",
+                "sparsity.match_flops_of={hidden_size: 128, ffn_size: 512}",
+            ],
+            2e-3,
+        ),
+        "grow_tpw5_erk_0.8": (CONFIGS_BASE["grow_tpw5_erk_0.8_lr0.002"][:-1], 2e-3),
+        "rigl_erk_0.8_scaled": (CONFIGS_BASE["rigl_erk_0.8_scaled_lr0.0015"][:-1], 1.5e-3),
+    }
+    return {
+        "dense_64": dense_family(64),
+        "rigl_erk_0.8": sparse["rigl_erk_0.8"],
+        "flop_rigl_erk_0.8": sparse["flop_rigl_erk_0.8"],
+        "core_grow_tpw10_erk_0.8": sparse["core_grow_tpw10_erk_0.8"],
+        "dense_96": dense_family(96),
+        "dense_128": dense_family(128),
+        "dense_48": dense_family(48),
+        "rigl_iso64": sparse["rigl_iso64"],
+        "rigl_iso96": sparse["rigl_iso96"],
+        "rigl_512_iso128": sparse["rigl_512_iso128"],
+        "dense_88x1": dense_family(88, 1),  # the family's shallower-wider and deeper-thinner at the 64 cost
+        "dense_56x3": dense_family(56, 3),
+        "grow_tpw5_erk_0.8": sparse["grow_tpw5_erk_0.8"],
+        "dense_32": dense_family(32),
+        "dense_256": dense_family(256),
+        "rigl_erk_0.8_scaled": sparse["rigl_erk_0.8_scaled"],
+    }
 
 
 def _study() -> dict[str, list[str]]:
-    """Study v3 (the frontier study): dense widths 32-256 and two more depths at the width-64 cost, each on a
-    3-rate grid around the width rule (2e-3 x (w / 256) ^ -0.5); the sparse recipes at 256, iso-FLOP widths and
-    512, each on a 3-rate grid. Learning rates without the ``train.lr`` key of the dense helper."""
+    """Every configuration the study may run: each family on its whole five-rate grid."""
     out: dict[str, list[str]] = {}
-    for width in (32, 48, 64, 96, 128, 256):
-        centre = 2e-3 * (width / 256) ** -0.5
-        out |= _grid(f"dense_{width}", dense(width, centre)[:-1], centre)
-    for layers, width in ((1, 88), (3, 56)):  # the family's shallower-wider and deeper-thinner at the 64 cost
-        centre = 2e-3 * (width / 256) ** -0.5
-        out |= _grid(f"dense_{width}x{layers}", dense(width, centre, layers)[:-1], centre)
-    sparse = {
-        "rigl_erk_0.8": ["sparsity.method=rigl", *_SPARSE_80],
-        "flop_rigl_erk_0.8": ["sparsity.method=flop_rigl", *_SPARSE_80],
-        "rigl_iso64": [
-            "sparsity.method=rigl",
-            "sparsity.distribution=erk",
-            "sparsity.match_flops_of={hidden_size: 64, ffn_size: 256}",
-        ],
-        "rigl_iso96": [
-            "sparsity.method=rigl",
-            "sparsity.distribution=erk",
-            "sparsity.match_flops_of={hidden_size: 96, ffn_size: 384}",
-        ],
-        "rigl_512_iso128": [
-            "sparsity.method=rigl",
-            "sparsity.distribution=erk",
-            "model.hidden_size=512",
-            "model.ffn_size=2048",
-            "sparsity.match_flops_of={hidden_size: 128, ffn_size: 512}",
-        ],
-        "grow_tpw5_erk_0.8": CONFIGS_BASE["grow_tpw5_erk_0.8_lr0.002"][:-1],
-        "core_grow_tpw10_erk_0.8": CONFIGS_BASE["core_grow_tpw10_erk_0.8_lr0.003"][:-1],
-    }
-    for name, overrides in sparse.items():
-        out |= _grid(name, overrides, 2e-3)
+    for name, (overrides, centre) in FAMILIES.items():
+        out |= _grid(name, overrides, centre)
     return out
 
 
+def final_loss(row: dict) -> float:
+    """A run's loss at its budget, smoothed: the mean evaluated (EMA) loss over its last tenth of FLOPs."""
+    hist = row["history"]
+    last = [h["eval_loss"] for h in hist if h["flops"] >= 0.9 * hist[-1]["flops"]]
+    return sum(last) / len(last) if all(map(math.isfinite, last)) else math.inf
+
+
+def best_rate(family: str, runs: dict[tuple[str, int, float], dict], horizon: float) -> tuple[float | None, list]:
+    """The family's best rate on seed 0 (lowest ``final_loss``) and the rates still to try on seed 0 before the
+    best is inside the tried ones (the grid's next rate past an edge, while the grid has one)."""
+    rates = _rates(FAMILIES[family][1])
+    tried = [lr for lr in rates if (lr_name(family, lr), 0, horizon) in runs]
+    if not tried:
+        return None, [rates[2]]
+    missing = [lr for lr in rates[1:4] if lr not in tried]
+    if missing:
+        return None, missing
+    best = min(tried, key=lambda lr: final_loss(runs[(lr_name(family, lr), 0, horizon)]))
+    i = rates.index(best)
+    edge = (i == rates.index(min(tried)) and i > 0) or (i == rates.index(max(tried)) and i < len(rates) - 1)
+    if edge:
+        return None, [rates[i - 1] if best == min(tried) else rates[i + 1]]
+    return best, []
+
+
+def study_plan(runs: dict[tuple[str, int, float], dict], horizon: float, seeds: int = 5) -> list[tuple[str, int]]:
+    """The study's runs still to do, in order: seed 0 on every family's centre rate, then its two neighbours, then
+    one more rate past an edge until the best is inside; then seeds 1 and 2 at each family's best rate; then
+    seeds 3 to ``seeds - 1`` at the best rates, the best families (lowest mean loss) first. Rates are chosen on
+    seed 0 alone, the same way for every family (the same tuning effort on both sides)."""
+
+    def todo(pairs):
+        return [(n, s) for n, s in pairs if (n, s, horizon) not in runs]
+
+    plan: list[tuple[str, int]] = []
+    picked: dict[str, float] = {}
+    for phase in (0, 1):
+        for family, (_, centre) in FAMILIES.items():
+            rates = _rates(centre)
+            want = [rates[2]] if phase == 0 else [rates[1], rates[3]]
+            plan += todo((lr_name(family, lr), 0) for lr in want)
+    for family in FAMILIES:
+        best, more = best_rate(family, runs, horizon)
+        plan += todo((lr_name(family, lr), 0) for lr in more)
+        if best is not None:
+            picked[family] = best
+    for family, lr in picked.items():
+        plan += todo((lr_name(family, lr), s) for s in (1, 2))
+
+    def mean_loss(family: str) -> float:
+        name = lr_name(family, picked[family])
+        losses = [final_loss(r) for (n, _, h), r in runs.items() if n == name and h == horizon]
+        return sum(losses) / len(losses)
+
+    for family in sorted(picked, key=mean_loss):
+        plan += todo((lr_name(family, picked[family]), s) for s in range(3, seeds))
+    return list(dict.fromkeys(plan))
+
+
 CONFIGS_BASE = _configs()
+FAMILIES = _study_families()
 STUDY = _study()
 CONFIGS = {**CONFIGS_BASE, **STUDY}
 SETS = {
-    "study": list(STUDY),
     "recipes": [
         "dense_64_lr0.0035",
         "dense_256_lr0.0015",
@@ -236,10 +342,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", nargs="*", default=[], help="configurations to run")
     p.add_argument("--set", choices=sorted(SETS), help="a named set of configurations")
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    p.add_argument("--horizon", type=float, default=HORIZON, help="training FLOPs per run (default %(default)g)")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--study",
+        action="store_true",
+        help=f"run study v3's plan (study_plan: rates on seed 0, then more seeds at the best), to {STUDY_HORIZON:g} "
+        f"FLOPs into {STUDY_RESULTS.relative_to(ROOT)} unless --horizon/--out say otherwise; --seeds is ignored",
+    )
+    p.add_argument("--study-seeds", type=int, default=5, help="seeds per family at its best rate (study)")
+    p.add_argument("--max-runs", type=int, help="stop after this many runs")
+    p.add_argument("--horizon", type=float, help=f"training FLOPs per run (default {HORIZON:g})")
+    p.add_argument("--out", type=Path, help=f"results file (default {RESULTS.relative_to(ROOT)})")
     p.add_argument("--list", action="store_true", help="print the configurations and their step budgets")
     args = p.parse_args(argv)
+    horizon = args.horizon or (STUDY_HORIZON if args.study else HORIZON)
+    out = args.out or (STUDY_RESULTS if args.study else RESULTS)
     names = list(dict.fromkeys([*(SETS[args.set] if args.set else []), *args.configs]))
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown:
@@ -247,29 +363,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for n in CONFIGS:
             spec = checked(CONFIGS[n])
-            print(f"{n:34s} {step_cost(spec) / 1e9:8.2f} GFLOP/step  {budget_steps(spec, args.horizon):6d} steps")
+            print(f"{n:34s} {step_cost(spec) / 1e9:8.2f} GFLOP/step  {budget_steps(spec, horizon):6d} steps")
         return 0
-    if not names:
-        p.error("name --configs or a --set (or --list)")
+    if args.study and names:
+        p.error("--study runs its own plan: leave out --configs and --set")
+    if not (names or args.study):
+        p.error("name --configs, a --set or --study (or --list)")
     base = load_spec(str(BASE_SPEC), [])
     data = prepare_data(base.data, base.model)
     source = data.stats["source"]
-    print(f"corpus fingerprint {data.fingerprint} ({source}); horizon {args.horizon:.3g} FLOPs", flush=True)
-    others = {r["corpus"] for r in stored(args.out).values()} - {data.fingerprint}
+    print(f"corpus fingerprint {data.fingerprint} ({source}); horizon {horizon:.3g} FLOPs", flush=True)
+    others = {r["corpus"] for r in stored(out).values()} - {data.fingerprint}
     if others:
-        print(f"warning: {args.out} also holds runs on other corpora ({', '.join(sorted(others))})", flush=True)
-    todo = [(n, s) for s in args.seeds for n in names if (n, s, args.horizon) not in stored(args.out)]
-    print(f"{len(todo)} runs to do", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for i, (name, seed) in enumerate(todo, 1):
+        print(f"warning: {out} also holds runs on other corpora ({', '.join(sorted(others))})", flush=True)
+
+    def todo() -> list[tuple[str, int]]:
+        runs = stored(out)
+        if args.study:
+            return study_plan(runs, horizon, args.study_seeds)
+        return [(n, s) for s in args.seeds for n in names if (n, s, horizon) not in runs]
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = 0
+    while (left := todo()) and (args.max_runs is None or done < args.max_runs):
+        name, seed = left[0]  # planned again after every run: the study's later phases follow the results
         t0 = time.time()
-        row = run_config(name, seed, args.horizon, data)
-        with args.out.open("a") as f:
+        row = run_config(name, seed, horizon, data)
+        with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        done += 1
         last = row["history"][-1]
         print(
-            f"[{i}/{len(todo)}] {name} seed {seed}: {row['status']}, ema {last['eval_loss']:.4f} current "
-            f"{last['eval_loss_current']:.4f} at step {last['step']}, {last['flops']:.3g} FLOPs "
+            f"[{done}, {len(left) - 1} planned] {name} seed {seed}: {row['status']}, ema {last['eval_loss']:.4f} "
+            f"current {last['eval_loss_current']:.4f} at step {last['step']}, {last['flops']:.3g} FLOPs "
             f"({time.time() - t0:.0f}s)",
             flush=True,
         )
