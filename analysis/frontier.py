@@ -55,6 +55,14 @@ def load(path: Path) -> pd.DataFrame:
     return df
 
 
+def final_loss(row: dict) -> float:
+    """A run's loss at its budget, smoothed: the mean evaluated (EMA) loss over its last tenth of FLOPs (inf if the
+    run diverged there); the study's rule for choosing a family's learning rate."""
+    hist = row["history"]
+    last = [h["eval_loss"] for h in hist if h["flops"] >= 0.9 * hist[-1]["flops"]]
+    return sum(last) / len(last) if all(map(math.isfinite, last)) else math.inf
+
+
 def curve(history: list[dict], rule: str, decoder: bool = True) -> list[dict]:
     """(flops, loss) points of one run under an evaluation rule; ``decoder`` False: FLOPs without the decoder."""
     key = RULES[rule]

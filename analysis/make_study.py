@@ -2,8 +2,8 @@
 
     python analysis/make_study.py
 
-Reads only ``analysis/results/`` (``runs.jsonl`` from run_study.py, ``fair_runs.jsonl`` from run_fair.py,
-``search_*/`` from run_searches.py); never
+Reads only ``analysis/results/`` (``study_runs.jsonl`` from ``run_frontier.py --study``, ``fair_runs.jsonl``
+from run_fair.py, ``runs.jsonl`` from run_study.py, ``search_*/`` from run_searches.py); never
 trains. Writes the figures to ``analysis/figures/`` and replaces each table of STUDY.md between its
 ``<!-- BEGIN name -->`` and ``<!-- END name -->`` markers (the prose around them is left alone).
 """
@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import fair
+import frontier_study
 
 from sparsesearch.results import plots
 from sparsesearch.results.format import params_text
@@ -390,6 +391,14 @@ def fair_sections(text: str, df: pd.DataFrame, figures: Path) -> str:
     )
 
 
+def study_sections(text: str, df: pd.DataFrame, figures: Path, fair_results: Path) -> str:
+    """Part A (study v3): its blocks from frontier_study, and a first look on seed 0 alone while seeds run."""
+    for name, body in frontier_study.sections(df, figures, 3, fair_results).items():
+        text = replace_block(text, name, body)
+    first = frontier_study.sections(df[df["seed"] == 0], None, 1, fair_results)
+    return replace_block(text, "v3_seed0", first["v3_front"])
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -427,6 +436,9 @@ def main(argv=None) -> int:
     for name in ("rigl", "methods"):
         body, _ = search_section(name, args.results, figures)
         text = replace_block(text, f"search_{name}", body)
+    study_file = args.results / "study_runs.jsonl"
+    if study_file.is_file():
+        text = study_sections(text, frontier_study.load(study_file), figures, args.results / "fair_runs.jsonl")
     fair_file = args.results / "fair_runs.jsonl"
     if fair_file.is_file():
         text = fair_sections(text, fair.load(fair_file), figures)

@@ -33,6 +33,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "analysis"))
+
+from frontier import final_loss  # the study's rule for a family's rate, shared with its analysis
 
 from sparsesearch.checks import matched_level, step_cost
 from sparsesearch.data.batches import prepare_data
@@ -199,13 +202,6 @@ def _study() -> dict[str, list[str]]:
     for name, (overrides, centre) in FAMILIES.items():
         out |= _grid(name, overrides, centre)
     return out
-
-
-def final_loss(row: dict) -> float:
-    """A run's loss at its budget, smoothed: the mean evaluated (EMA) loss over its last tenth of FLOPs."""
-    hist = row["history"]
-    last = [h["eval_loss"] for h in hist if h["flops"] >= 0.9 * hist[-1]["flops"]]
-    return sum(last) / len(last) if all(map(math.isfinite, last)) else math.inf
 
 
 def best_rate(family: str, runs: dict[tuple[str, int, float], dict], horizon: float) -> tuple[float | None, list]:

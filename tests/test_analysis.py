@@ -199,3 +199,153 @@ def test_run_frontier_stores_each_run_once_per_configuration_seed_and_horizon(tm
     for name, overrides in run_frontier.CONFIGS.items():  # every configuration makes a valid spec
         spec = run_frontier.load_spec(str(run_frontier.BASE_SPEC), [*overrides, *run_frontier.EVAL])
         assert run_frontier.budget_steps(spec, 3.2e13) > 0, name
+
+
+def _study_rows(runs: dict[str, list[float]], final: dict[str, float] | None = None, horizon: float = 8e13):
+    """Study rows as ``run_frontier.py --study`` stores them: ``name -> per-seed FLOP scales``; the loss falls
+    7.0 - 0.5 k at k TFLOPs x scale (k = 1..4), shifted so that seed 0 ends at ``final[name]`` when given.
+    Names starting with ``dense`` are dense, ``_<width>`` their width (256 otherwise)."""
+    rows = []
+    for name, scales in runs.items():
+        dense = name.startswith("dense")
+        width = int(name.split("_")[1].split("x")[0]) if dense else 256
+        lr = float(name.rsplit("_lr", 1)[1])
+        for seed, scale in enumerate(scales):
+            shift = (final or {}).get(name, 5.0) - 5.0 if seed == 0 else 0.0
+            history = [
+                {
+                    "step": 100 * k,
+                    "eval_loss": 7.0 - 0.5 * k + shift,
+                    "eval_loss_current": 7.05 - 0.5 * k + shift,
+                    "flops": scale * k * 1e12,
+                    "decoder_flops": scale * k * 1e12 / 2,
+                    "avg_sparsity": 0.0 if dense else 0.8,
+                }
+                for k in range(1, 5)
+            ]
+            spec = {
+                "sparsity": {"method": "dense" if dense else "rigl"},
+                "model": {"hidden_size": width, "num_layers": 2, "num_heads": 4, "ffn_size": 4 * width, "seq_len": 64},
+                "train": {
+                    "lr": lr,
+                    "seed": seed,
+                    "batch_size": 32,
+                    "eval_every": 50,
+                    "eval_sequences": 256,
+                    "ema_half_life": 100.0,
+                    "precision": "auto",
+                },
+            }
+            rows.append(
+                {
+                    "config": name,
+                    "seed": seed,
+                    "horizon": horizon,
+                    "history": history,
+                    "spec": spec,
+                    "corpus": "4fcff2e7582f5fab",
+                    "torch": "2.13.0",
+                    "threads": 2,
+                }
+            )
+    return rows
+
+
+def _write(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_frontier_study_chooses_each_familys_rate_on_seed_0_and_compares_only_families_with_their_seeds(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+
+    rows = _study_rows(
+        {
+            "dense_64_lr0.001": [1.0],
+            "dense_64_lr0.002": [1.0, 1.0, 1.0],
+            "dense_64_lr0.003": [1.0],
+            "dense_256_lr0.002": [2.0, 2.0, 2.0],
+            "rigl_lr0.002": [0.5, 0.5, 0.55],
+            "set_lr0.002": [0.6],  # one seed so far: left out of the comparison
+        },
+        final={"dense_64_lr0.001": 5.2, "dense_64_lr0.003": 5.1},
+    )
+    df = frontier_study.load(_write(tmp_path / "study.jsonl", rows))
+    r = frontier_study.rates(df).set_index("config")
+    assert r.loc["dense_64_lr0.002", "chosen"] and not r.loc["dense_64_lr0.001", "chosen"]
+    p = frontier_study.panel(df, min_seeds=3)
+    assert set(p["family"]) == {"dense_64", "dense_256", "rigl"}
+    assert "| `dense_64` | dense | 64 x 2 | 0.001: 5.2000, **0.002: 5.0000**, 0.003: 5.1000 | inside | 3 | 5 |" in (
+        frontier_study.tuning_table(df)
+    )
+    c = frontier_study.compare(p, 5.05)
+    assert (c["front"], c["same"]) == ("dense_64", "dense_256")
+    rigl = c["sparse"]["rigl"]
+    assert list(rigl["vs_front"].round(4)) == [2.0, 2.0, round(1 / 0.55, 4)]  # paired by seed
+    assert list(rigl["vs_same"].round(4)) == [4.0, 4.0, round(2 / 0.55, 4)]
+    # without the decoder both sides lose half their FLOPs: the same ratios
+    assert list(frontier_study.compare(p, 5.05, decoder=False)["sparse"]["rigl"]["vs_front"].round(4)) == [
+        2.0,
+        2.0,
+        round(1 / 0.55, 4),
+    ]
+    assert frontier_study.best_recipe(p) == "rigl"
+    goal = frontier_study.goal_text(p, {})
+    assert goal.startswith("**Reached** within 8e+13 FLOPs: `rigl` at hardest (loss 5.0000): 1.94 [1.69, 2.22]")
+
+
+def test_frontier_study_says_not_reached_when_no_interval_lies_above_one(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+
+    rows = _study_rows(
+        {"dense_64_lr0.002": [1.0, 1.0, 1.0], "dense_256_lr0.002": [2.0, 2.0, 2.0], "rigl_lr0.002": [0.8, 1.3, 0.9]}
+    )
+    df = frontier_study.load(_write(tmp_path / "study.jsonl", rows))
+    p = frontier_study.panel(df)
+    text = frontier_study.goal_text(p, {"old @200": 6.0})
+    assert text.startswith("**Not reached** within 8e+13 FLOPs. Closest")
+    targets = frontier_study.targets(p, {"old @200": 6.0})
+    assert next(iter(targets)) == "old @200" and targets["hardest"] == pytest.approx(5.0)
+    grid = [v for k, v in targets.items() if k not in ("old @200", "hardest")]
+    assert grid == pytest.approx([6.0 - 0.05 * i for i in range(1, len(grid) + 1)]) and grid[-1] > 5.0
+    sections = frontier_study.sections(df, tmp_path, fair_results=tmp_path / "none.jsonl")
+    assert (tmp_path / "study_speedup.png").stat().st_size > 10_000
+    assert (tmp_path / "study_envelope.png").stat().st_size > 10_000
+    assert "`dense_64`" in sections["v3_front"] and "`dense_256`" in sections["v3_same"]
+
+
+def test_study_plan_runs_rates_on_seed_0_until_the_best_is_inside_then_seeds_at_the_best():
+    sys.path.insert(0, str(ANALYSIS))
+    import run_frontier
+
+    fams = run_frontier.FAMILIES
+    plan = run_frontier.study_plan({}, 8e13)
+    centres = [(run_frontier.lr_name(f, run_frontier._rates(c)[2]), 0) for f, (_, c) in fams.items()]
+    assert plan[: len(fams)] == centres and len(plan) == 3 * len(fams) and all(s == 0 for _, s in plan)
+
+    def runs_for(final: dict[str, float], seeds=(0,)):
+        rows = []
+        for family, (_, centre) in fams.items():
+            for lr in run_frontier._rates(centre)[1:4]:
+                name = run_frontier.lr_name(family, lr)
+                rows += _study_rows({name: [1.0] * len(seeds)}, {name: final.get(name, 5.0 + abs(lr - centre))})
+        return {(r["config"], r["seed"], r["horizon"]): r for r in rows}
+
+    dense64 = run_frontier._rates(fams["dense_64"][1])
+    low = run_frontier.lr_name("dense_64", dense64[1])
+    runs = runs_for({low: 4.0})  # dense_64's lowest tried rate is its best: try one lower before its seeds
+    plan = run_frontier.study_plan(runs, 8e13)
+    assert plan[0] == (run_frontier.lr_name("dense_64", dense64[0]), 0)
+    assert (low, 1) not in plan
+    rigl = run_frontier.lr_name("rigl_erk_0.8", 2e-3)
+    assert (rigl, 1) in plan and (rigl, 2) in plan and (rigl, 3) in plan and (rigl, 4) in plan
+    assert plan.index((rigl, 2)) < plan.index((rigl, 3))  # seeds 1 and 2 everywhere before 3 and 4
+    lowest = _study_rows({run_frontier.lr_name("dense_64", dense64[0]): [1.0]}, {})[0]
+    lowest["history"] = [{**h, "eval_loss": h["eval_loss"] + 2} for h in lowest["history"]]
+    runs[(lowest["config"], 0, 8e13)] = lowest
+    plan = run_frontier.study_plan(runs, 8e13)
+    assert (low, 1) in plan  # inside now: its seeds follow

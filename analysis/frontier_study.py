@@ -1,0 +1,481 @@
+"""Study v3 (STUDY.md, Part A): each sparse recipe against the best dense model of any size, at equal training FLOPs.
+
+Reads ``results/study_runs.jsonl`` (``run_frontier.py --study``: every run trained to the same FLOP budget, scored
+at every evaluation on the weight average and on the current weights, with the frozen decoder's FLOPs recorded).
+The rules, applied alike to both sides:
+
+- A *family* is a configuration without its learning rate (the run name less ``_lr<rate>``). Its rate is the one
+  with the lowest smoothed loss at the budget on seed 0 (``frontier.final_loss``, the plan's rule); only the
+  family's runs at that rate take part, and only once it has ``min_seeds`` seeds there.
+- *Targets*: the old study's ladder (the losses its dense-256 reference had after 200, 500, 1000 and 1200 steps,
+  read from ``fair_runs.jsonl``) and an even grid of losses down to the *hardest* target, the lowest loss some
+  dense family reaches on every seed within the budget.
+- A run's cost to a target is the FLOPs where its loss first reached it, interpolated between evaluations (the
+  trainer's rule). The *dense frontier* at a target is the dense family with the fewest mean FLOPs among those
+  reaching it on every seed; the *same-size dense* is the 256-wide, 2-layer one. Speedups (dense FLOPs over the
+  recipe's) are paired by seed over the seeds both ran; geometric means with log-scale 95% t intervals, the worst
+  seed, and a paired t-test of log FLOPs.
+- The *best sparse recipe* is the one with the highest geometric-mean speedup against the frontier at the hardest
+  target among those reaching it on every seed (else the one reaching the lowest loss on every seed).
+- Headline accounting: all training FLOPs; beside it, the same without the frozen decoder's matmuls.
+
+    python analysis/frontier_study.py               # the tables to stdout
+    python analysis/frontier_study.py --min-seeds 1 # a first look while seeds are still running
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "analysis"))
+
+import fair
+import frontier
+from frontier import best_dense, costs, curve, final_loss, loss_at
+
+from sparsesearch.model.shape import ModelShape
+from sparsesearch.results.stats import ratio_ci
+from sparsesearch.spec.schema import ModelSpec
+
+RESULTS = ROOT / "analysis" / "results" / "study_runs.jsonl"
+FAIR_RESULTS = ROOT / "analysis" / "results" / "fair_runs.jsonl"
+SAME_SIZE = 256
+GRID_POINTS = 41  # targets of the speedup curve
+TABLE_STEP = 0.05  # loss between the tabulated targets below the ladder
+VOCAB, EMB_DIM = 30522, 384  # the frozen all-MiniLM-L6-v2 table every run uses
+PACKAGE_DOCS, PACKAGE_DOCS_SEQUENCES = "4fcff2e7582f5fab", 63_526  # the pinned corpus and its training sequences
+
+
+def load(path: Path = RESULTS) -> pd.DataFrame:
+    """One row per (configuration, seed, horizon), with its family, rate, width and depth."""
+    df = frontier.load(path)
+    df["family"] = [re.sub(r"_lr[0-9.e-]+", "", c) for c in df["config"]]
+    df["layers"] = [s["model"]["num_layers"] for s in df["spec"]]
+    df["final"] = [final_loss(r) for _, r in df.iterrows()]
+    return df
+
+
+def rates(df: pd.DataFrame) -> pd.DataFrame:
+    """family x rate: the seed-0 smoothed final loss, the seeds run, and whether it is the family's chosen rate."""
+    rows = []
+    for family, g in df.groupby("family", sort=False):
+        zero = g[g["seed"] == 0]
+        best = zero.loc[zero["final"].idxmin(), "lr"] if len(zero) else math.nan
+        for lr, r in g.groupby("lr"):
+            z = r[r["seed"] == 0]
+            rows.append(
+                {
+                    "family": family,
+                    "dense": bool(r["dense"].iloc[0]),
+                    "lr": lr,
+                    "config": r["config"].iloc[0],
+                    "seed0": float(z["final"].iloc[0]) if len(z) else math.nan,
+                    "seeds": len(r),
+                    "chosen": lr == best,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def panel(df: pd.DataFrame, min_seeds: int = 3) -> pd.DataFrame:
+    """The runs that take part: each family's chosen rate, where it has at least ``min_seeds`` seeds."""
+    r = rates(df)
+    keep = set(r.loc[r["chosen"] & (r["seeds"] >= min_seeds), "config"])
+    return df[df["config"].isin(keep)].reset_index(drop=True)
+
+
+def hardest(p: pd.DataFrame, rule: str = "ema") -> float:
+    """The lowest loss some dense family of the panel reaches on every seed (nan without one)."""
+    return frontier.hardest(p, rule) if p["dense"].any() else math.nan
+
+
+def ladder(path: Path = FAIR_RESULTS) -> dict[str, float]:
+    """The old study's targets (label -> loss) from its results file (none without it)."""
+    if not path.is_file():
+        return {}
+    return {f"old @{n}": loss for n, loss in fair.targets(fair.load(path)).items()}
+
+
+def targets(p: pd.DataFrame, old: dict[str, float], rule: str = "ema") -> dict[str, float]:
+    """The tabulated targets: the old ladder ``old``, then every ``TABLE_STEP`` below its last rung, then the
+    hardest."""
+    out = dict(old)
+    low = hardest(p, rule)
+    if math.isnan(low):
+        return out
+    top = min(out.values(), default=low + TABLE_STEP)
+    loss = math.floor(top / TABLE_STEP) * TABLE_STEP
+    loss -= TABLE_STEP if loss > top - 1e-9 else 0.0
+    while loss > low + 1e-9:
+        out[f"{loss:.2f}"] = loss
+        loss -= TABLE_STEP
+    out["hardest"] = low
+    return out
+
+
+def compare(p: pd.DataFrame, loss: float, rule: str = "ema", decoder: bool = True) -> dict:
+    """At one target: the frontier and same-size dense families, their mean FLOPs, and per sparse family the
+    paired speedups over each (a Series over seeds; nan where either side missed the target) and seeds reached."""
+    c = costs(p, loss, rule, decoder).rename(index=dict(zip(p["config"], p["family"])))
+    fam = p.drop_duplicates("family").set_index("family")
+    c.index.name = "family"
+    shim = fam.reset_index().rename(columns={"config": "run", "family": "config"})
+    front = best_dense(c, shim)
+    same = best_dense(c, shim[shim["layers"] == 2], hidden=SAME_SIZE)
+    out = {"front": front, "same": same, "costs": c, "sparse": {}}
+    for name in fam.index[~fam["dense"]]:
+        row = c.loc[name]
+        out["sparse"][name] = {
+            "reached": int(row.notna().sum()),
+            "seeds": int((p["family"] == name).sum()),
+            "vs_front": (c.loc[front] / row).dropna() if front else pd.Series(dtype=float),
+            "vs_same": (c.loc[same] / row).dropna() if same else pd.Series(dtype=float),
+        }
+    return out
+
+
+def interval(x: pd.Series) -> tuple[float, float, float]:
+    """Geometric mean and log-scale 95% t interval (nan bounds with fewer than two seeds)."""
+    v = [float(a) for a in x]
+    if not v:
+        return math.nan, math.nan, math.nan
+    if len(v) == 1:
+        return v[0], math.nan, math.nan
+    return ratio_ci(v)
+
+
+def cell(s: dict, key: str) -> str:
+    """A speedup cell: geometric mean [95% interval] (worst seed), with the seeds reached when not all."""
+    x = s[key]
+    if x.empty:
+        return f"– ({s['reached']}/{s['seeds']})"
+    m, lo, hi = interval(x)
+    text = f"{m:.2f}" if math.isnan(lo) else f"{m:.2f} [{lo:.2f}, {hi:.2f}] (worst {x.min():.2f})"
+    return text if s["reached"] == s["seeds"] else f"{text} ({s['reached']}/{s['seeds']})"
+
+
+def best_recipe(p: pd.DataFrame, rule: str = "ema") -> str | None:
+    """The best sparse recipe (module docstring's rule)."""
+    low = hardest(p, rule)
+    sparse = list(dict.fromkeys(p.loc[~p["dense"], "family"]))
+    if not sparse or math.isnan(low):
+        return None
+    at = compare(p, low, rule)["sparse"]
+    full = {n: interval(s["vs_front"])[0] for n, s in at.items() if s["reached"] == s["seeds"] and len(s["vs_front"])}
+    if full:
+        return max(full, key=lambda n: full[n])
+    reach = {
+        n: max(min(q["eval_loss"] for q in curve(h, rule)) for h in p.loc[p["family"] == n, "history"]) for n in sparse
+    }
+    return min(reach, key=lambda n: reach[n])
+
+
+def _md(head: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(
+        ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    )
+
+
+def read(row: dict, spec: dict) -> int:
+    """Training tokens a run had read by an evaluation row (masked and unmasked positions alike)."""
+    return row["step"] * spec["train"]["batch_size"] * spec["model"]["seq_len"]
+
+
+def setup_text(df: pd.DataFrame, p: pd.DataFrame, min_seeds: int) -> str:
+    """Runs, budget, tokens read, evaluation cadence, environment."""
+    first = df.iloc[0]
+    spec = first["spec"]
+    tokens = [
+        h[-1]["step"] * s["train"]["batch_size"] * s["model"]["seq_len"] for h, s in zip(df["history"], df["spec"])
+    ]
+    passes = ""
+    if first["corpus"] == PACKAGE_DOCS:
+        corpus = PACKAGE_DOCS_SEQUENCES * spec["model"]["seq_len"]
+        passes = (
+            f" ({min(tokens) / corpus:.2f} to {max(tokens) / corpus:.2f} passes over the corpus's "
+            f"{corpus / 1e6:.2f}M training tokens, in a new order each pass)"
+        )
+    return (
+        f"{len(df)} runs of {df['family'].nunique()} families ({df['config'].nunique()} configurations), "
+        f"{p['family'].nunique()} families with >= {min_seeds} seeds at their chosen rate; budget "
+        f"{df['horizon'].iloc[0]:.2g} training FLOPs per run; each run read {min(tokens) / 1e6:.1f}M to "
+        f"{max(tokens) / 1e6:.1f}M tokens{passes}; evaluated every {spec['train']['eval_every']} steps on "
+        f"{spec['train']['eval_sequences']} held-out sequences (weight average, half-life "
+        f"{spec['train']['ema_half_life']} steps, and current weights); corpus `{first['corpus']}`; precision "
+        f"`{spec['train']['precision']}`, torch {first['torch']}, {first['threads']} CPU threads."
+    )
+
+
+def active_weights(spec: dict, sparsity: float) -> float:
+    """Trained weights of a run's matmuls at its final density (the biases and norms are few)."""
+    shape = ModelShape.from_spec(ModelSpec(**spec["model"]), VOCAB, EMB_DIM)
+    return sum(a * b for a, b in shape.weight_shapes().values()) * (1.0 - sparsity)
+
+
+def tuning_table(df: pd.DataFrame) -> str:
+    """Per family: the rates tried with their seed-0 losses (the chosen one in bold, and whether it is inside),
+    seeds at it, runs and FLOPs spent, the decoder's share of the FLOPs and tokens per trained weight."""
+    r = rates(df)
+    rows = []
+    for family, g in r.groupby("family", sort=False):
+        g = g.sort_values("lr")
+        tried = [
+            (f"**{lr:.3g}: {loss:.4f}**" if ch else f"{lr:.3g}: {loss:.4f}")
+            for lr, loss, ch in zip(g["lr"], g["seed0"], g["chosen"])
+        ]
+        chosen = g[g["chosen"]]
+        where = "–"
+        if len(chosen):
+            i = list(g["lr"]).index(chosen["lr"].iloc[0])
+            where = "one rate" if len(g) == 1 else "inside" if 0 < i < len(g) - 1 else "edge"
+        runs = df[df["family"] == family]
+        at = runs[runs["config"].isin(chosen["config"])]
+        last = [h[-1] for h in at["history"]] or [h[-1] for h in runs["history"]]
+        specs = list(at["spec"]) or list(runs["spec"])
+        decoder = np.mean([h["decoder_flops"] / h["flops"] for h in last])
+        tokens = [read(h, s) for h, s in zip(last, specs)]
+        weights = [active_weights(s, h["avg_sparsity"]) for h, s in zip(last, specs)]
+        shape = specs[0]["model"]
+        rows.append(
+            [
+                f"`{family}`",
+                "dense" if g["dense"].iloc[0] else "sparse",
+                f"{shape['hidden_size']} x {shape['num_layers']}",
+                ", ".join(tried),
+                where,
+                str(int(chosen["seeds"].iloc[0])) if len(chosen) else "0",
+                str(len(runs)),
+                f"{sum(h[-1]['flops'] for h in runs['history']):.3g}",
+                f"{decoder:.0%}",
+                f"{np.mean(weights) / 1e6:.2f}M",
+                f"{np.mean(tokens) / np.mean(weights):.1f}",
+            ]
+        )
+    head = [
+        "family",
+        "side",
+        "width x layers",
+        "rate: seed-0 loss at the budget (chosen in bold)",
+        "chosen rate",
+        "seeds at it",
+        "runs",
+        "FLOPs spent",
+        "decoder share",
+        "trained weights",
+        "tokens per weight",
+    ]
+    return _md(head, rows)
+
+
+def speedup_table(p: pd.DataFrame, old: dict[str, float], key: str, rule: str = "ema", decoder: bool = True) -> str:
+    """Targets down the rows; the frontier (or same-size dense) and its FLOPs, then each sparse recipe's speedup
+    over it (``key``: ``vs_front`` or ``vs_same``)."""
+    sparse = list(dict.fromkeys(p.loc[~p["dense"], "family"]))
+    head = ["target", "loss", "dense frontier" if key == "vs_front" else "same-size dense", "its FLOPs"]
+    head += [f"`{n}`" for n in sparse]
+    rows = []
+    for label, loss in targets(p, old, rule).items():
+        c = compare(p, loss, rule, decoder)
+        ref = c["front"] if key == "vs_front" else c["same"]
+        row = [label, f"{loss:.4f}", f"`{ref}`" if ref else "none on every seed"]
+        row.append(f"{c['costs'].loc[ref].mean():.3g}" if ref else "–")
+        row += [cell(c["sparse"][n], key) for n in sparse]
+        rows.append(row)
+    return _md(head, rows)
+
+
+def accounting_table(p: pd.DataFrame, old: dict[str, float], recipe: str) -> str:
+    """The best recipe against the frontier with and without the frozen decoder's FLOPs, target by target."""
+    rows = []
+    for label, loss in targets(p, old).items():
+        row = [label, f"{loss:.4f}"]
+        for decoder in (True, False):
+            c = compare(p, loss, "ema", decoder)
+            row += [f"`{c['front']}`" if c["front"] else "none", cell(c["sparse"][recipe], "vs_front")]
+        rows.append(row)
+    head = ["target", "loss", "frontier (all FLOPs)", "speedup (all FLOPs)", "frontier (no decoder)"]
+    return _md(head + ["speedup (no decoder)"], rows)
+
+
+def rules_table(p: pd.DataFrame, old: dict[str, float], label: str) -> str:
+    """At one target: every sparse recipe against the frontier when both sides are scored on the weight average
+    and when both are scored on their current weights."""
+    rows = []
+    per_rule = {}
+    for rule in frontier.RULES:
+        loss = targets(p, old, rule).get(label, math.nan)
+        per_rule[rule] = (loss, compare(p, loss, rule) if loss == loss else None)
+    for name in dict.fromkeys(p.loc[~p["dense"], "family"]):
+        row = [f"`{name}`"]
+        for _, c in per_rule.values():
+            row += ["–" if c is None else f"`{c['front']}`: {cell(c['sparse'][name], 'vs_front')}"]
+        rows.append(row)
+    head = ["recipe"] + [f"{rule} ({label}: loss {loss:.4f})" for rule, (loss, _) in per_rule.items()]
+    return _md(head, rows)
+
+
+def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:
+    """Whether a sparse recipe's 95% interval lies above 1x against the frontier at some target (all seeds)."""
+    wins, closest = [], None
+    for label, loss in targets(p, old).items():
+        for name, s in compare(p, loss)["sparse"].items():
+            lo = interval(s["vs_front"])[1]
+            if s["reached"] < s["seeds"] or math.isnan(lo):
+                continue
+            if lo > 1.0:
+                wins.append(f"`{name}` at {label} (loss {loss:.4f}): {cell(s, 'vs_front')}")
+            if closest is None or lo > closest[0]:
+                closest = (lo, f"`{name}` at {label} (loss {loss:.4f}): {cell(s, 'vs_front')}")
+    budget = f"{p['horizon'].iloc[0]:.2g} FLOPs"
+    if wins:
+        return f"**Reached** within {budget}: " + "; ".join(wins) + "."
+    if closest is None:
+        return "Not decided yet: no sparse recipe has two seeds at a target the frontier reaches."
+    return f"**Not reached** within {budget}. Closest (highest lower bound): {closest[1]}."
+
+
+def speedup_figure(p: pd.DataFrame, old: dict[str, float], path: Path, recipe: str) -> None:
+    """Speedup against the target loss: every recipe's geometric mean against the frontier (thin), the best
+    recipe's against the frontier and against the same-size dense with their 95% bands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    marks = old
+    first = max(marks.values(), default=hardest(p) + 0.5)
+    grid = np.linspace(first, hardest(p), GRID_POINTS)
+    comps = [compare(p, loss) for loss in grid]
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    cmap = plt.get_cmap("tab10")
+
+    def full(c: dict, name: str, key: str) -> pd.Series:
+        """The recipe's speedups at a target, empty unless it reached it on every seed (no partial means)."""
+        s = c["sparse"][name]
+        return s[key] if s["reached"] == s["seeds"] else pd.Series(dtype=float)
+
+    for i, name in enumerate(dict.fromkeys(p.loc[~p["dense"], "family"])):
+        ys = [interval(full(c, name, "vs_front"))[0] for c in comps]
+        if name != recipe:
+            ax.plot(grid, ys, color=cmap(i % 10), lw=0.9, alpha=0.7, label=f"{name} vs frontier")
+            continue
+        for key, ls, what in (("vs_front", "-", "dense frontier"), ("vs_same", "--", "same-size dense")):
+            ci = np.array([interval(full(c, name, key)) for c in comps])
+            ax.plot(grid, ci[:, 0], color="black", ls=ls, lw=2, label=f"{name} vs {what} (95% band)")
+            ax.fill_between(grid, ci[:, 1], ci[:, 2], color="black", alpha=0.12 if key == "vs_front" else 0.06)
+    for label, loss in marks.items():
+        ax.axvline(loss, color="grey", lw=0.6, ls=":")
+        ax.annotate(label, (loss, 1.0), xytext=(2, -12), textcoords="offset points", fontsize=7)
+    ax.axhline(1.0, color="#d62728", ls="--", lw=1)
+    ax.invert_xaxis()
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("target held-out MLM loss (harder to the right)")
+    ax.set_ylabel("FLOP speedup (dense / sparse), geometric mean over seeds")
+    ax.set_title(
+        "Sparse recipes against the dense frontier at equal training FLOPs (where a recipe reached the target on "
+        "every seed)",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def envelope_figure(p: pd.DataFrame, path: Path) -> None:
+    """Mean loss against FLOPs per family (dashed: dense) and the two lower envelopes: the best dense and the best
+    sparse loss at every budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    end = p["history"].map(lambda h: h[-1]["flops"]).min()
+    grid = np.geomspace(2e12, end, 150)
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    means = {}
+    for i, (name, g) in enumerate(p.sort_values("dense", kind="stable").groupby("family", sort=False)):
+        ys = np.nanmean([[loss_at(curve(h, "ema"), x) for x in grid] for h in g["history"]], axis=0)
+        means[name] = (bool(g["dense"].iloc[0]), ys)
+        ax.plot(grid, ys, color=cmap(i % 10), lw=1.0, ls="--" if means[name][0] else "-", label=name)
+    for dense, color, what in ((True, "#1f77b4", "dense envelope"), (False, "#d62728", "sparse envelope")):
+        ys = [m for d, m in means.values() if d == dense]
+        if ys:
+            ax.plot(grid, np.nanmin(ys, axis=0), color=color, lw=3, alpha=0.6, label=what)
+    ax.set_xscale("log")
+    low = min(np.nanmin(m) for _, m in means.values())
+    ax.set_ylim(low - 0.05, low + 1.0)
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("held-out MLM loss of the weight average (mean over seeds)")
+    ax.set_title("Frontier against frontier: each family at its chosen rate", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def sections(
+    df: pd.DataFrame, figures: Path | None, min_seeds: int = 3, fair_results: Path = FAIR_RESULTS
+) -> dict[str, str]:
+    """STUDY.md's Part A blocks by name; draws the figures into ``figures`` (None: none). ``fair_results``: the
+    old study's runs, which define the old ladder of targets."""
+    p = panel(df, min_seeds)
+    old = ladder(fair_results)
+    out = {"v3_setup": setup_text(df, p, min_seeds), "v3_tuning": tuning_table(df)}
+    ready = p["dense"].any() and (~p["dense"]).any() and not math.isnan(hardest(p))
+    if not ready:
+        waiting = "Waiting for runs: no dense and sparse families with enough seeds yet."
+        blocks = ("v3_goal", "v3_figures", "v3_front", "v3_same", "v3_accounting", "v3_rules")
+        return out | {k: waiting for k in blocks}
+    recipe = best_recipe(p)
+    out["v3_goal"] = goal_text(p, old) + f" Best sparse recipe (the docstring's rule): `{recipe}`."
+    out["v3_front"] = speedup_table(p, old, "vs_front")
+    out["v3_same"] = speedup_table(p, old, "vs_same")
+    out["v3_accounting"] = accounting_table(p, old, recipe) if recipe else "no sparse recipe"
+    out["v3_rules"] = rules_table(p, old, "old @1000")
+    out["v3_figures"] = "no sparse recipe"
+    if figures is not None and recipe:
+        speedup_figure(p, old, figures / "study_speedup.png", recipe)
+        envelope_figure(p, figures / "study_envelope.png")
+        out["v3_figures"] = (
+            "![Speedup against the target loss](figures/study_speedup.png)\n\n"
+            "![Frontier against frontier](figures/study_envelope.png)\n\n"
+            f"Left: each recipe's speedup over the dense frontier at every target (geometric mean over seeds, drawn "
+            f"where it reached the target on every seed); thick: the best recipe (`{recipe}`), with its 95% band, "
+            "against the frontier (solid) and against the same-size dense (dashed). Right: mean loss against FLOPs "
+            "of every family at its chosen rate, and the lower envelopes of the dense and the sparse families."
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--min-seeds", type=int, default=3, help="seeds a family needs at its rate to take part")
+    ap.add_argument("--figures", type=Path, help="draw the figures here")
+    ap.add_argument("--fair-results", type=Path, default=FAIR_RESULTS, help="the old study's runs (its ladder)")
+    args = ap.parse_args(argv)
+    df = load(args.results)
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+    for name, body in sections(df, args.figures, args.min_seeds, args.fair_results).items():
+        print(f"## {name}\n\n{body}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
