@@ -5,7 +5,8 @@ Study v3 compares recipes at equal training FLOPs, not equal steps: every run tr
 cheap steps and a sparse model whose density ramps up takes cheap steps early. Every evaluation scores both the
 exponential moving average of the weights (``train.eval_weights: ema``, half-life ``train.ema_half_life``) and the
 current weights (``eval_loss_current``), so one run answers for both evaluation rules; the decoder's share of the
-FLOPs is recorded too (``decoder_flops``), for the accounting without it.
+FLOPs is recorded too (``decoder_flops``), for the accounting without it, and the average's loss split by what the
+input held at the labelled position (``eval_loss_mask``, ``eval_loss_kept``, ``eval_loss_random``).
 
 Sparse schedules span the run's budget (``sparsity.horizon_steps`` = the steps the budget buys at the target
 density), as RigL's paper lays its update schedule over the whole run. A ``wsd`` configuration's cooldown ends at
@@ -41,7 +42,7 @@ from sparsesearch.checks import matched_level, step_cost
 from sparsesearch.data.batches import prepare_data
 from sparsesearch.sparsity.registry import check_sparsity
 from sparsesearch.spec import Spec, load_spec
-from sparsesearch.training.trainer import Trainer
+from sparsesearch.training.trainer import KINDS, Trainer
 
 BASE_SPEC = ROOT / "search_spaces" / "rigl.yaml"
 RESULTS = ROOT / "analysis" / "results" / "frontier_runs.jsonl"
@@ -304,8 +305,9 @@ def run_config(name: str, seed: int, horizon: float, data) -> dict:
     # Room for a ramp's cheaper steps; the loop stops at the budget.
     overrides.append(f"train.max_steps={4 * steps}")
     spec = checked(overrides)
-    trainer = Trainer(spec, data, None, also_current=True)
+    trainer = Trainer(spec, data, None, also_current=True, by_kind=True)
     keys = ("step", "eval_loss", "eval_loss_current", "flops", "dense_flops", "decoder_flops", "train_time_s")
+    keys += tuple(f"eval_loss_{k}" for k in KINDS)
     history, status = [], "budget"
     for row in trainer.run():
         history.append({**{k: row[k] for k in keys}, "avg_sparsity": row["avg_sparsity"]})

@@ -76,3 +76,26 @@ def test_averaging_changes_evaluations_not_training_and_is_charged(tiny_spec, ti
     assert a[-1]["eval_loss"] != b[-1]["eval_loss"]
     assert plain.method_overhead() == 1.0 and averaged.method_overhead() > 1.0
     assert [r["flops"] for r in a] == [r["flops"] for r in b]  # its cost is time (overhead), not matmul FLOPs
+
+
+def test_the_loss_by_input_kind_splits_the_same_evaluation_without_changing_training(tiny_spec, tiny_data):
+    spec = _spec(tiny_spec, max_steps=12, eval_every=6, eval_weights="ema", ema_half_life=5.0)
+    plain = Trainer(spec, tiny_data, None, also_current=True)
+    split = Trainer(spec, tiny_data, None, also_current=True, by_kind=True)
+    rows_plain, rows_split = list(plain.run()), list(split.run())
+    labels = split.batches.eval_labels
+    shown = split.batches.eval_inputs[labels != -100]
+    answer = labels[labels != -100]
+    counts = {
+        "mask": int((shown == tiny_data.tokenizer.mask_id).sum()),
+        "kept": int((shown == answer).sum()),
+    }
+    counts["random"] = len(answer) - counts["mask"] - counts["kept"]
+    assert counts["mask"] > counts["kept"] > 0 and counts["random"] > 0
+    for a, b in zip(rows_plain, rows_split):
+        # the same training path, the same loss (another reduction of the same logits), and its split adds up
+        assert a["step"] == b["step"] and a["eval_loss_current"] == b["eval_loss_current"]
+        assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5)
+        whole = sum(counts[k] * b[f"eval_loss_{k}"] for k in counts) / len(answer)
+        assert whole == pytest.approx(b["eval_loss"], rel=1e-9)
+    assert "eval_loss_mask" not in rows_plain[-1]

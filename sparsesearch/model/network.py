@@ -89,6 +89,20 @@ class MLMModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean MLM cross-entropy over the positions where ``labels != -100``, and the number of such positions."""
+        logits, targets = self._logits(input_ids, labels)
+        n = (targets != -100).sum()
+        return masked_lm_loss(logits, targets) / n.clamp_min(1), n
+
+    def token_losses(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The MLM cross-entropy at each position where ``labels != -100``, in row-major order (evaluation only:
+        fp32 log-softmax over whole rows)."""
+        logits, targets = self._logits(input_ids, labels)
+        losses = F.cross_entropy(logits.float(), targets, reduction="none")
+        return losses[targets != -100]
+
+    def _logits(self, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder logits [n, V] and their targets [n]: at the labelled positions (``model.logits: masked``) or
+        at every position (targets -100 where unlabelled)."""
         table = self._token_table(input_ids.device)
         x = F.embedding(input_ids, table)  # [B, S, E]
         if self.embed_proj is not None:
@@ -102,9 +116,7 @@ class MLMModel(nn.Module):
         else:
             x, targets = x.reshape(-1, x.shape[-1]), labels.reshape(-1)  # [B*S, H]
         x = self.head_norm(F.gelu(self.head_transform(x)))  # [n, E]
-        logits = F.linear(x, table, self.decoder_bias)  # [n, V]
-        n = (targets != -100).sum()
-        return masked_lm_loss(logits, targets) / n.clamp_min(1), n
+        return F.linear(x, table, self.decoder_bias), targets  # [n, V]
 
     def resolve_attention(self, device: torch.device) -> str:
         """Pick the attention kernel for ``device`` when ``model.attention`` is auto: torch SDPA on CUDA (fused

@@ -74,6 +74,7 @@ class RunResult:
         return asdict(self)
 
 
+KINDS = ("mask", "kept", "random")  # what the input holds at a labelled position: [MASK], the answer, another token
 _AT_TARGET = ("step", "train_time_s", "flops", "dense_flops")  # interpolated at the target
 
 
@@ -89,6 +90,9 @@ class Trainer:
             time is priced with it. None: net time is the wall-clock one.
         also_current: with ``train.eval_weights: ema``, every evaluation also scores the current weights
             (``eval_loss_current`` in the history), so one run shows what the average changed (the study uses it).
+        by_kind: every evaluation also splits the evaluated weights' loss by what the input held at the labelled
+            position (``KINDS``: ``eval_loss_mask``, ``eval_loss_kept``, ``eval_loss_random`` in the history):
+            BERT's masking leaves 10% of them unchanged, where copying the input is the answer.
     """
 
     def __init__(
@@ -101,9 +105,12 @@ class Trainer:
         eval_steps: Iterable[int] = (),
         seconds_per_flop: float | None = None,
         also_current: bool = False,
+        by_kind: bool = False,
     ):
         self.spec, self.data = spec, data
         self.also_current = also_current
+        self.by_kind = by_kind
+        self._kind_losses: dict[str, float] = {}  # the evaluated weights' loss by kind at the last evaluation
         self._current_loss = math.nan  # the current weights' loss at the last evaluation (``also_current``)
         self.seconds_per_flop = seconds_per_flop
         if targets is None:
@@ -233,7 +240,27 @@ class Trainer:
         if self.ema is not None and self.also_current:
             self._current_loss = self._evaluate_model()
         with self._evaluated_weights():
+            if self.by_kind:
+                return self._evaluate_by_kind()
             return self._evaluate_model()
+
+    def _evaluate_by_kind(self) -> float:
+        """``_evaluate_model``'s loss from per-position losses, keeping their means by input kind (``KINDS``)."""
+        self.model.eval()
+        losses, kinds = [], []
+        mask_id = self.data.tokenizer.mask_id
+        with self.precision.autocast():
+            for inputs, labels in self.batches.eval_chunks():
+                losses.append(self.model.token_losses(inputs.to(self.device), labels.to(self.device)).double().cpu())
+                picked = labels != -100
+                shown, answer = inputs[picked], labels[picked]
+                kinds.append(torch.where(shown == mask_id, 0, torch.where(shown == answer, 1, 2)))
+        self.model.train()
+        loss, kind = torch.cat(losses), torch.cat(kinds)
+        self._kind_losses = {
+            name: float(loss[kind == i].mean()) if bool((kind == i).any()) else math.nan for i, name in enumerate(KINDS)
+        }
+        return float(loss.mean()) if len(loss) else 0.0
 
     @contextlib.contextmanager
     def _evaluated_weights(self) -> Iterator[None]:
@@ -448,6 +475,8 @@ class Trainer:
         }
         if self.ema is not None and self.also_current:
             row["eval_loss_current"] = self._current_loss
+        if self.by_kind:
+            row |= {f"eval_loss_{k}": v for k, v in self._kind_losses.items()}
         self.history.append(row)
         return row
 
