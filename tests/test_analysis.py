@@ -349,3 +349,23 @@ def test_study_plan_runs_rates_on_seed_0_until_the_best_is_inside_then_seeds_at_
     runs[(lowest["config"], 0, 8e13)] = lowest
     plan = run_frontier.study_plan(runs, 8e13)
     assert (low, 1) in plan  # inside now: its seeds follow
+
+
+def test_below_the_hardest_dense_target_the_speedup_is_bounded_by_the_budget_a_missed_seed_would_need(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+
+    rows = _study_rows(
+        {"dense_64_lr0.002": [1.0, 1.0, 1.0], "dense_256_lr0.002": [2.0, 2.0, 2.0], "rigl_lr0.002": [0.5, 0.5, 0.55]}
+    )
+    for r in rows:  # the sparse runs go 0.6 lower than any dense one: the dense frontier ends at 5.0
+        if r["config"].startswith("rigl"):
+            r["history"] = [{**h, "eval_loss": h["eval_loss"] - 0.6} for h in r["history"]]
+    p = frontier_study.panel(frontier_study.load(_write(tmp_path / "study.jsonl", rows)))
+    assert frontier_study.hardest(p) == pytest.approx(5.0)
+    table = frontier_study.beyond_table(p)
+    lines = [line for line in table.splitlines() if line.startswith("| `rigl`")]
+    assert [line.split(" | ")[1] for line in lines] == ["4.80", "4.60", "4.40"]
+    # at 4.80 the recipe needs 3.2 TFLOPs x its mean scale; no dense seed gets there, each counts the 8e13 budget
+    mean = 3.2e12 * (0.5 + 0.5 + 0.55) / 3
+    assert f"| `rigl` | 4.80 | {mean:.3g} | `dense_256` (0/3 seeds within the budget) | > {8e13 / mean:.2f} |" in table
