@@ -135,7 +135,8 @@ def _grid(name: str, overrides: list[str], centre: float) -> dict[str, list[str]
 def _study_families() -> dict[str, tuple[list[str], float]]:
     """Study v3's families, in the order they are run: name -> (overrides without the rate, the grid's centre).
 
-    Dense widths 32-256 and two more depths at the width-64 cost, centred on the width rule
+    Dense widths 32-256, two more depths at the width-64 cost and one layer at widths 64 and 128, centred on the
+    width rule
     (2e-3 x (w / 256) ^ -0.5); the sparse recipes at 256, at iso-FLOP widths and at 512, centred on RigL's 2e-3
     (core_grow on 3e-3, its best in the recipes runs; the density-scaled one on the dense-256 optimum 1.5e-3).
     The likely frontier and headline families come first, so a partial study already answers the question."""
@@ -190,6 +191,10 @@ def _study_families() -> dict[str, tuple[list[str], float]]:
         "rigl_512_iso128": sparse["rigl_512_iso128"],
         "dense_88x1": dense_family(88, 1),  # the family's shallower-wider and deeper-thinner at the 64 cost
         "dense_56x3": dense_family(56, 3),
+        # One layer turned out to be the first dense model past the plateau (seed 0: dense_88x1 at 3e13 FLOPs, the
+        # 2-layer ones at 5.5e13 or later): the 1-layer family at a narrower and a wider width too.
+        "dense_64x1": dense_family(64, 1),
+        "dense_128x1": dense_family(128, 1),
         "grow_tpw5_erk_0.8": sparse["grow_tpw5_erk_0.8"],
         "dense_32": dense_family(32),
         "dense_256": dense_family(256),
