@@ -135,7 +135,7 @@ def _grid(name: str, overrides: list[str], centre: float) -> dict[str, list[str]
 def _study_families() -> dict[str, tuple[list[str], float]]:
     """Study v3's families, in the order they are run: name -> (overrides without the rate, the grid's centre).
 
-    Dense widths 32-256, two more depths at the width-64 cost and one layer at widths 64, 128 and 192, centred on
+    Dense widths 32-256, two more depths at the width-64 cost and one layer at widths 64 to 288, centred on
     the width rule
     (2e-3 x (w / 256) ^ -0.5); the sparse recipes at 256, at iso-FLOP widths and at 512, centred on RigL's 2e-3
     (core_grow on 3e-3, its best in the recipes runs; the density-scaled one on the dense-256 optimum 1.5e-3);
@@ -199,6 +199,7 @@ def _study_families() -> dict[str, tuple[list[str], float]]:
         # dense_128x1 then ended lowest of all on seed 0: one width further, and the sparse side at one layer too
         # (flop_rigl, the 2-layer recipe that ended lowest), so each side is tried at the depth where dense is best.
         "dense_192x1": dense_family(192, 1),
+        "dense_288x1": dense_family(288, 1),  # dense_192x1 lower still on seed 0: until the best width is inside
         "flop_rigl_erk_0.8_256x1": (["sparsity.method=flop_rigl", *_SPARSE_80, "model.num_layers=1"], 2e-3),
         "grow_tpw5_erk_0.8": sparse["grow_tpw5_erk_0.8"],
         "dense_32": dense_family(32),
