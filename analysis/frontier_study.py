@@ -323,10 +323,10 @@ def rules_table(p: pd.DataFrame, old: dict[str, float], label: str) -> str:
     return _md(head, rows)
 
 
-KIND_BUDGETS = (1e13, 2e13, 4e13, 6e13, 8e13)
+KIND_BUDGETS = (1e13, 2e13, 4e13, 6e13, 8e13)  # FLOPs
 
 
-def kinds_table(df: pd.DataFrame) -> str:
+def kinds_table(df: pd.DataFrame, budgets: tuple[float, ...] = KIND_BUDGETS) -> str:
     """Per family at its chosen rate: the weight average's loss at [MASK] / kept / random labelled positions at a
     few budgets (mean over the seeds that recorded it), and the whole loss for reference."""
     r = rates(df)
@@ -336,16 +336,17 @@ def kinds_table(df: pd.DataFrame) -> str:
         if runs.empty:
             continue
         row = [f"`{family}`", str(len(runs))]
-        for b in KIND_BUDGETS:
+        for b in budgets:
             means = []
             for key in ("eval_loss", "eval_loss_mask", "eval_loss_kept", "eval_loss_random"):
                 pts = [[{"flops": h["flops"], "eval_loss": h[key]} for h in hist] for hist in runs["history"]]
-                means.append(float(np.nanmean([loss_at(q, b) for q in pts])))
+                at = [v for v in (loss_at(q, b) for q in pts) if not math.isnan(v)]
+                means.append(sum(at) / len(at) if at else math.nan)
             row.append("–" if math.isnan(means[0]) else " / ".join(f"{m:.2f}" for m in means))
         rows.append(row)
     if not rows:
         return "No run recorded the split yet."
-    return _md(["family", "seeds"] + [f"{b:.0e} FLOPs: all / [MASK] / kept / random" for b in KIND_BUDGETS], rows)
+    return _md(["family", "seeds"] + [f"{b:.0e} FLOPs: all / [MASK] / kept / random" for b in budgets], rows)
 
 
 def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:

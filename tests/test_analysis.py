@@ -369,3 +369,20 @@ def test_below_the_hardest_dense_target_the_speedup_is_bounded_by_the_budget_a_m
     # at 4.80 the recipe needs 3.2 TFLOPs x its mean scale; no dense seed gets there, each counts the 8e13 budget
     mean = 3.2e12 * (0.5 + 0.5 + 0.55) / 3
     assert f"| `rigl` | 4.80 | {mean:.3g} | `dense_256` (0/3 seeds within the budget) | > {8e13 / mean:.2f} |" in table
+
+
+def test_the_loss_by_input_kind_is_tabulated_for_the_runs_that_recorded_it(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+
+    rows = _study_rows({"dense_64_lr0.002": [1.0, 1.0], "rigl_lr0.002": [1.0]})
+    for r in rows:
+        if r["config"].startswith("dense") and r["seed"] == 0:
+            continue  # a run from before the split was recorded
+        for h in r["history"]:
+            h |= {"eval_loss_mask": h["eval_loss"] + 0.5, "eval_loss_kept": 0.5, "eval_loss_random": 7.0}
+    table = frontier_study.kinds_table(frontier_study.load(_write(tmp_path / "study.jsonl", rows)), (5e11, 2e12, 9e12))
+    # at 2e12 FLOPs (k = 2): the whole loss 6.0, [MASK] 6.5; the dense family counts its one seed with the split;
+    # 5e11 is before the first evaluation and 9e12 after the last
+    assert "| `dense_64` | 1 | – | 6.00 / 6.50 / 0.50 / 7.00 | – |" in table
+    assert "| `rigl` | 1 |" in table
