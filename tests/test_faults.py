@@ -188,7 +188,9 @@ def test_search_stops_cleanly_when_storage_fails_and_resumes_once_it_works(tmp_p
         assert "Traceback" not in out + err, err[-3000:]
         assert f"sparsesearch resume {exp}" in err.strip().splitlines()[-1], err[-3000:]
         failures = [f.read_text().count("Failure #") for f in ray_tmpdir.rglob("error.txt")]
-        assert failures == [1], "the trial was not retried against the broken storage"
+        # At most one failure, never a retry. None at all happens when the driver's own write fails first and
+        # stops the search before the trial reports its error (a race seen once in CI).
+        assert sum(failures) <= 1, f"the trial was retried against the broken storage: {failures}"
         if failure == "full":
             (fs.root / "filler").unlink()
         else:
