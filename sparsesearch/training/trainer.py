@@ -111,6 +111,7 @@ class Trainer:
         self.also_current = also_current
         self.by_kind = by_kind
         self._kind_losses: dict[str, float] = {}  # the evaluated weights' loss by kind at the last evaluation
+        self._eval_kinds: torch.Tensor | None = None  # index into KINDS of each labelled evaluation position
         self._current_loss = math.nan  # the current weights' loss at the last evaluation (``also_current``)
         self.seconds_per_flop = seconds_per_flop
         if targets is None:
@@ -246,17 +247,18 @@ class Trainer:
 
     def _evaluate_by_kind(self) -> float:
         """``_evaluate_model``'s loss from per-position losses, keeping their means by input kind (``KINDS``)."""
+        if self._eval_kinds is None:  # the evaluation set is fixed: classify its labelled positions once
+            labels = self.batches.eval_labels
+            shown, answer = self.batches.eval_inputs[labels != -100], labels[labels != -100]
+            mask_id = self.data.tokenizer.mask_id
+            self._eval_kinds = torch.where(shown == mask_id, 0, torch.where(shown == answer, 1, 2))
         self.model.eval()
-        losses, kinds = [], []
-        mask_id = self.data.tokenizer.mask_id
+        losses = []
         with self.precision.autocast():
             for inputs, labels in self.batches.eval_chunks():
                 losses.append(self.model.token_losses(inputs.to(self.device), labels.to(self.device)).double().cpu())
-                picked = labels != -100
-                shown, answer = inputs[picked], labels[picked]
-                kinds.append(torch.where(shown == mask_id, 0, torch.where(shown == answer, 1, 2)))
         self.model.train()
-        loss, kind = torch.cat(losses), torch.cat(kinds)
+        loss, kind = torch.cat(losses), self._eval_kinds
         self._kind_losses = {
             name: float(loss[kind == i].mean()) if bool((kind == i).any()) else math.nan for i, name in enumerate(KINDS)
         }
