@@ -234,11 +234,28 @@ def best_rate(family: str, runs: dict[tuple[str, int, float], dict], horizon: fl
     return best, []
 
 
-def study_plan(runs: dict[tuple[str, int, float], dict], horizon: float, seeds: int = 5) -> list[tuple[str, int]]:
+def study_plan(
+    runs: dict[tuple[str, int, float], dict], horizon: float, seeds: int = 5, first: tuple[str, ...] = ()
+) -> list[tuple[str, int]]:
     """The study's runs still to do, in order: seed 0 on every family's centre rate, then its two neighbours, then
     one more rate past an edge until the best is inside; then seeds 1 and 2 at each family's best rate; then
     seeds 3 to ``seeds - 1`` at the best rates, the best families (lowest mean loss) first. Rates are chosen on
-    seed 0 alone, the same way for every family (the same tuning effort on both sides)."""
+    seed 0 alone, the same way for every family (the same tuning effort on both sides).
+
+    ``first``: families that go through all of it (every phase, every seed) before the others start their next
+    phase; it changes the order of the runs, never which runs are made."""
+    unknown = sorted(set(first) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; choices: {', '.join(FAMILIES)}")
+    if first:
+        return list(dict.fromkeys([*_plan(runs, horizon, seeds, list(first)), *_plan(runs, horizon, seeds, None)]))
+    return _plan(runs, horizon, seeds, None)
+
+
+def _plan(
+    runs: dict[tuple[str, int, float], dict], horizon: float, seeds: int, only: list[str] | None
+) -> list[tuple[str, int]]:
+    families = {f: FAMILIES[f] for f in (only if only is not None else FAMILIES)}
 
     def todo(pairs):
         return [(n, s) for n, s in pairs if (n, s, horizon) not in runs]
@@ -246,11 +263,11 @@ def study_plan(runs: dict[tuple[str, int, float], dict], horizon: float, seeds: 
     plan: list[tuple[str, int]] = []
     picked: dict[str, float] = {}
     for phase in (0, 1):
-        for family, (_, centre) in FAMILIES.items():
+        for family, (_, centre) in families.items():
             rates = _rates(centre)
             want = [rates[2]] if phase == 0 else [rates[1], rates[3]]
             plan += todo((lr_name(family, lr), 0) for lr in want)
-    for family in FAMILIES:
+    for family in families:
         best, more = best_rate(family, runs, horizon)
         plan += todo((lr_name(family, lr), 0) for lr in more)
         if best is not None:
@@ -358,6 +375,14 @@ def main(argv: list[str] | None = None) -> int:
         f"FLOPs into {STUDY_RESULTS.relative_to(ROOT)} unless --horizon/--out say otherwise; --seeds is ignored",
     )
     p.add_argument("--study-seeds", type=int, default=5, help="seeds per family at its best rate (study)")
+    p.add_argument(
+        "--first",
+        nargs="*",
+        default=[],
+        metavar="FAMILY",
+        help="study families to take through every phase before the others (the runs are the same, their order "
+        "is not); choices: " + ", ".join(FAMILIES),
+    )
     p.add_argument("--max-runs", type=int, help="stop after this many runs")
     p.add_argument("--horizon", type=float, help=f"training FLOPs per run (default {HORIZON:g})")
     p.add_argument("--out", type=Path, help=f"results file (default {RESULTS.relative_to(ROOT)})")
@@ -376,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.study and names:
         p.error("--study runs its own plan: leave out --configs and --set")
+    if args.first and not args.study:
+        p.error("--first orders the study's plan: use it with --study")
+    bad = sorted(set(args.first) - set(FAMILIES))
+    if bad:
+        p.error(f"--first: unknown families {bad}; choices: {', '.join(FAMILIES)}")
     if not (names or args.study):
         p.error("name --configs, a --set or --study (or --list)")
     base = load_spec(str(BASE_SPEC), [])
@@ -389,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     def todo() -> list[tuple[str, int]]:
         runs = stored(out)
         if args.study:
-            return study_plan(runs, horizon, args.study_seeds)
+            return study_plan(runs, horizon, args.study_seeds, tuple(args.first))
         return [(n, s) for s in args.seeds for n in names if (n, s, horizon) not in runs]
 
     out.parent.mkdir(parents=True, exist_ok=True)

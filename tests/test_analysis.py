@@ -351,6 +351,27 @@ def test_study_plan_runs_rates_on_seed_0_until_the_best_is_inside_then_seeds_at_
     assert (low, 1) in plan  # inside now: its seeds follow
 
 
+def test_study_plan_first_takes_named_families_through_every_phase_without_changing_the_runs():
+    sys.path.insert(0, str(ANALYSIS))
+    import run_frontier
+
+    fams = run_frontier.FAMILIES
+    rows = []
+    for family, (_, centre) in fams.items():  # every family has its three rates on seed 0; the centre is best
+        for lr in run_frontier._rates(centre)[1:4]:
+            name = run_frontier.lr_name(family, lr)
+            rows += _study_rows({name: [1.0]}, {name: 5.0 + abs(lr - centre)})
+    runs = {(r["config"], r["seed"], r["horizon"]): r for r in rows}
+    plain = run_frontier.study_plan(runs, 8e13)
+    first = run_frontier.study_plan(runs, 8e13, first=("dense_192x1", "core_grow_tpw10_erk_0.8"))
+    assert sorted(first) == sorted(plain)  # the same runs, another order
+    assert {n.rsplit("_lr", 1)[0] for n, _ in first[:8]} == {"dense_192x1", "core_grow_tpw10_erk_0.8"}
+    assert [s for _, s in first[:8]] == [1, 2, 1, 2, 3, 4, 3, 4]  # seeds 1-2 of both before their seeds 3-4
+    assert plain[0][1] == 1 and plain[0][0].startswith(next(iter(fams)))
+    with pytest.raises(ValueError, match="unknown families.*choices"):
+        run_frontier.study_plan(runs, 8e13, first=("dense_999",))
+
+
 def test_below_the_hardest_dense_target_the_speedup_is_bounded_by_the_budget_a_missed_seed_would_need(tmp_path):
     sys.path.insert(0, str(ANALYSIS))
     import frontier_study
@@ -386,3 +407,16 @@ def test_the_loss_by_input_kind_is_tabulated_for_the_runs_that_recorded_it(tmp_p
     # 5e11 is before the first evaluation and 9e12 after the last
     assert "| `dense_64` | 1 | – | 6.00 / 6.50 / 0.50 / 7.00 | – |" in table
     assert "| `rigl` | 1 |" in table
+
+
+def test_run_frontier_rejects_first_without_the_study_or_with_an_unknown_family(capsys):
+    sys.path.insert(0, str(ANALYSIS))
+    import run_frontier
+
+    with pytest.raises(SystemExit) as e:
+        run_frontier.main(["--configs", "dense_64_lr0.0035", "--first", "dense_64"])
+    assert e.value.code == 2 and "--first orders the study's plan" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        run_frontier.main(["--study", "--first", "dense_999"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--first: unknown families ['dense_999']; choices: dense_64," in err
