@@ -205,7 +205,16 @@ def _study_families() -> dict[str, tuple[list[str], float]]:
         "dense_32": dense_family(32),
         "dense_256": dense_family(256),
         "rigl_erk_0.8_scaled": sparse["rigl_erk_0.8_scaled"],
+        # The issue asks for flop_rigl at the iso-FLOP widths too; missed in the first plan, added after seed 0.
+        "flop_rigl_iso96": _with_method(sparse["rigl_iso96"], "flop_rigl"),
+        "flop_rigl_512_iso128": _with_method(sparse["rigl_512_iso128"], "flop_rigl"),
     }
+
+
+def _with_method(family: tuple[list[str], float], method: str) -> tuple[list[str], float]:
+    """The same family with another sparsity method."""
+    overrides, centre = family
+    return [f"sparsity.method={method}" if o.startswith("sparsity.method=") else o for o in overrides], centre
 
 
 def _study() -> dict[str, list[str]]:
