@@ -349,6 +349,31 @@ def kinds_table(df: pd.DataFrame, budgets: tuple[float, ...] = KIND_BUDGETS) -> 
     return _md(["family", "seeds"] + [f"{b:.0e} FLOPs: all / [MASK] / kept / random" for b in budgets], rows)
 
 
+SPREAD_LEVELS = (5.6, 5.2, 4.8)  # losses below the plateau near 5.75, where a run's timing decides its speedup
+
+
+def spread_table(df: pd.DataFrame, levels: tuple[float, ...] = SPREAD_LEVELS, rule: str = "ema") -> str:
+    """Per family at its chosen rate with two or more seeds: each seed's FLOPs to a few losses below the plateau,
+    and the slowest seed over the fastest (how much of a speedup's interval is the seeds' timing alone)."""
+    r = rates(df)
+    rows = []
+    for family, g in r[r["chosen"] & (r["seeds"] >= 2)].groupby("family", sort=False):
+        runs = df[df["config"].isin(g["config"])]
+        row = [f"`{family}`", str(len(runs))]
+        for level in levels:
+            f = costs(runs, level, rule).iloc[0]
+            seen = f.dropna()
+            each = " / ".join("–" if math.isnan(v) else f"{v / 1e13:.1f}" for v in f)
+            ratio = f"{seen.max() / seen.min():.2f}x" if len(seen) >= 2 else "–"
+            missed = f", {len(f) - len(seen)} missed" if len(seen) < len(f) else ""
+            row.append(f"{each} ({ratio}{missed})")
+        rows.append(row)
+    if not rows:
+        return "No family has two seeds at its rate yet."
+    head = ["family", "seeds"] + [f"to {level:.2f}: 1e13 FLOPs by seed (slowest / fastest)" for level in levels]
+    return _md(head, rows)
+
+
 def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:
     """Whether a sparse recipe's 95% interval lies above 1x against the frontier at some target (all seeds)."""
     wins, closest = [], None
@@ -501,6 +526,7 @@ def sections(
     p = panel(df, min_seeds)
     old = ladder(fair_results)
     out = {"v3_setup": setup_text(df, p, min_seeds), "v3_tuning": tuning_table(df), "v3_kinds": kinds_table(df)}
+    out["v3_spread"] = spread_table(df)
     ready = p["dense"].any() and (~p["dense"]).any() and not math.isnan(hardest(p))
     if not ready:
         waiting = "Waiting for runs: no dense and sparse families with enough seeds yet."

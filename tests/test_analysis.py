@@ -420,3 +420,18 @@ def test_run_frontier_rejects_first_without_the_study_or_with_an_unknown_family(
         run_frontier.main(["--study", "--first", "dense_999"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "--first: unknown families ['dense_999']; choices: dense_64," in err
+
+
+def test_spread_table_gives_each_seeds_flops_and_the_slowest_over_the_fastest(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+
+    rows = _study_rows({"rigl_lr0.002": [1.0, 2.0, 1.5], "dense_64_lr0.002": [1.0]})
+    df = frontier_study.load(_write(tmp_path / "study.jsonl", rows))
+    table = frontier_study.spread_table(df, levels=(6.0, 4.9))
+    lines = table.splitlines()
+    assert len(lines) == 3  # dense_64 has one seed: no spread to show
+    assert lines[2] == "| `rigl` | 3 | 0.2 / 0.4 / 0.3 (2.00x) | – / – / – (–, 3 missed) |"
+    assert frontier_study.spread_table(frontier_study.load(_write(tmp_path / "one.jsonl", rows[-1:]))).startswith(
+        "No family"
+    )
