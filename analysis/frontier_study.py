@@ -215,6 +215,24 @@ def setup_text(df: pd.DataFrame, p: pd.DataFrame, min_seeds: int) -> str:
     )
 
 
+def panel_text(df: pd.DataFrame, p: pd.DataFrame, min_seeds: int) -> str:
+    """Which families the tables rest on and which are still out: a frontier of fewer dense families is easier
+    to beat, so a reader must see it."""
+    inside = set(p["family"])
+    every = df.drop_duplicates("family")
+
+    def names(dense: bool, taking: bool) -> str:
+        picked = [f"`{f}`" for f, d in zip(every["family"], every["dense"]) if d == dense and (f in inside) == taking]
+        return ", ".join(picked) or "none"
+
+    return (
+        f"Families with >= {min_seeds} seeds at their chosen rate, the only ones in these tables: dense "
+        f"{names(True, True)}; sparse {names(False, True)}. Still out (fewer seeds): dense {names(True, False)}; "
+        f"sparse {names(False, False)}. The frontier is the best of the dense families in: until every dense "
+        "family is in, it is at most as strong as the full frontier, and a win against it is not yet a win."
+    )
+
+
 def active_weights(spec: dict, sparsity: float) -> float:
     """Trained weights of a run's matmuls at its final density (the biases and norms are few)."""
     shape = ModelShape.from_spec(ModelSpec(**spec["model"]), VOCAB, EMB_DIM)
@@ -534,7 +552,7 @@ def sections(
         return out | {k: waiting for k in blocks}
     recipe = best_recipe(p)
     out["v3_goal"] = goal_text(p, old) + f" Best sparse recipe (the docstring's rule): `{recipe}`."
-    out["v3_front"] = speedup_table(p, old, "vs_front")
+    out["v3_front"] = panel_text(df, p, min_seeds) + "\n\n" + speedup_table(p, old, "vs_front")
     out["v3_same"] = speedup_table(p, old, "vs_same")
     out["v3_accounting"] = accounting_table(p, old, recipe) if recipe else "no sparse recipe"
     out["v3_beyond"] = beyond_table(p)

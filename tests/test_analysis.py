@@ -435,3 +435,5 @@ def test_spread_table_gives_each_seeds_flops_and_the_slowest_over_the_fastest(tm
     assert frontier_study.spread_table(frontier_study.load(_write(tmp_path / "one.jsonl", rows[-1:]))).startswith(
         "No family"
     )
+    text = frontier_study.panel_text(df, frontier_study.panel(df), 3)
+    assert "in these tables: dense none; sparse `rigl`. Still out (fewer seeds): dense `dense_64`; sparse none." in text
