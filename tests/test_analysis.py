@@ -437,3 +437,24 @@ def test_spread_table_gives_each_seeds_flops_and_the_slowest_over_the_fastest(tm
     )
     text = frontier_study.panel_text(df, frontier_study.panel(df), 3)
     assert "in these tables: dense none; sparse `rigl`. Still out (fewer seeds): dense `dense_64`; sparse none." in text
+
+
+def test_a_seed_a_dense_family_has_not_run_yet_is_not_a_miss(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+
+    rows = _study_rows(
+        {"dense_64_lr0.002": [1.0, 1.0, 1.0], "dense_256_lr0.002": [2.0, 2.0, 2.0], "rigl_lr0.002": [0.5] * 4}
+    )
+    p = frontier_study.panel(frontier_study.load(_write(tmp_path / "study.jsonl", rows)))
+    at = frontier_study.compare(p, 5.5)
+    assert at["front"] == "dense_64" and at["same"] == "dense_256"  # seed 3 is the recipe's alone
+    s = at["sparse"]["rigl"]
+    assert (s["reached"], s["seeds"]) == (4, 4) and list(s["vs_front"]) == pytest.approx([2.0] * 3)
+    assert frontier_study.cell(s, "vs_front").endswith("(paired on 3 seeds)")
+    missed = [r for r in rows if not (r["config"] == "dense_64_lr0.002" and r["seed"] == 2)]
+    for r in missed:  # now dense_64 runs seed 2 but stops short of 5.5: it is out, dense_256 is the frontier
+        if r["config"] == "dense_64_lr0.002" and r["seed"] == 1:
+            r["history"] = [{**h, "eval_loss": h["eval_loss"] + 1.0} for h in r["history"]]
+    p = frontier_study.panel(frontier_study.load(_write(tmp_path / "missed.jsonl", missed)), min_seeds=2)
+    assert frontier_study.compare(p, 5.5)["front"] == "dense_256"
