@@ -458,3 +458,21 @@ def test_a_seed_a_dense_family_has_not_run_yet_is_not_a_miss(tmp_path):
             r["history"] = [{**h, "eval_loss": h["eval_loss"] + 1.0} for h in r["history"]]
     p = frontier_study.panel(frontier_study.load(_write(tmp_path / "missed.jsonl", missed)), min_seeds=2)
     assert frontier_study.compare(p, 5.5)["front"] == "dense_256"
+
+
+def test_oracle_table_takes_the_cheapest_dense_run_of_any_rate_on_seed_0(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+
+    rows = _study_rows(
+        {"dense_64_lr0.002": [1.0, 1.0, 1.0], "dense_256_lr0.002": [2.0] * 3, "rigl_lr0.002": [1.0] * 3},
+        {"dense_64_lr0.002": 5.0},
+    )
+    rows += _study_rows({"dense_64_lr0.003": [0.5]}, {"dense_64_lr0.003": 5.01})  # worse at the end, faster early
+    df = frontier_study.load(_write(tmp_path / "study.jsonl", rows))
+    p = frontier_study.panel(df)
+    assert set(p["config"]) == {"dense_64_lr0.002", "dense_256_lr0.002", "rigl_lr0.002"}
+    table = frontier_study.oracle_table(df, p, {"old": 5.5})
+    line = next(row for row in table.splitlines() if row.startswith("| old |"))
+    cells = line.split(" | ")
+    assert cells[2] == "`dense_64_lr0.003`" and float(cells[4].rstrip(" |")) == pytest.approx(0.5, abs=0.01)
