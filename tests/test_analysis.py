@@ -476,3 +476,10 @@ def test_oracle_table_takes_the_cheapest_dense_run_of_any_rate_on_seed_0(tmp_pat
     line = next(row for row in table.splitlines() if row.startswith("| old |"))
     cells = line.split(" | ")
     assert cells[2] == "`dense_64_lr0.003`" and float(cells[4].rstrip(" |")) == pytest.approx(0.5, abs=0.01)
+    rows += _study_rows({"dense_32_lr0.002": [1.0]})  # a dense family with one seed: out of the tables
+    df = frontier_study.load(_write(tmp_path / "more.jsonl", rows))
+    goal = frontier_study.sections(df, None, fair_results=tmp_path / "none.jsonl")["v3_goal"]
+    assert goal.endswith(
+        "**Provisional:** 2 of the 3 dense families have 3 seeds and make the frontier so far "
+        "(see the speedup table for which)."
+    )
