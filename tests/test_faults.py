@@ -65,8 +65,11 @@ def test_worker_node_death_resumes_its_trial_on_another_node_from_its_checkpoint
     path = search_spec_file(tmp_path, tiny_raw, num_samples=1, max_concurrent=2, name="node_death")
     raw = yaml.safe_load(path.read_text())
     raw["target"] = {"loss": 0.5}  # unreachable: each trial trains its whole budget, long enough to lose a node
-    raw["train"].update(max_steps=200, eval_every=20)
-    raw["search"]["asha"] = {"grace_period": 200}
+    # Steps enough past the kill window (40-120) that the trial cannot finish on the worker before the node's
+    # processes are gone (with 200, a CI run once saw it finish there first).
+    steps = 400
+    raw["train"].update(max_steps=steps, eval_every=20)
+    raw["search"]["asha"] = {"grace_period": steps}
     exp = tmp_path / "runs" / "node_death"
     killed: dict = {}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -100,7 +103,7 @@ def test_worker_node_death_resumes_its_trial_on_another_node_from_its_checkpoint
     for tid, rows in trials.items():
         expected = _uninterrupted(raw, configs[tid])
         assert [r["step"] for r in rows] == [r["step"] for r in expected], f"{tid}: each evaluation once"
-        assert rows[-1]["step"] == 200
+        assert rows[-1]["step"] == steps
         assert [r["eval_loss"] for r in rows] == pytest.approx([r["eval_loss"] for r in expected], abs=1e-9)
         assert rows[-1]["flops"] == expected[-1]["flops"]
     nodes = [r["node"] for r in trials[killed["trial"]]]
