@@ -318,6 +318,22 @@ def test_frontier_study_says_not_reached_when_no_interval_lies_above_one(tmp_pat
     assert "`dense_64`" in sections["v3_front"] and "`dense_256`" in sections["v3_same"]
 
 
+def test_frontier_study_goal_gives_a_win_found_among_many_targets_its_multiplicity_adjusted_interval(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+
+    def goal(rigl: list[float]) -> str:
+        rows = _study_rows({"dense_64_lr0.002": [1.0] * 3, "dense_256_lr0.002": [2.0] * 3, "rigl_lr0.002": rigl})
+        p = frontier_study.panel(frontier_study.load(_write(tmp_path / "study.jsonl", rows)))
+        return frontier_study.goal_text(p, {"old @200": 6.0})
+
+    strong, marginal = goal([0.5, 0.5, 0.55]), goal([0.9, 0.92, 0.88])
+    assert strong.startswith("**Reached**") and strong.endswith("still above 1x.")
+    # 1.11 [1.05, 1.17] at each target passes the goal as stated, but not once the ~20 targets scanned are counted
+    assert marginal.startswith("**Reached**") and "1.11 [1.05, 1.17]" in marginal
+    assert "Bonferroni-adjusted" in marginal and marginal.endswith("chance lifts.")
+
+
 def test_study_plan_runs_rates_on_seed_0_until_the_best_is_inside_then_seeds_at_the_best():
     sys.path.insert(0, str(ANALYSIS))
     import run_frontier
