@@ -116,7 +116,10 @@ def _configs() -> dict[str, list[str]]:
     return out
 
 
-RATE_STEPS = (-2, -1, 0, 1, 2)  # the grid: centre x 1.5^k; the study runs k = -1, 0, 1 and one more past an edge
+# The grid: centre x 1.5^k; the study runs k = -1, 0, 1 and one more past an edge while the best is on it. Seven
+# rates since 61 runs (dense 64 x 1 was still improving at k = 2, the end of the first five-rate grid).
+RATE_STEPS = (-3, -2, -1, 0, 1, 2, 3)
+CENTRE = RATE_STEPS.index(0)
 
 
 def lr_name(family: str, lr: float) -> str:
@@ -218,7 +221,7 @@ def _with_method(family: tuple[list[str], float], method: str) -> tuple[list[str
 
 
 def _study() -> dict[str, list[str]]:
-    """Every configuration the study may run: each family on its whole five-rate grid."""
+    """Every configuration the study may run: each family on its whole rate grid (RATE_STEPS)."""
     out: dict[str, list[str]] = {}
     for name, (overrides, centre) in FAMILIES.items():
         out |= _grid(name, overrides, centre)
@@ -231,8 +234,8 @@ def best_rate(family: str, runs: dict[tuple[str, int, float], dict], horizon: fl
     rates = _rates(FAMILIES[family][1])
     tried = [lr for lr in rates if (lr_name(family, lr), 0, horizon) in runs]
     if not tried:
-        return None, [rates[2]]
-    missing = [lr for lr in rates[1:4] if lr not in tried]
+        return None, [rates[CENTRE]]
+    missing = [lr for lr in rates[CENTRE - 1 : CENTRE + 2] if lr not in tried]
     if missing:
         return None, missing
     best = min(tried, key=lambda lr: final_loss(runs[(lr_name(family, lr), 0, horizon)]))
@@ -274,7 +277,7 @@ def _plan(
     for phase in (0, 1):
         for family, (_, centre) in families.items():
             rates = _rates(centre)
-            want = [rates[2]] if phase == 0 else [rates[1], rates[3]]
+            want = [rates[CENTRE]] if phase == 0 else [rates[CENTRE - 1], rates[CENTRE + 1]]
             plan += todo((lr_name(family, lr), 0) for lr in want)
     for family in families:
         best, more = best_rate(family, runs, horizon)
@@ -343,7 +346,15 @@ def run_config(name: str, seed: int, horizon: float, data) -> dict:
     overrides.append(f"train.max_steps={4 * steps}")
     spec = checked(overrides)
     trainer = Trainer(spec, data, None, also_current=True, by_kind=True)
-    keys = ("step", "eval_loss", "eval_loss_current", "flops", "dense_flops", "decoder_flops", "train_time_s")
+    keys: tuple[str, ...] = (
+        "step",
+        "eval_loss",
+        "eval_loss_current",
+        "flops",
+        "dense_flops",
+        "decoder_flops",
+        "train_time_s",
+    )
     keys += tuple(f"eval_loss_{k}" for k in KINDS)
     history, status = [], "budget"
     for row in trainer.run():

@@ -340,31 +340,43 @@ def test_study_plan_runs_rates_on_seed_0_until_the_best_is_inside_then_seeds_at_
 
     fams = run_frontier.FAMILIES
     plan = run_frontier.study_plan({}, 8e13)
-    centres = [(run_frontier.lr_name(f, run_frontier._rates(c)[2]), 0) for f, (_, c) in fams.items()]
+    centres = [(run_frontier.lr_name(f, run_frontier._rates(c)[run_frontier.CENTRE]), 0) for f, (_, c) in fams.items()]
     assert plan[: len(fams)] == centres and len(plan) == 3 * len(fams) and all(s == 0 for _, s in plan)
 
     def runs_for(final: dict[str, float], seeds=(0,)):
         rows = []
         for family, (_, centre) in fams.items():
-            for lr in run_frontier._rates(centre)[1:4]:
+            for lr in run_frontier._rates(centre)[run_frontier.CENTRE - 1 : run_frontier.CENTRE + 2]:
                 name = run_frontier.lr_name(family, lr)
                 rows += _study_rows({name: [1.0] * len(seeds)}, {name: final.get(name, 5.0 + abs(lr - centre))})
         return {(r["config"], r["seed"], r["horizon"]): r for r in rows}
 
     dense64 = run_frontier._rates(fams["dense_64"][1])
-    low = run_frontier.lr_name("dense_64", dense64[1])
+    low = run_frontier.lr_name("dense_64", dense64[run_frontier.CENTRE - 1])
     runs = runs_for({low: 4.0})  # dense_64's lowest tried rate is its best: try one lower before its seeds
     plan = run_frontier.study_plan(runs, 8e13)
-    assert plan[0] == (run_frontier.lr_name("dense_64", dense64[0]), 0)
+    assert plan[0] == (run_frontier.lr_name("dense_64", dense64[run_frontier.CENTRE - 2]), 0)
     assert (low, 1) not in plan
     rigl = run_frontier.lr_name("rigl_erk_0.8", 2e-3)
     assert (rigl, 1) in plan and (rigl, 2) in plan and (rigl, 3) in plan and (rigl, 4) in plan
     assert plan.index((rigl, 2)) < plan.index((rigl, 3))  # seeds 1 and 2 everywhere before 3 and 4
-    lowest = _study_rows({run_frontier.lr_name("dense_64", dense64[0]): [1.0]}, {})[0]
+    lowest = _study_rows({run_frontier.lr_name("dense_64", dense64[run_frontier.CENTRE - 2]): [1.0]}, {})[0]
     lowest["history"] = [{**h, "eval_loss": h["eval_loss"] + 2} for h in lowest["history"]]
     runs[(lowest["config"], 0, 8e13)] = lowest
     plan = run_frontier.study_plan(runs, 8e13)
     assert (low, 1) in plan  # inside now: its seeds follow
+
+    # a family still improving up the grid gets every rate up to the grid's end, then its seeds at the last one
+    d = run_frontier.FAMILIES["dense_64x1"][1]
+    grid = [run_frontier.lr_name("dense_64x1", lr) for lr in run_frontier._rates(d)]
+    for k in range(run_frontier.CENTRE + 1, len(grid)):
+        row = _study_rows({grid[k]: [1.0]}, {grid[k]: 4.0 - 0.1 * k})[0]  # the highest rate tried is the best
+        runs[(row["config"], 0, 8e13)] = row
+        plan = run_frontier.study_plan(runs, 8e13)
+        if k < len(grid) - 1:
+            assert (grid[k + 1], 0) in plan and (grid[k], 1) not in plan
+        else:
+            assert (grid[k], 1) in plan and (grid[k], 2) in plan
 
 
 def test_study_plan_first_takes_named_families_through_every_phase_without_changing_the_runs():
@@ -374,7 +386,7 @@ def test_study_plan_first_takes_named_families_through_every_phase_without_chang
     fams = run_frontier.FAMILIES
     rows = []
     for family, (_, centre) in fams.items():  # every family has its three rates on seed 0; the centre is best
-        for lr in run_frontier._rates(centre)[1:4]:
+        for lr in run_frontier._rates(centre)[run_frontier.CENTRE - 1 : run_frontier.CENTRE + 2]:
             name = run_frontier.lr_name(family, lr)
             rows += _study_rows({name: [1.0]}, {name: 5.0 + abs(lr - centre)})
     runs = {(r["config"], r["seed"], r["horizon"]): r for r in rows}
