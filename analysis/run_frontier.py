@@ -211,6 +211,12 @@ def _study_families() -> dict[str, tuple[list[str], float]]:
         # The issue asks for flop_rigl at the iso-FLOP widths too; missed in the first plan, added after seed 0.
         "flop_rigl_iso96": _with_method(sparse["rigl_iso96"], "flop_rigl"),
         "flop_rigl_512_iso128": _with_method(sparse["rigl_512_iso128"], "flop_rigl"),
+        # Added after 65 runs, post hoc: core_grow led the 1-layer dense frontier on the mean below the plateau but
+        # no interval cleared 1x, and one layer is where dense leaves the plateau first; the same recipe at that depth.
+        "core_grow_tpw10_erk_0.8_256x1": (
+            [*sparse["core_grow_tpw10_erk_0.8"][0], "model.num_layers=1"],
+            sparse["core_grow_tpw10_erk_0.8"][1],
+        ),
     }
 
 
