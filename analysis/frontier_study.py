@@ -160,14 +160,14 @@ def _cheapest(c: pd.DataFrame, ran: pd.DataFrame, families: list[str]) -> str | 
     return str(c.loc[full].mean(axis=1).idxmin()) if full else None
 
 
-def interval(x: pd.Series) -> tuple[float, float, float]:
-    """Geometric mean and log-scale 95% t interval (nan bounds with fewer than two seeds)."""
+def interval(x: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
+    """Geometric mean and log-scale ``level`` t interval (nan bounds with fewer than two seeds)."""
     v = [float(a) for a in x]
     if not v:
         return math.nan, math.nan, math.nan
     if len(v) == 1:
         return v[0], math.nan, math.nan
-    return ratio_ci(v)
+    return ratio_ci(v, level)
 
 
 def cell(s: dict, key: str) -> str:
@@ -457,7 +457,7 @@ def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:
         if scanned == 1:
             return text
         level = 1 - 0.05 / scanned
-        adjusted = [(ratio_ci([float(v) for v in x], level)[1:], where) for x, where, _ in wins]
+        adjusted = [(interval(x, level)[1:], where) for x, where, _ in wins]
         (lo, hi), strongest = max(adjusted, key=lambda a: a[0][0])
         verdict = "still above 1x" if lo > 1.0 else "not above 1x: the win may be one of the cells chance lifts"
         return (
