@@ -53,6 +53,14 @@ GRID_POINTS = 41  # targets of the speedup curve
 TABLE_STEP = 0.05  # loss between the tabulated targets below the ladder
 VOCAB, EMB_DIM = 30522, 384  # the frozen all-MiniLM-L6-v2 table every run uses
 PACKAGE_DOCS, PACKAGE_DOCS_SEQUENCES = "4fcff2e7582f5fab", 63_526  # the pinned corpus and its training sequences
+# Families added to the plan after runs had been seen (run_frontier.FAMILIES says why): the choice of what to try
+# was led by the data, so a win of theirs is a lead for fresh runs rather than the goal met as stated beforehand.
+POST_HOC = {"core_grow_tpw10_erk_0.8_256x1": 65}  # family -> runs stored when it was added
+
+
+def family_label(family: str) -> str:
+    """The family's name as the tables print it, marked when it was added post hoc."""
+    return f"`{family}` (post hoc)" if family in POST_HOC else f"`{family}`"
 
 
 def load(path: Path = RESULTS) -> pd.DataFrame:
@@ -241,7 +249,9 @@ def panel_text(df: pd.DataFrame, p: pd.DataFrame, min_seeds: int) -> str:
     every = df.drop_duplicates("family")
 
     def names(dense: bool, taking: bool) -> str:
-        picked = [f"`{f}`" for f, d in zip(every["family"], every["dense"]) if d == dense and (f in inside) == taking]
+        picked = [
+            family_label(f) for f, d in zip(every["family"], every["dense"]) if d == dense and (f in inside) == taking
+        ]
         return ", ".join(picked) or "none"
 
     return (
@@ -318,7 +328,7 @@ def speedup_table(p: pd.DataFrame, old: dict[str, float], key: str, rule: str = 
     over it (``key``: ``vs_front`` or ``vs_same``)."""
     sparse = list(dict.fromkeys(p.loc[~p["dense"], "family"]))
     head = ["target", "loss", "dense frontier" if key == "vs_front" else "same-size dense", "its FLOPs"]
-    head += [f"`{n}`" for n in sparse]
+    head += [family_label(n) for n in sparse]
     rows = []
     for label, loss in targets(p, old, rule).items():
         c = compare(p, loss, rule, decoder)
@@ -352,7 +362,7 @@ def rules_table(p: pd.DataFrame, old: dict[str, float], label: str) -> str:
         loss = targets(p, old, rule).get(label, math.nan)
         per_rule[rule] = (loss, compare(p, loss, rule) if loss == loss else None)
     for name in dict.fromkeys(p.loc[~p["dense"], "family"]):
-        row = [f"`{name}`"]
+        row = [family_label(name)]
         for _, c in per_rule.values():
             row += ["–" if c is None else f"`{c['front']}`: {cell(c['sparse'][name], 'vs_front')}"]
         rows.append(row)
@@ -440,13 +450,13 @@ def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:
     the best win's interval is also given Bonferroni-adjusted for the number of cells scanned (conservative:
     neighbouring targets are strongly correlated)."""
     wins, closest, scanned = [], None, 0
-    for label, loss in targets(p, old).items():
+    for target, loss in targets(p, old).items():
         for name, s in compare(p, loss)["sparse"].items():
             lo = interval(s["vs_front"])[1]
             if s["reached"] < s["seeds"] or math.isnan(lo):
                 continue
             scanned += 1
-            where = f"`{name}` at {label} (loss {loss:.4f})"
+            where = f"{family_label(name)} at {target} (loss {loss:.4f})"
             if lo > 1.0:
                 wins.append((s["vs_front"], where, cell(s, "vs_front")))
             if closest is None or lo > closest[0]:
@@ -454,6 +464,11 @@ def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:
     budget = f"{p['horizon'].iloc[0]:.2g} FLOPs"
     if wins:
         text = f"**Reached** within {budget}: " + "; ".join(f"{w}: {c}" for _, w, c in wins) + "."
+        if any("(post hoc)" in w for _, w, _ in wins):
+            text += (
+                " A family marked post hoc was added after runs had been seen: its win says where to look with fresh "
+                "seeds, it does not meet the goal stated beforehand on its own."
+            )
         if scanned == 1:
             return text
         level = 1 - 0.05 / scanned
@@ -497,7 +512,7 @@ def beyond_table(p: pd.DataFrame) -> str:
             seeds = int(ran.loc[best].sum())
             rows.append(
                 [
-                    f"`{name}`",
+                    family_label(name),
                     f"{target:.2f}",
                     f"{c.loc[name].mean():.3g}",
                     f"`{best}` ({reached}/{seeds} seeds within the budget)",

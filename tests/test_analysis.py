@@ -511,3 +511,18 @@ def test_oracle_table_takes_the_cheapest_dense_run_of_any_rate_on_seed_0(tmp_pat
         "**Provisional:** 2 of the 3 dense families have 3 seeds and make the frontier so far "
         "(see the speedup table for which)."
     )
+
+
+def test_frontier_study_marks_a_win_of_a_family_added_post_hoc(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+    import run_frontier
+
+    assert set(frontier_study.POST_HOC) <= set(run_frontier.FAMILIES)
+    monkeypatch.setattr(frontier_study, "POST_HOC", {"rigl": 10})
+    rows = _study_rows({"dense_64_lr0.002": [1.0] * 3, "dense_256_lr0.002": [2.0] * 3, "rigl_lr0.002": [0.5] * 3})
+    p = frontier_study.panel(frontier_study.load(_write(tmp_path / "study.jsonl", rows)))
+    goal = frontier_study.goal_text(p, {"old @200": 6.0})
+    assert goal.startswith("**Reached**") and "`rigl` (post hoc) at" in goal
+    assert "does not meet the goal stated beforehand on its own" in goal
+    assert "| `rigl` (post hoc) |" in frontier_study.speedup_table(p, {}, "vs_front")
