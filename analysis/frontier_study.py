@@ -12,7 +12,8 @@ The rules, applied alike to both sides:
   dense family reaches on every seed within the budget.
 - A run's cost to a target is the FLOPs where its loss first reached it, interpolated between evaluations (the
   trainer's rule). The *dense frontier* at a target is the dense family with the fewest mean FLOPs among those
-  reaching it on every seed; the *same-size dense* is the 256-wide, 2-layer one. Speedups (dense FLOPs over the
+  reaching it on every seed; the *same-size dense* is the 256-wide dense at the recipe's depth (the study has one
+  at 2 layers only, so a 1-layer recipe has none). Speedups (dense FLOPs over the
   recipe's) are paired by seed over the seeds both ran; geometric means with log-scale 95% t intervals, the worst
   seed, and a paired t-test of log FLOPs.
 - The *best sparse recipe* is the one with the highest geometric-mean speedup against the frontier at the hardest
@@ -141,15 +142,26 @@ def compare(p: pd.DataFrame, loss: float, rule: str = "ema", decoder: bool = Tru
     fam = p.drop_duplicates("family").set_index("family")
     dense = fam.index[fam["dense"]]
     front = _cheapest(c, ran, list(dense))
-    same = _cheapest(c, ran, [f for f in dense if fam.loc[f, "layers"] == 2 and fam.loc[f, "hidden"] == SAME_SIZE])
+
+    def same_size(layers: int) -> str | None:  # the same-size dense is the same depth too
+        return _cheapest(
+            c, ran, [f for f in dense if fam.loc[f, "layers"] == layers and fam.loc[f, "hidden"] == SAME_SIZE]
+        )
+
+    same = same_size(2)
     out = {"front": front, "same": same, "costs": c, "sparse": {}}
     for name in fam.index[~fam["dense"]]:
         row = c.loc[name]
+        layers = int(fam.loc[name, "layers"])
+        own = same_size(layers)
         out["sparse"][name] = {
             "reached": int(row.notna().sum()),
             "seeds": int(ran.loc[name].sum()),
             "vs_front": (c.loc[front] / row).dropna() if front else pd.Series(dtype=float),
-            "vs_same": (c.loc[same] / row).dropna() if same else pd.Series(dtype=float),
+            "vs_same": (c.loc[own] / row).dropna() if own else pd.Series(dtype=float),
+            "same": own,
+            # whether the panel holds a dense family of the same width and depth at all (a 1-layer recipe has none)
+            "same_exists": bool(((fam.loc[dense, "layers"] == layers) & (fam.loc[dense, "hidden"] == SAME_SIZE)).any()),
         }
     return out
 
@@ -181,6 +193,8 @@ def interval(x: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
 def cell(s: dict, key: str) -> str:
     """A speedup cell: geometric mean [95% interval] (worst seed), with the seeds reached when not all."""
     x = s[key]
+    if key == "vs_same" and not s["same_exists"]:
+        return f"no {SAME_SIZE}-wide dense at its depth"
     if x.empty:
         return f"– ({s['reached']}/{s['seeds']})"
     m, lo, hi = interval(x)
@@ -335,7 +349,9 @@ def speedup_table(p: pd.DataFrame, old: dict[str, float], key: str, rule: str = 
         ref = c["front"] if key == "vs_front" else c["same"]
         row = [label, f"{loss:.4f}", f"`{ref}`" if ref else "none on every seed"]
         row.append(f"{c['costs'].loc[ref].mean():.3g}" if ref else "–")
-        row += [cell(c["sparse"][n], key) for n in sparse]
+        for n in sparse:
+            own = c["sparse"][n]["same"] if key == "vs_same" else ref
+            row.append(cell(c["sparse"][n], key) + (f" (vs `{own}`)" if own and own != ref else ""))
         rows.append(row)
     return _md(head, rows)
 

@@ -526,3 +526,26 @@ def test_frontier_study_marks_a_win_of_a_family_added_post_hoc(tmp_path, monkeyp
     assert goal.startswith("**Reached**") and "`rigl` (post hoc) at" in goal
     assert "does not meet the goal stated beforehand on its own" in goal
     assert "| `rigl` (post hoc) |" in frontier_study.speedup_table(p, {}, "vs_front")
+
+
+def test_frontier_study_compares_a_recipe_with_the_same_size_dense_of_its_own_depth_only(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+
+    rows = _study_rows(
+        {
+            "dense_64_lr0.002": [1.0] * 3,
+            "dense_256_lr0.002": [2.0] * 3,
+            "rigl_lr0.002": [0.5] * 3,
+            "deep_lr0.002": [0.5] * 3,
+        }
+    )
+    for r in rows:  # the second recipe is a 1-layer model: no 256-wide dense of its depth in the panel
+        if r["config"].startswith("deep"):
+            r["spec"]["model"]["num_layers"] = 1
+    p = frontier_study.panel(frontier_study.load(_write(tmp_path / "study.jsonl", rows)))
+    s = frontier_study.compare(p, 5.05)["sparse"]
+    assert list(s["rigl"]["vs_same"].round(4)) == [4.0] * 3 and s["deep"]["vs_same"].empty
+    table = frontier_study.speedup_table(p, {}, "vs_same")
+    assert "4.00 [4.00, 4.00]" in table and "no 256-wide dense at its depth" in table
+    assert list(s["deep"]["vs_front"].round(4)) == [2.0] * 3  # the frontier is any depth
