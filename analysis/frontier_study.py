@@ -500,6 +500,35 @@ def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:
     return f"**Not reached** within {budget}. Closest (highest lower bound): {closest[1]}."
 
 
+# Registered at 79 runs, before any of its seeds ran: the strongest cell of a post-hoc family, re-tested on fresh
+# seeds alone (the pooled tables reuse the seeds that showed it).
+CONFIRM = {"recipe": "core_grow_tpw10_erk_0.8_256x1", "against": "dense_192x1", "loss": 5.65, "seeds": (5, 6, 7)}
+
+
+def confirm_text(p: pd.DataFrame, plan: dict = CONFIRM) -> str:
+    """The registered confirmation: the recipe's paired FLOP speedup over the named dense family at the named
+    target, on the registered seeds only; confirmed when its 95% interval lies above 1x."""
+    recipe, against, loss, seeds = plan["recipe"], plan["against"], plan["loss"], list(plan["seeds"])
+    head = f"`{recipe}` against `{against}` at loss {loss:.2f}, seeds {', '.join(map(str, seeds))} only"
+    c = costs(p, loss, "ema").rename(index=dict(zip(p["config"], p["family"])))
+    ran = ran_seeds(p, c)
+    if recipe not in c.index or against not in c.index:
+        return f"{head}: waiting (a family is not in the tables yet)."
+    both = [s for s in seeds if s in ran.columns and ran.loc[recipe, s] and ran.loc[against, s]]
+    if len(both) < len(seeds):
+        return f"{head}: waiting ({len(both)} of {len(seeds)} pairs run)."
+    missed = [s for s in both if math.isnan(c.loc[recipe, s])]
+    x = (c.loc[against, both] / c.loc[recipe, both]).dropna()
+    if missed or len(x) < len(both):
+        return f"{head}: **not confirmed** (seeds {missed or 'of the dense family'} missed the target)."
+    m, lo, hi = interval(x)
+    pairs = ", ".join(f"{v:.2f}" for v in x)
+    verdict = "**confirmed**" if lo > 1.0 else "**not confirmed**"
+    front = compare(p, loss)["front"]
+    note = "" if front == against else f" The pooled tables' frontier there is now `{front}`, not `{against}`."
+    return f"{head}: {m:.2f} [{lo:.2f}, {hi:.2f}] (worst {x.min():.2f}; per seed {pairs}), {verdict}.{note}"
+
+
 BEYOND_STEP = 0.2  # loss between the targets below the hardest dense-reachable one
 
 
@@ -640,6 +669,7 @@ def sections(
     if not ready:
         waiting = "Waiting for runs: no dense and sparse families with enough seeds yet."
         blocks = ("v3_goal", "v3_figures", "v3_front", "v3_oracle", "v3_same", "v3_accounting", "v3_rules", "v3_beyond")
+        blocks += ("v3_confirm",)
         return out | {k: waiting for k in blocks}
     recipe = best_recipe(p)
     out["v3_goal"] = goal_text(p, old) + f" Best sparse recipe (the docstring's rule): `{recipe}`."
@@ -655,6 +685,7 @@ def sections(
     out["v3_accounting"] = accounting_table(p, old, recipe) if recipe else "no sparse recipe"
     out["v3_beyond"] = beyond_table(p)
     out["v3_rules"] = rules_table(p, old, "old @1000")
+    out["v3_confirm"] = confirm_text(p)
     out["v3_figures"] = "no sparse recipe"
     if figures is not None and recipe:
         speedup_figure(p, old, figures / "study_speedup.png", recipe)

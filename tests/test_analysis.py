@@ -549,3 +549,21 @@ def test_frontier_study_compares_a_recipe_with_the_same_size_dense_of_its_own_de
     table = frontier_study.speedup_table(p, {}, "vs_same")
     assert "4.00 [4.00, 4.00]" in table and "no 256-wide dense at its depth" in table
     assert list(s["deep"]["vs_front"].round(4)) == [2.0] * 3  # the frontier is any depth
+
+
+def test_frontier_study_confirms_a_cell_on_the_registered_fresh_seeds_alone(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+
+    plan = {"recipe": "rigl", "against": "dense_64", "loss": 5.05, "seeds": (3, 4)}
+
+    def text(rigl: list[float]) -> str:
+        rows = _study_rows({"dense_64_lr0.002": [1.0] * 5, "dense_256_lr0.002": [2.0] * 5, "rigl_lr0.002": rigl})
+        p = frontier_study.panel(frontier_study.load(_write(tmp_path / "study.jsonl", rows)))
+        return frontier_study.confirm_text(p, plan)
+
+    # seeds 0-2 show a strong lead; only seeds 3 and 4 decide
+    assert text([0.5, 0.5, 0.5, 0.8]).endswith("waiting (1 of 2 pairs run).")
+    confirmed = text([0.5, 0.5, 0.5, 0.8, 0.81])
+    assert "1.24 [" in confirmed and "per seed 1.25, 1.23" in confirmed and "**confirmed**" in confirmed
+    assert "**not confirmed**" in text([0.5, 0.5, 0.5, 0.8, 1.3])
