@@ -143,25 +143,22 @@ def compare(p: pd.DataFrame, loss: float, rule: str = "ema", decoder: bool = Tru
     dense = fam.index[fam["dense"]]
     front = _cheapest(c, ran, list(dense))
 
-    def same_size(layers: int) -> str | None:  # the same-size dense is the same depth too
-        return _cheapest(
-            c, ran, [f for f in dense if fam.loc[f, "layers"] == layers and fam.loc[f, "hidden"] == SAME_SIZE]
-        )
+    def same_size(layers: int) -> list[str]:  # the same-size dense is the same depth too
+        return [f for f in dense if fam.loc[f, "layers"] == layers and fam.loc[f, "hidden"] == SAME_SIZE]
 
-    same = same_size(2)
+    same = _cheapest(c, ran, same_size(2))
     out = {"front": front, "same": same, "costs": c, "sparse": {}}
     for name in fam.index[~fam["dense"]]:
         row = c.loc[name]
-        layers = int(fam.loc[name, "layers"])
-        own = same_size(layers)
+        candidates = same_size(int(fam.loc[name, "layers"]))
+        own = _cheapest(c, ran, candidates)
         out["sparse"][name] = {
             "reached": int(row.notna().sum()),
             "seeds": int(ran.loc[name].sum()),
             "vs_front": (c.loc[front] / row).dropna() if front else pd.Series(dtype=float),
             "vs_same": (c.loc[own] / row).dropna() if own else pd.Series(dtype=float),
             "same": own,
-            # whether the panel holds a dense family of the same width and depth at all (a 1-layer recipe has none)
-            "same_exists": bool(((fam.loc[dense, "layers"] == layers) & (fam.loc[dense, "hidden"] == SAME_SIZE)).any()),
+            "same_exists": bool(candidates),  # a 1-layer recipe has no 256-wide dense of its depth in the study
         }
     return out
 
@@ -474,13 +471,13 @@ def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:
             scanned += 1
             where = f"{family_label(name)} at {target} (loss {loss:.4f})"
             if lo > 1.0:
-                wins.append((s["vs_front"], where, cell(s, "vs_front")))
+                wins.append((s["vs_front"], where, cell(s, "vs_front"), name))
             if closest is None or lo > closest[0]:
                 closest = (lo, f"{where}: {cell(s, 'vs_front')}")
     budget = f"{p['horizon'].iloc[0]:.2g} FLOPs"
     if wins:
-        text = f"**Reached** within {budget}: " + "; ".join(f"{w}: {c}" for _, w, c in wins) + "."
-        if any("(post hoc)" in w for _, w, _ in wins):
+        text = f"**Reached** within {budget}: " + "; ".join(f"{w}: {c}" for _, w, c, _ in wins) + "."
+        if any(name in POST_HOC for *_, name in wins):
             text += (
                 " A family marked post hoc was added after runs had been seen: its win says where to look with fresh "
                 "seeds, it does not meet the goal stated beforehand on its own."
@@ -488,7 +485,7 @@ def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:
         if scanned == 1:
             return text
         level = 1 - 0.05 / scanned
-        adjusted = [(interval(x, level)[1:], where) for x, where, _ in wins]
+        adjusted = [(interval(x, level)[1:], where) for x, where, _, _ in wins]
         (lo, hi), strongest = max(adjusted, key=lambda a: a[0][0])
         verdict = "still above 1x" if lo > 1.0 else "not above 1x: the win may be one of the cells chance lifts"
         return (
