@@ -12,8 +12,8 @@ The rules, applied alike to both sides:
   dense family reaches on every seed within the budget.
 - A run's cost to a target is the FLOPs where its loss first reached it, interpolated between evaluations (the
   trainer's rule). The *dense frontier* at a target is the dense family with the fewest mean FLOPs among those
-  reaching it on every seed; the *same-size dense* is the 256-wide dense at the recipe's depth (the study has one
-  at 2 layers only, so a 1-layer recipe has none). Speedups (dense FLOPs over the
+  reaching it on every seed; the *same-size dense* is the 256-wide dense at the recipe's depth (256 x 2, and
+  256 x 1 since 89 runs), once that family is in the panel. Speedups (dense FLOPs over the
   recipe's) are paired by seed over the seeds both ran; geometric means with log-scale 95% t intervals, the worst
   seed, and a paired t-test of log FLOPs.
 - The *best sparse recipe* is the one with the highest geometric-mean speedup against the frontier at the hardest
@@ -158,7 +158,7 @@ def compare(p: pd.DataFrame, loss: float, rule: str = "ema", decoder: bool = Tru
             "vs_front": (c.loc[front] / row).dropna() if front else pd.Series(dtype=float),
             "vs_same": (c.loc[own] / row).dropna() if own else pd.Series(dtype=float),
             "same": own,
-            "same_exists": bool(candidates),  # a 1-layer recipe has no 256-wide dense of its depth in the study
+            "same_exists": bool(candidates),  # False where no 256-wide dense of its depth is in the panel
         }
     return out
 
@@ -191,7 +191,7 @@ def cell(s: dict, key: str) -> str:
     """A speedup cell: geometric mean [95% interval] (worst seed), with the seeds reached when not all."""
     x = s[key]
     if key == "vs_same" and not s["same_exists"]:
-        return f"no {SAME_SIZE}-wide dense at its depth"
+        return f"no {SAME_SIZE}-wide dense of its depth in the panel"
     if x.empty:
         return f"– ({s['reached']}/{s['seeds']})"
     m, lo, hi = interval(x)

@@ -547,7 +547,7 @@ def test_frontier_study_compares_a_recipe_with_the_same_size_dense_of_its_own_de
     s = frontier_study.compare(p, 5.05)["sparse"]
     assert list(s["rigl"]["vs_same"].round(4)) == [4.0] * 3 and s["deep"]["vs_same"].empty
     table = frontier_study.speedup_table(p, {}, "vs_same")
-    assert "4.00 [4.00, 4.00]" in table and "no 256-wide dense at its depth" in table
+    assert "4.00 [4.00, 4.00]" in table and "no 256-wide dense of its depth in the panel" in table
     assert list(s["deep"]["vs_front"].round(4)) == [2.0] * 3  # the frontier is any depth
 
 
