@@ -160,3 +160,20 @@ def test_a_checkpoint_keeps_whether_the_periphery_has_opened(tiny_raw, data):
     a.train_step()
     b.train_step()
     assert a.flops == b.flops
+
+
+def test_at_level_zero_it_is_a_growing_dense_model(tiny_raw, data):
+    # The growth control: the same core phase, then the whole wide model dense; drop-and-grow has nothing to move.
+    tr = Trainer(spec_from_dict(_raw(tiny_raw, level=0.0)), data, None)
+    sp = tr.sparsifier
+    assert set(sp.masks) == set(sp.weights) and tr.avg_sparsity() > 0.5  # the core phase trains the core alone
+    for _ in range(6):
+        tr.train_step()
+    assert sp.method.switched and tr.avg_sparsity() == 0.0
+    dense = Trainer(spec_from_dict({**_raw(tiny_raw), "sparsity": {"method": "dense"}}), data, None)
+    for _ in range(10):  # update steps among them: each costs what a dense step costs and leaves every weight in
+        _, n, dens = tr.train_step()
+        dens_d = dense.train_step()[2]  # priced on this step's batch (n predicted tokens) for both
+        assert tr.step_flops(n, dens)[0].total == pytest.approx(dense.step_flops(n, dens_d)[0].total)
+        assert all(bool(m.all()) for m in sp.masks.values())
+    assert any(u["step"] > 6 for u in sp.updates)

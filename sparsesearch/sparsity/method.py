@@ -76,6 +76,9 @@ class Method(ABC):
     sparsity section (e.g. a setting that must not exceed the level)."""
 
     name: ClassVar[str]
+    # Whether a weight that ends dense (forward density 1) carries a mask too: a method that trains part of every
+    # layer first (core_grow's core) needs one; for the others such a weight is a plain dense weight.
+    masks_dense_weights: ClassVar[bool] = False
 
     def __init__(self, sparsity: SparsitySpec):
         self.sparsity = sparsity

@@ -368,6 +368,8 @@ class CoreGrow(RigL):
     Training in analysis/METHODS.md."""
 
     name = "core_grow"
+    # The core phase trains the core of a layer that ends dense too (at level 0: a growth control, dense after it).
+    masks_dense_weights = True
 
     @classmethod
     def check_spec(cls, sparsity: SparsitySpec, path: str) -> None:

@@ -55,9 +55,11 @@ class Sparsifier:
         model.set_norm_channels(self.method.norm_channels(model.shape.weight_shapes()))
         self.schedule = UpdateSchedule.from_spec(sparsity, horizon)
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + 17)
-        # Only weights that will ever be sparse carry a mask; the rest are plain dense weights. ``mask_density``
-        # is the density each mask holds exactly once the method's ramp (if any) is done.
-        self.mask_density = {n: self.method.mask_density(d) for n, d in self.target_density.items() if d < 1.0}
+        # Only weights that will ever be sparse carry a mask (or every weight, where the method says so); the rest
+        # are plain dense weights. ``mask_density`` is the density each mask holds exactly once the method's ramp
+        # (if any) is done.
+        masked = {n: d for n, d in self.target_density.items() if d < 1.0 or self.method.masks_dense_weights}
+        self.mask_density = {n: self.method.mask_density(d) for n, d in masked.items()}
         self.masks: dict[str, torch.Tensor] = {}
         self.view = SparsityView(
             self.masks,
