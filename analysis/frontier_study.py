@@ -16,8 +16,9 @@ The rules, applied alike to both sides:
   256 x 1 since 89 runs), once that family is in the panel. Speedups (dense FLOPs over the
   recipe's) are paired by seed over the seeds both ran; geometric means with log-scale 95% t intervals, the worst
   seed, and a paired t-test of log FLOPs.
-- The *best sparse recipe* is the one with the highest geometric-mean speedup against the frontier at the hardest
-  target among those reaching it on every seed (else the one reaching the lowest loss on every seed).
+- The *best sparse recipe* (controls aside) is the one with the highest geometric-mean speedup against the
+  frontier at the hardest target among those reaching it on every seed (else the one reaching the lowest loss on
+  every seed).
 - Headline accounting: all training FLOPs; beside it, the same without the frozen decoder's matmuls.
 
     python analysis/frontier_study.py               # the tables to stdout
@@ -57,11 +58,21 @@ PACKAGE_DOCS, PACKAGE_DOCS_SEQUENCES = "4fcff2e7582f5fab", 63_526  # the pinned 
 # Families added to the plan after runs had been seen (run_frontier.FAMILIES says why): the choice of what to try
 # was led by the data, so a win of theirs is a lead for fresh runs rather than the goal met as stated beforehand.
 POST_HOC = {"core_grow_tpw10_erk_0.8_256x1": 65}  # family -> runs stored when it was added
+# Controls: families run to explain a recipe's result, not recipes (run_frontier.FAMILIES says what each holds
+# fixed). The tables show them beside the recipes; they are never the best recipe, a win or a sparse envelope.
+CONTROLS = {"core_grow_tpw10_level0_256x1": "control: no sparsity"}
 
 
 def family_label(family: str) -> str:
-    """The family's name as the tables print it, marked when it was added post hoc."""
+    """The family's name as the tables print it, marked when it was added post hoc or is a control."""
+    if family in CONTROLS:
+        return f"`{family}` ({CONTROLS[family]})"
     return f"`{family}` (post hoc)" if family in POST_HOC else f"`{family}`"
+
+
+def recipes(p: pd.DataFrame) -> list[str]:
+    """The sparse families of ``p`` that are recipes (not controls), in order."""
+    return [f for f in dict.fromkeys(p.loc[~p["dense"], "family"]) if f not in CONTROLS]
 
 
 def load(path: Path = RESULTS) -> pd.DataFrame:
@@ -204,10 +215,10 @@ def cell(s: dict, key: str) -> str:
 def best_recipe(p: pd.DataFrame, rule: str = "ema") -> str | None:
     """The best sparse recipe (module docstring's rule)."""
     low = hardest(p, rule)
-    sparse = list(dict.fromkeys(p.loc[~p["dense"], "family"]))
+    sparse = recipes(p)
     if not sparse or math.isnan(low):
         return None
-    at = compare(p, low, rule)["sparse"]
+    at = {n: s for n, s in compare(p, low, rule)["sparse"].items() if n in sparse}
     full = {n: interval(s["vs_front"])[0] for n, s in at.items() if s["reached"] == s["seeds"] and len(s["vs_front"])}
     if full:
         return max(full, key=lambda n: full[n])
@@ -466,7 +477,7 @@ def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:
     for target, loss in targets(p, old).items():
         for name, s in compare(p, loss)["sparse"].items():
             lo = interval(s["vs_front"])[1]
-            if s["reached"] < s["seeds"] or math.isnan(lo):
+            if name in CONTROLS or s["reached"] < s["seeds"] or math.isnan(lo):
                 continue
             scanned += 1
             where = f"{family_label(name)} at {target} (loss {loss:.4f})"
@@ -620,8 +631,8 @@ def speedup_figure(p: pd.DataFrame, old: dict[str, float], path: Path, recipe: s
 
 
 def envelope_figure(p: pd.DataFrame, path: Path) -> None:
-    """Mean loss against FLOPs per family (dashed: dense) and the two lower envelopes: the best dense and the best
-    sparse loss at every budget."""
+    """Mean loss against FLOPs per family (dashed: dense; dotted: a control) and the two lower envelopes: the best
+    dense and the best sparse recipe's loss at every budget."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -634,8 +645,11 @@ def envelope_figure(p: pd.DataFrame, path: Path) -> None:
     means = {}
     for i, (name, g) in enumerate(p.sort_values("dense", kind="stable").groupby("family", sort=False)):
         ys = np.nanmean([[loss_at(curve(h, "ema"), x) for x in grid] for h in g["history"]], axis=0)
-        means[name] = (bool(g["dense"].iloc[0]), ys)
-        ax.plot(grid, ys, color=cmap(i % 10), lw=1.0, ls="--" if means[name][0] else "-", label=name)
+        dense = bool(g["dense"].iloc[0])
+        if name not in CONTROLS:
+            means[name] = (dense, ys)
+        ls = ":" if name in CONTROLS else "--" if dense else "-"
+        ax.plot(grid, ys, color=cmap(i % 10), lw=1.0, ls=ls, label=name)
     for dense, color, what in ((True, "#1f77b4", "dense envelope"), (False, "#d62728", "sparse envelope")):
         ys = [m for d, m in means.values() if d == dense]
         if ys:

@@ -221,6 +221,19 @@ def _study_families() -> dict[str, tuple[list[str], float]]:
         # only). Centred two grid steps under the width rule, where dense_288x1 ended best (8.4e-4; its 1.89e-3 and
         # 2.83e-3 stayed on the plateau), so the grid spends its runs around the likely optimum.
         "dense_256x1": (dense(256, 8.89e-4, 1)[:-1], 8.89e-4),
+        # Added after 89 runs, a control: the same core phase and switch with nothing sparse after it (level 0: the
+        # wide model dense from the switch on), to tell what the 1-layer recipe owes to its sparsity from what it
+        # owes to starting as a narrow model. Centred on the recipe's chosen rate.
+        "core_grow_tpw10_level0_256x1": (
+            [
+                "sparsity.method=core_grow",
+                "sparsity.level=0",
+                "sparsity.core_width=64",
+                "sparsity.tokens_per_weight=10",
+                "model.num_layers=1",
+            ],
+            2e-3,
+        ),
     }
 
 

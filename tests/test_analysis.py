@@ -528,6 +528,22 @@ def test_frontier_study_marks_a_win_of_a_family_added_post_hoc(tmp_path, monkeyp
     assert "| `rigl` (post hoc) |" in frontier_study.speedup_table(p, {}, "vs_front")
 
 
+def test_a_control_is_shown_beside_the_recipes_but_is_never_a_win_or_the_best_recipe(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+    import run_frontier
+
+    assert set(frontier_study.CONTROLS) <= set(run_frontier.FAMILIES)
+    monkeypatch.setattr(frontier_study, "CONTROLS", {"grown": "control: no sparsity"})
+    runs = {"dense_64_lr0.002": [1.0] * 3, "rigl_lr0.002": [0.9] * 3, "grown_lr0.002": [0.5] * 3}
+    p = frontier_study.panel(frontier_study.load(_write(tmp_path / "study.jsonl", _study_rows(runs))))
+    assert "| `grown` (control: no sparsity) |" in frontier_study.speedup_table(p, {}, "vs_front")
+    goal = frontier_study.goal_text(p, {"old @200": 6.0})
+    assert goal.startswith("**Reached**") and "`rigl` at" in goal and "grown" not in goal
+    assert frontier_study.best_recipe(p) == "rigl"  # the control is faster (2x) but not a recipe
+    frontier_study.envelope_figure(p, tmp_path / "envelope.png")
+
+
 def test_frontier_study_compares_a_recipe_with_the_same_size_dense_of_its_own_depth_only(tmp_path):
     sys.path.insert(0, str(ANALYSIS))
     import frontier_study
