@@ -12,10 +12,10 @@ The rules, applied alike to both sides:
   dense family reaches on every seed within the budget.
 - A run's cost to a target is the FLOPs where its loss first reached it, interpolated between evaluations (the
   trainer's rule). The *dense frontier* at a target is the dense family with the fewest mean FLOPs among those
-  reaching it on every seed; the *same-size dense* is the 256-wide dense at the recipe's depth (256 x 2, and
-  256 x 1 since 89 runs), once that family is in the panel. Speedups (dense FLOPs over the
-  recipe's) are paired by seed over the seeds both ran; geometric means with log-scale 95% t intervals, the worst
-  seed, and a paired t-test of log FLOPs.
+  reaching it on every seed (means over the seeds all of those ran; the rule since 101 runs); the *same-size
+  dense* is the 256-wide dense at the recipe's depth (256 x 2, and 256 x 1 since 89 runs), once that family is
+  in the panel. Speedups (dense FLOPs over the recipe's) are paired by seed over the seeds both ran; geometric
+  means with log-scale 95% t intervals, the worst seed, and a paired t-test of log FLOPs.
 - The *best sparse recipe* (controls aside) is the one with the highest geometric-mean speedup against the
   frontier at the hardest target among those reaching it on every seed (else the one reaching the lowest loss on
   every seed).
@@ -182,10 +182,16 @@ def ran_seeds(p: pd.DataFrame, c: pd.DataFrame) -> pd.DataFrame:
 
 
 def _cheapest(c: pd.DataFrame, ran: pd.DataFrame, families: list[str]) -> str | None:
-    """Among ``families``, the one with the fewest mean FLOPs over its seeds among those that reached the target
-    on every seed they ran."""
+    """Among ``families``, the one with the fewest mean FLOPs among those that reached the target on every seed
+    they ran, the means taken over the seeds all of those ran. Families run different numbers of seeds, and a seed
+    is faster or slower for every family alike (the data order is the seed's): a mean over a family's own seeds
+    would favour the family whose few seeds were the fast ones."""
     full = [f for f in families if not (ran.loc[f] & c.loc[f].isna()).any()]
-    return str(c.loc[full].mean(axis=1).idxmin()) if full else None
+    if not full:
+        return None
+    shared = ran.loc[full].all(axis=0)
+    seeds = shared.index[shared] if shared.any() else c.columns
+    return str(c.loc[full, seeds].mean(axis=1).idxmin())
 
 
 def interval(x: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
@@ -317,7 +323,7 @@ def tuning_table(df: pd.DataFrame) -> str:
         rows.append(
             [
                 f"`{family}`",
-                "dense" if g["dense"].iloc[0] else "sparse",
+                "dense" if g["dense"].iloc[0] else "control" if family in CONTROLS else "sparse",
                 f"{shape['hidden_size']} x {shape['num_layers']}",
                 ", ".join(tried),
                 where,
@@ -349,7 +355,9 @@ def speedup_table(p: pd.DataFrame, old: dict[str, float], key: str, rule: str = 
     """Targets down the rows; the frontier (or same-size dense) and its FLOPs, then each sparse recipe's speedup
     over it (``key``: ``vs_front`` or ``vs_same``)."""
     sparse = list(dict.fromkeys(p.loc[~p["dense"], "family"]))
-    head = ["target", "loss", "dense frontier" if key == "vs_front" else "same-size dense", "its FLOPs"]
+    # vs_same: the reference column is the 2-layer one; a cell against another depth's names it
+    head = ["target", "loss", "dense frontier" if key == "vs_front" else f"same-size dense ({SAME_SIZE} x 2)"]
+    head.append("its FLOPs")
     head += [family_label(n) for n in sparse]
     rows = []
     for label, loss in targets(p, old, rule).items():
