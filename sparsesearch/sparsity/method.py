@@ -109,7 +109,8 @@ class Method(ABC):
 
     # ----- optional hooks --------------------------------------------------------------------------------------
     def layer_densities(self, shapes: Mapping[str, tuple[int, int]]) -> dict[str, float]:
-        """Forward density of every sparsifiable weight at the end of training (1.0: no mask)."""
+        """Forward density of every sparsifiable weight at the end of training (1.0: dense; such a weight carries no
+        mask unless ``masks_dense_weights``)."""
         s = self.sparsity
         return layer_densities(
             shapes, s.level, s.distribution, dense_groups=s.dense_groups, group_levels=s.group_levels
