@@ -12,7 +12,7 @@ The rules, applied alike to both sides:
   dense family reaches on every seed within the budget.
 - A run's cost to a target is the FLOPs where its loss first reached it, interpolated between evaluations (the
   trainer's rule). The *dense frontier* at a target is the dense family with the fewest mean FLOPs among those
-  reaching it on every seed (means over the seeds all of those ran; the rule since 101 runs); the *same-size
+  reaching it on every seed (means over the seeds every dense family ran; the rule since 101 runs); the *same-size
   dense* is the 256-wide dense at the recipe's depth (256 x 2, and 256 x 1 since 89 runs), once that family is
   in the panel. Speedups (dense FLOPs over the recipe's) are paired by seed over the seeds both ran; geometric
   means with log-scale 95% t intervals, the worst seed, and a paired t-test of log FLOPs.
@@ -183,13 +183,13 @@ def ran_seeds(p: pd.DataFrame, c: pd.DataFrame) -> pd.DataFrame:
 
 def _cheapest(c: pd.DataFrame, ran: pd.DataFrame, families: list[str]) -> str | None:
     """Among ``families``, the one with the fewest mean FLOPs among those that reached the target on every seed
-    they ran, the means taken over the seeds all of those ran. Families run different numbers of seeds, and a seed
-    is faster or slower for every family alike (the data order is the seed's): a mean over a family's own seeds
-    would favour the family whose few seeds were the fast ones."""
+    they ran, the means taken over the seeds every one of ``families`` ran (the same seeds at every target).
+    Families run different numbers of seeds, and a seed is faster or slower for every family alike (the data order
+    is the seed's): a mean over a family's own seeds would favour the family whose few seeds were the fast ones."""
     full = [f for f in families if not (ran.loc[f] & c.loc[f].isna()).any()]
     if not full:
         return None
-    shared = ran.loc[full].all(axis=0)
+    shared = ran.loc[families].all(axis=0)
     seeds = shared.index[shared] if shared.any() else c.columns
     return str(c.loc[full, seeds].mean(axis=1).idxmin())
 
