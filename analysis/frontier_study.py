@@ -209,6 +209,8 @@ def cell(s: dict, key: str) -> str:
     x = s[key]
     if key == "vs_same" and not s["same_exists"]:
         return f"no {SAME_SIZE}-wide dense of its depth in the panel"
+    if key == "vs_same" and s["same"] is None:  # the recipe may have reached it; its same-size dense did not
+        return f"the {SAME_SIZE}-wide dense misses it on some seed (recipe: {s['reached']}/{s['seeds']})"
     if x.empty:
         return f"– ({s['reached']}/{s['seeds']})"
     m, lo, hi = interval(x)

@@ -528,6 +528,15 @@ def test_frontier_study_marks_a_win_of_a_family_added_post_hoc(tmp_path, monkeyp
     assert "| `rigl` (post hoc) |" in frontier_study.speedup_table(p, {}, "vs_front")
 
 
+def test_a_same_size_cell_says_when_the_same_size_dense_misses_the_target():
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+    import pandas as pd
+
+    s = {"reached": 5, "seeds": 5, "vs_same": pd.Series(dtype=float), "same": None, "same_exists": True}
+    assert frontier_study.cell(s, "vs_same") == "the 256-wide dense misses it on some seed (recipe: 5/5)"
+
+
 def test_the_frontier_is_chosen_on_the_seeds_every_candidate_ran(tmp_path):
     sys.path.insert(0, str(ANALYSIS))
     import frontier_study
