@@ -689,7 +689,16 @@ def sections(
     ready = p["dense"].any() and (~p["dense"]).any() and not math.isnan(hardest(p))
     if not ready:
         waiting = "Waiting for runs: no dense and sparse families with enough seeds yet."
-        blocks = ("v3_goal", "v3_figures", "v3_front", "v3_oracle", "v3_same", "v3_accounting", "v3_rules", "v3_beyond")
+        blocks: tuple[str, ...] = (
+            "v3_goal",
+            "v3_figures",
+            "v3_front",
+            "v3_oracle",
+            "v3_same",
+            "v3_accounting",
+            "v3_rules",
+            "v3_beyond",
+        )
         blocks += ("v3_confirm",)
         return out | {k: waiting for k in blocks}
     recipe = best_recipe(p)

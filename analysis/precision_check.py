@@ -95,7 +95,8 @@ def print_table(rows: list[dict], seeds: list[int]) -> None:
     )
     print(f"{'config':<14}{'seed':>5}{'fp32':>9}{'bf16':>9}{'bf16-fp32':>11}")
     for name in CONFIGS:
-        diffs, per = [], {"fp32": [], "bf16": []}
+        diffs: list[float] = []
+        per: dict[str, list[float]] = {"fp32": [], "bf16": []}
         for seed in seeds:
             a, b = by.get((name, seed, "fp32")), by.get((name, seed, "bf16"))
             sa = a["steps_to_target"] if a else None

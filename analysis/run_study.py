@@ -95,6 +95,7 @@ def run_one(name: str, overrides: list[str], seed: int, target: float, data, gro
     trainer = Trainer(spec, data, target)
     for _ in trainer.run():
         pass
+    assert trainer.result is not None  # run() sets it before it returns
     r = trainer.result.to_dict()
     history = [
         {k: h[k] for k in ("step", "eval_loss", "train_time_s", "flops", "dense_flops")} for h in r.pop("history")
