@@ -482,8 +482,8 @@ def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:
     """Whether a sparse recipe's 95% interval lies above 1x against the frontier at some target (all seeds).
 
     A win is the goal as stated before the runs; because it may be found at any of many (recipe, target) cells,
-    the best win's interval is also given Bonferroni-adjusted for the number of cells scanned (conservative:
-    neighbouring targets are strongly correlated)."""
+    each winning family's strongest interval is also given Bonferroni-adjusted for the number of cells scanned
+    (conservative: neighbouring targets are strongly correlated)."""
     wins, closest, scanned = [], None, 0
     for target, loss in targets(p, old).items():
         for name, s in compare(p, loss)["sparse"].items():
@@ -507,13 +507,25 @@ def goal_text(p: pd.DataFrame, old: dict[str, float]) -> str:
         if scanned == 1:
             return text
         level = 1 - 0.05 / scanned
-        adjusted = [(interval(x, level)[1:], where) for x, where, _, _ in wins]
-        (lo, hi), strongest = max(adjusted, key=lambda a: a[0][0])
+        best: dict[str, tuple[tuple[float, float], str]] = {}  # per winning family, its strongest adjusted cell
+        for x, where, _, name in wins:
+            bounds = interval(x, level)[1:]
+            if name not in best or bounds[0] > best[name][0][0]:
+                best[name] = (bounds, where)
+        ranked = sorted(best.values(), key=lambda a: -a[0][0])
+        (lo, hi), strongest = ranked[0]
         verdict = "still above 1x" if lo > 1.0 else "not above 1x: the win may be one of the cells chance lifts"
-        return (
+        text = (
             f"{text} Scanned {scanned} (recipe, target) cells: Bonferroni-adjusted ({level:.2%}) interval of the "
             f"strongest, {strongest}: [{lo:.2f}, {hi:.2f}], {verdict}."
         )
+        if len(ranked) > 1:  # a second family's win can rest on much less than the strongest's
+            others = "; ".join(
+                f"{where}: [{a:.2f}, {b:.2f}], {'above 1x' if a > 1.0 else 'not above 1x'}"
+                for (a, b), where in ranked[1:]
+            )
+            text += f" The other winning families' strongest cells, adjusted alike: {others}."
+        return text
     if closest is None:
         return "Not decided yet: no sparse recipe has two seeds at a target the frontier reaches."
     return f"**Not reached** within {budget}. Closest (highest lower bound): {closest[1]}."

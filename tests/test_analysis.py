@@ -334,6 +334,19 @@ def test_frontier_study_goal_gives_a_win_found_among_many_targets_its_multiplici
     assert "Bonferroni-adjusted" in marginal and marginal.endswith("chance lifts.")
 
 
+def test_frontier_study_goal_adjusts_every_winning_familys_strongest_cell_not_only_the_best(tmp_path):
+    sys.path.insert(0, str(ANALYSIS))
+    import frontier_study
+
+    runs = {"dense_64_lr0.002": [1.0] * 3, "strong_lr0.002": [0.5, 0.5, 0.55], "marginal_lr0.002": [0.9, 0.92, 0.88]}
+    p = frontier_study.panel(frontier_study.load(_write(tmp_path / "study.jsonl", _study_rows(runs))))
+    goal = frontier_study.goal_text(p, {"old @200": 6.0})
+    # both pass the goal as stated; adjusted, the strong one stays above 1x and the marginal one does not
+    assert "`strong` at" in goal and "`marginal` at" in goal and "of the strongest, `strong` at" in goal
+    others = goal.split("The other winning families' strongest cells, adjusted alike: ")[1]
+    assert others.startswith("`marginal` at") and others.endswith("not above 1x.")
+
+
 def test_study_plan_runs_rates_on_seed_0_until_the_best_is_inside_then_seeds_at_the_best():
     sys.path.insert(0, str(ANALYSIS))
     import run_frontier
