@@ -189,9 +189,10 @@ def ran_seeds(p: pd.DataFrame, c: pd.DataFrame) -> pd.DataFrame:
 
 def _cheapest(c: pd.DataFrame, ran: pd.DataFrame, families: list[str]) -> str | None:
     """Among ``families``, the one with the fewest mean FLOPs among those that reached the target on every seed
-    they ran, the means taken over the seeds every one of ``families`` ran (the same seeds at every target).
-    Families run different numbers of seeds, and a seed is faster or slower for every family alike (the data order
-    is the seed's): a mean over a family's own seeds would favour the family whose few seeds were the fast ones."""
+    they ran, the means taken over the seeds every one of ``families`` ran (the same seeds at every target): a mean
+    over a family's own seeds would favour the family whose few seeds were fast ones. It names the tables'
+    reference column; a recipe is scored by ``_hardest_opponent``, because a seed is not fast or slow for every
+    family alike (seed 4 is slow for dense 192 x 1, 128 x 1 and 88 x 1, fast for 64 x 1)."""
     full = [f for f in families if not (ran.loc[f] & c.loc[f].isna()).any()]
     if not full:
         return None
