@@ -234,6 +234,15 @@ def _study_families() -> dict[str, tuple[list[str], float]]:
             ],
             2e-3,
         ),
+        # Added after 155 runs, post hoc: core_grow at one layer stalls near 4.85 where flop_rigl at the same level
+        # goes on to ~4.4; the same core and switch with flop_rigl's regrowth after it, to test whether the fixed
+        # layer densities are why (analysis/METHODS.md). Centred as core_grow is, so the grid spans both rates.
+        "core_flop_rigl_tpw10_erk_0.8_256x1": (
+            _with_method(
+                ([*sparse["core_grow_tpw10_erk_0.8"][0], "model.num_layers=1"], sparse["core_grow_tpw10_erk_0.8"][1]),
+                "core_flop_rigl",
+            )
+        ),
     }
 
 

@@ -177,3 +177,28 @@ def test_at_level_zero_it_is_a_growing_dense_model(tiny_raw, data):
         assert tr.step_flops(n, dens)[0].total == pytest.approx(dense.step_flops(n, dens_d)[0].total)
         assert all(bool(m.all()) for m in sp.masks.values())
     assert any(u["step"] > 6 for u in sp.updates)
+
+
+def test_core_flop_rigl_opens_as_core_grow_does_then_moves_density_between_layers(tiny_raw, data):
+    # core_grow keeps every layer at the distribution's density after the switch; core_flop_rigl regrows
+    # globally by gradient per FLOP, so layer densities move while the overall count holds.
+    def run(method: str) -> tuple[Trainer, list[dict[str, int]]]:
+        tr = Trainer(spec_from_dict(_raw(tiny_raw, method=method, level=0.8)), data, None)
+        counts = []
+        for _ in range(20):
+            tr.train_step()
+            counts.append({n: int(m.sum()) for n, m in tr.sparsifier.masks.items()})
+        return tr, counts
+
+    grow, grow_counts = run("core_grow")
+    flop, flop_counts = run("core_flop_rigl")
+    assert flop.sparsifier.updates[0]["step"] == grow.sparsifier.updates[0]["step"] == 6
+    assert flop_counts[5] == grow_counts[5]  # the same switch: every layer to the distribution's count
+    final = grow_counts[5]
+    assert all(c == final for c in grow_counts[5:])
+    assert all(sum(c.values()) == sum(final.values()) for c in flop_counts[5:])
+    assert flop_counts[-1] != final
+    assert flop.avg_sparsity() == pytest.approx(0.8, abs=1e-3)
+    with pytest.raises(SpecError, match="sparsity.update_start: core_flop_rigl opens the periphery at update_start"):
+        load_checked(_raw(tiny_raw, method="core_flop_rigl", update_start=0.0))
+

@@ -67,14 +67,15 @@ def _register_test_method(monkeypatch):
     monkeypatch.setitem(METHODS, EmaGrad.name, EmaGrad)
 
 
-# What a method needs beyond the common settings: core_grow opens its periphery a quarter into the horizon.
-METHOD_SETTINGS = {"core_grow": {"update_start": 0.25}}
+# What a method needs beyond the common settings: the core methods open their periphery a quarter into the horizon.
+CORE_METHODS = ("core_grow", "core_flop_rigl")
+METHOD_SETTINGS = {m: {"update_start": 0.25} for m in CORE_METHODS}
 
 
 def _scaled_ok(method: str, scaled: bool) -> None:
-    """core_grow refuses density scaling (its core is a dense narrow model): nothing to run."""
-    if scaled and method == "core_grow":
-        pytest.skip("core_grow refuses init_scale / lr_scale: density (its own test checks the message)")
+    """The core methods refuse density scaling (their core is a dense narrow model): nothing to run."""
+    if scaled and method in CORE_METHODS:
+        pytest.skip(f"{method} refuses init_scale / lr_scale: density (core_grow's own test checks the message)")
 
 
 def _trainer(tiny_raw, method, level=0.7, **sparsity):
@@ -186,7 +187,7 @@ def test_active_counts_are_exactly_what_the_method_asked_for(tiny_raw, method, s
     final = {n: round(sp.mask_density[n] * m.numel()) for n, m in sp.masks.items()}
     assert sum(_active(sp).values()) == sum(final.values())  # the level is exact at the end
     assert tr.avg_sparsity() == pytest.approx(0.7, abs=1e-3)
-    if method not in ("snfs", "flop_rigl"):  # these move weights between layers on purpose
+    if method not in ("snfs", "flop_rigl", "core_flop_rigl"):  # these move weights between layers on purpose
         assert _active(sp) == final
 
 
@@ -195,7 +196,7 @@ def test_active_counts_are_exactly_what_the_method_asked_for(tiny_raw, method, s
 def test_grown_weights_start_at_zero_with_zero_state(tiny_raw, method):
     tr = _trainer(tiny_raw, method)
     sp = tr.sparsifier
-    first = 2 if method != "core_grow" else 4  # updates after steps 2, 4, ...; core_grow's switch after step 4
+    first = 4 if method in CORE_METHODS else 2  # updates after steps 2, 4, ...; the core's switch after step 4
     for _ in range(first - 1):
         tr.train_step()
     assert not sp.updates

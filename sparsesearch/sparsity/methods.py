@@ -375,13 +375,13 @@ class CoreGrow(RigL):
     def check_spec(cls, sparsity: SparsitySpec, path: str) -> None:
         if sparsity.update_start <= 0 and sparsity.tokens_per_weight is None:
             raise SpecError(
-                f"{path}.update_start: core_grow opens the periphery at update_start, which must be > 0 (or set "
+                f"{path}.update_start: {cls.name} opens the periphery at update_start, which must be > 0 (or set "
                 "tokens_per_weight to open it once the core has read that many tokens per weight)"
             )
         for key in ("init_scale", "lr_scale"):
             if getattr(sparsity, key) == "density":
                 raise SpecError(
-                    f"{path}.{key}: core_grow's core is a dense narrow model, whose units see a core's share of "
+                    f"{path}.{key}: {cls.name}'s core is a dense narrow model, whose units see a core's share of "
                     "their inputs, not the mask's density; density scaling does not apply to it (use the default)"
                 )
 
@@ -467,3 +467,14 @@ class CoreGrow(RigL):
 
     def load_state_dict(self, state: Mapping[str, Any], view: SparsityView) -> None:
         self.switched = bool(state.get("switched", False))
+
+
+class CoreFlopRigL(CoreGrow, FlopRigL):
+    """Dense core, then FLOP-priced RigL (ours): ``core_grow``'s core phase and switch, then ``flop_rigl``'s
+    global regrowth instead of RigL's per-layer one, so that the layer densities the switch sets (the
+    distribution's) can move to cheap, useful weights. Why (analysis/METHODS.md): in study v3 at one layer,
+    ``core_grow`` stalls near loss 4.85 at 80% sparsity while ``flop_rigl`` at the same level goes on to ~4.4,
+    and ``flop_rigl`` moved the projections from and to the frozen embedding towards dense (on the 2-layer model),
+    which ERK holds at ~22%."""
+
+    name = "core_flop_rigl"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from ..model.shape import SPARSIFIABLE_GROUPS
 from ..spec import SparsitySpec, SpecError
 from .method import Method
-from .methods import GMP, SET, SNFS, CoreGrow, Dense, FlopRigL, Grow, RigL, Static, TopKAST
+from .methods import GMP, SET, SNFS, CoreFlopRigL, CoreGrow, Dense, FlopRigL, Grow, RigL, Static, TopKAST
 
 METHODS: dict[str, type[Method]] = {
-    m.name: m for m in (Dense, Static, SET, RigL, SNFS, GMP, TopKAST, FlopRigL, Grow, CoreGrow)
+    m.name: m for m in (Dense, Static, SET, RigL, SNFS, GMP, TopKAST, FlopRigL, Grow, CoreGrow, CoreFlopRigL)
 }
 
 

@@ -273,9 +273,9 @@ class SparsitySpec:
     )
     core_width: int | None = _field(
         None,
-        "core_grow: hidden channels of the dense core the model starts as (the first ones; a multiple of the head "
-        "size keeps core heads whole; null: a quarter of hidden_size); the periphery opens at update_start, or "
-        "with tokens_per_weight once the core has read that many tokens per weight",
+        "core_grow, core_flop_rigl: hidden channels of the dense core the model starts as (the first ones; a "
+        "multiple of the head size keeps core heads whole; null: a quarter of hidden_size); the periphery opens at "
+        "update_start, or with tokens_per_weight once the core has read that many tokens per weight",
         lo=1,
     )
     match_flops_of: dict[str, int] = _field(
