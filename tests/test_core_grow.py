@@ -201,4 +201,3 @@ def test_core_flop_rigl_opens_as_core_grow_does_then_moves_density_between_layer
     assert flop.avg_sparsity() == pytest.approx(0.8, abs=1e-3)
     with pytest.raises(SpecError, match="sparsity.update_start: core_flop_rigl opens the periphery at update_start"):
         load_checked(_raw(tiny_raw, method="core_flop_rigl", update_start=0.0))
-
