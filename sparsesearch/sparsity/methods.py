@@ -475,6 +475,6 @@ class CoreFlopRigL(CoreGrow, FlopRigL):
     distribution's) can move to cheap, useful weights. Why (analysis/METHODS.md): in study v3 at one layer,
     ``core_grow`` stalls near loss 4.85 at 80% sparsity while ``flop_rigl`` at the same level goes on to ~4.4,
     and ``flop_rigl`` moved the projections from and to the frozen embedding towards dense (on the 2-layer model),
-    which ERK holds at ~22%."""
+    which ERK holds at ~22%. Measured there, it did not lift the stall (it ends at 4.79-4.82)."""
 
     name = "core_flop_rigl"
