@@ -219,7 +219,7 @@ def _hardest_opponent(
         x = (c.loc[f] / row).dropna()
         if x.empty:
             continue
-        g = float(np.exp(np.log(x.to_numpy(dtype=float)).mean()))
+        g = interval(x)[0]
         if best is None or g < best[0]:
             best = (g, f, x)
     if best is None:

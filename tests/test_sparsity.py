@@ -75,7 +75,7 @@ METHOD_SETTINGS = {m: {"update_start": 0.25} for m in CORE_METHODS}
 def _scaled_ok(method: str, scaled: bool) -> None:
     """The core methods refuse density scaling (their core is a dense narrow model): nothing to run."""
     if scaled and method in CORE_METHODS:
-        pytest.skip(f"{method} refuses init_scale / lr_scale: density (core_grow's own test checks the message)")
+        pytest.skip(f"{method} refuses init_scale / lr_scale: density (a check shared by the core methods)")
 
 
 def _trainer(tiny_raw, method, level=0.7, **sparsity):
