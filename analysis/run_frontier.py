@@ -243,6 +243,15 @@ def _study_families() -> dict[str, tuple[list[str], float]]:
                 "core_flop_rigl",
             )
         ),
+        # Added after 164 runs, post hoc: core_flop_rigl did not lift core_grow's stall near 4.85, and every core run
+        # (the growth control too) keeps the LayerNorm statistics on the 64 core channels after the switch, which no
+        # other model does. The same recipe with them moved to all channels over 250 steps after the switch (about
+        # half the core phase; done before the drop from the plateau begins, ~1,250 steps). Centred on core_grow's
+        # chosen rate at one layer, 2e-3.
+        "core_grow_tpw10_release250_erk_0.8_256x1": (
+            [*sparse["core_grow_tpw10_erk_0.8"][0], "model.num_layers=1", "sparsity.norm_release=250"],
+            2e-3,
+        ),
     }
 
 

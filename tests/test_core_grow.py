@@ -201,3 +201,56 @@ def test_core_flop_rigl_opens_as_core_grow_does_then_moves_density_between_layer
     assert flop.avg_sparsity() == pytest.approx(0.8, abs=1e-3)
     with pytest.raises(SpecError, match="sparsity.update_start: core_flop_rigl opens the periphery at update_start"):
         load_checked(_raw(tiny_raw, method="core_flop_rigl", update_start=0.0))
+
+
+def _plain_norms(tr: Trainer) -> Trainer:
+    """A copy of a trainer's model with plain LayerNorms (statistics over every channel)."""
+    plain = Trainer(tr.spec, tr.data, None)
+    plain.model.load_state_dict(tr.model.state_dict())
+    plain.model.set_norm_channels(None)
+    return plain
+
+
+def test_norm_release_moves_the_statistics_to_every_channel_after_the_switch_without_a_jump(tiny_raw, data):
+    tr = Trainer(spec_from_dict(_raw(tiny_raw, norm_release=4)), data, None)
+    kept = Trainer(spec_from_dict(_raw(tiny_raw)), data, None)  # the same run with the core's statistics kept
+    blends = []
+    for _ in range(12):
+        tr.train_step()
+        kept.train_step()
+        blends.append(float(tr.model.encoder.layer[0].output.LayerNorm.stat_blend))
+    # Switch after step 6, then a quarter of the way per step, and all channels' from 4 steps after it.
+    assert blends == [0, 0, 0, 0, 0, 0, 0.25, 0.5, 0.75, 1, 1, 1]
+    # Released: the model is the same model with plain LayerNorms; kept on the core, it is not.
+    assert tr.evaluate() == pytest.approx(_plain_norms(tr).evaluate(), rel=1e-6)
+    assert kept.evaluate() != pytest.approx(_plain_norms(kept).evaluate(), rel=1e-4)
+
+
+def test_until_the_switch_a_release_changes_nothing(tiny_raw, data):
+    a = Trainer(spec_from_dict(_raw(tiny_raw, norm_release=4)), data, None)
+    b = Trainer(spec_from_dict(_raw(tiny_raw)), data, None)
+    for _ in range(6):  # up to and including the switch: the same losses, bit for bit
+        assert a.train_step()[0] == b.train_step()[0]
+    assert a.evaluate() == b.evaluate()
+
+
+def test_a_checkpoint_and_a_saved_model_keep_how_far_the_statistics_have_moved(tiny_raw, data, tmp_path):
+    from sparsesearch.training.saved import load_trained, save_trained
+
+    raw = _raw(tiny_raw, norm_release=8)
+    spec = spec_from_dict({**raw, "train": {**raw["train"], "max_steps": 12, "eval_every": 2}})
+    whole = [(r["step"], r["eval_loss"]) for r in Trainer(spec, data, None).run()]
+    first = Trainer(spec, data, None)
+    rows = []
+    for r in first.run():
+        rows.append((r["step"], r["eval_loss"]))
+        if r["step"] == 8:  # a quarter of the way: 2 of the 8 steps after the switch at step 6
+            state = first.state_dict()
+            break
+    resumed = Trainer(spec, data, None)
+    resumed.load_state_dict(state)
+    rows += [(r["step"], r["eval_loss"]) for r in resumed.run()]
+    assert rows == whole
+    assert float(resumed.model.encoder.layer[0].output.LayerNorm.stat_blend) == 0.75
+    saved = load_trained(save_trained(resumed, tmp_path / "m"))
+    assert saved.evaluate() == pytest.approx(resumed.evaluate(), rel=1e-6)

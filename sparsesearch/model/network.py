@@ -147,6 +147,14 @@ class MLMModel(nn.Module):
             if isinstance(mod, HiddenNorm):
                 mod.stat_channels = channels
 
+    @torch.no_grad()
+    def set_norm_blend(self, blend: float) -> None:
+        """Move every such LayerNorm's statistics part of the way from its first channels to all of them: 0 the
+        first channels' alone, 1 all channels' (the plain LayerNorm's)."""
+        for mod in self.modules():
+            if isinstance(mod, HiddenNorm):
+                mod.stat_blend.fill_(blend)
+
     def sparsifiable_weights(self) -> dict[str, nn.Parameter]:
         """Weights a sparsity method may mask, by fully qualified name: the weight list of ``shape.py``."""
         return {w.name: self.get_parameter(w.name) for w in self.shape.weights()}
@@ -157,9 +165,16 @@ class HiddenNorm(nn.LayerNorm):
 
     With a dense core of c channels whose other channels nothing reads, the core then computes exactly what a
     dense model of width c computes (a plain LayerNorm would average in the idle channels); once the rest opens
-    with zero weights the function is unchanged, because the statistics still come from the core."""
+    with zero weights the function is unchanged, because the statistics still come from the core. ``stat_blend``
+    (a buffer, so that checkpoints and saved models carry it) moves the statistics towards all channels' by
+    blending the two means and the two variances: 0 the core's alone, 1 the plain LayerNorm's."""
 
     stat_channels: int | None = None
+    stat_blend: torch.Tensor
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("stat_blend", torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stat_channels is None:
@@ -168,7 +183,17 @@ class HiddenNorm(nn.LayerNorm):
         core = xf[..., : self.stat_channels]
         mean = core.mean(-1, keepdim=True)
         var = core.var(-1, unbiased=False, keepdim=True)
+        # Both statistics always (no branch on the buffer's value: reading it would sync a GPU every call).
+        b = self.stat_blend
+        mean = mean + b * (xf.mean(-1, keepdim=True) - mean)
+        var = var + b * (xf.var(-1, unbiased=False, keepdim=True) - var)
         return (xf - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints and saved models from before the blend existed hold none: theirs was 0 (the core's statistics).
+        if prefix + "stat_blend" not in state_dict:
+            state_dict[prefix + "stat_blend"] = torch.zeros(())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class _CrossEntropySum(torch.autograd.Function):

@@ -165,6 +165,11 @@ class Method(ABC):
         the sparsifier is built (core_grow's dense core normalises as a narrow model would)."""
         return None
 
+    def norm_blend(self, step: int) -> float | None:
+        """How far the LayerNorms' statistics have moved from the ``norm_channels`` to all channels after ``step``
+        optimizer steps (0: not at all, 1: the plain LayerNorm's); asked after every step. None: no change."""
+        return None
+
     def activation_densities(self, view: SparsityView) -> Mapping[str, float]:
         """Density of activation products for the FLOP charge, by component name (e.g.
         'encoder.layer.0.attention.scores'): the share of their head dimensions in use. Empty: all dense."""

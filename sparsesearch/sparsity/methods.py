@@ -364,8 +364,10 @@ class CoreGrow(RigL):
     the periphery opens: every layer goes to its final density in one update, growing by RigL's gradient criterion
     (new weights at zero with zero optimizer state, the core's weights and state kept) or, where the core alone is
     denser than the layer's final density (a narrow layer such as embed_proj), dropping its smallest core weights;
-    RigL's drop-and-grow follows until ``update_end``. Positioned against Net2Net, bert2BERT, LiGO and Staged
-    Training in analysis/METHODS.md."""
+    RigL's drop-and-grow follows until ``update_end``. With ``norm_release`` the LayerNorms' statistics then move
+    from the core's channels to all channels, blended linearly over that many steps (the function does not jump at
+    the switch, and the opened channels end normalised on their own scale). Positioned against Net2Net,
+    bert2BERT, LiGO and Staged Training in analysis/METHODS.md."""
 
     name = "core_grow"
     # The core phase trains the core of a layer that ends dense too (at level 0: a growth control, dense after it).
@@ -388,6 +390,7 @@ class CoreGrow(RigL):
     def __init__(self, sparsity: SparsitySpec):
         super().__init__(sparsity)
         self.switched = False  # whether the periphery has opened
+        self.switch_step: int | None = None  # the update that opened it
 
     # ----- the core ----------------------------------------------------------------------------------------------
     def _widths(self, shapes: Mapping[str, tuple[int, int]]) -> tuple[int, int, int, int]:
@@ -424,6 +427,12 @@ class CoreGrow(RigL):
     def norm_channels(self, shapes: Mapping[str, tuple[int, int]]) -> int | None:
         return self._widths(shapes)[2]
 
+    def norm_blend(self, step: int) -> float | None:
+        release = self.sparsity.norm_release
+        if not release or self.switch_step is None:
+            return None
+        return min(1.0, max(0.0, (step - self.switch_step) / release))
+
     def initial_mask(self, view: SparsityView, name: str, density: float) -> torch.Tensor:
         # The widths come from every sparsifiable weight, masked or not (the weight cost table names them all).
         shapes = {n: (int(view.weight(n).shape[0]), int(view.weight(n).shape[1])) for n in view.weight_cost}
@@ -452,6 +461,7 @@ class CoreGrow(RigL):
     def counts(self, view: SparsityView, step: int) -> dict[str, tuple[int, int]]:
         if self.switched:
             return super().counts(view, step)
+        self.switch_step = step
         out = {}
         for name, mask in view.masks.items():  # every layer to its final count: most grow, a dense-ish core sheds
             gap = round(view.mask_density[name] * mask.numel()) - view.active(name)
@@ -463,10 +473,11 @@ class CoreGrow(RigL):
         self.switched = True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"switched": self.switched}
+        return {"switched": self.switched, "switch_step": self.switch_step}
 
     def load_state_dict(self, state: Mapping[str, Any], view: SparsityView) -> None:
         self.switched = bool(state.get("switched", False))
+        self.switch_step = state.get("switch_step")
 
 
 class CoreFlopRigL(CoreGrow, FlopRigL):

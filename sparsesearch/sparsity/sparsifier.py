@@ -53,6 +53,8 @@ class Sparsifier:
         self.weights: dict[str, nn.Parameter] = model.sparsifiable_weights()
         self.target_density = self.method.layer_densities(model.shape.weight_shapes())
         model.set_norm_channels(self.method.norm_channels(model.shape.weight_shapes()))
+        self._set_norm_blend = model.set_norm_blend
+        self._norm_blend: float | None = None  # the value last set (None: not yet; the model's buffer holds it)
         self.schedule = UpdateSchedule.from_spec(sparsity, horizon)
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + 17)
         # Only weights that will ever be sparse carry a mask (or every weight, where the method says so); the rest
@@ -136,6 +138,10 @@ class Sparsifier:
             self._refresh_densities()
             self._pending_update = False
         self._load_forward()
+        blend = self.method.norm_blend(step + 1)
+        if blend is not None and blend != self._norm_blend:
+            self._set_norm_blend(blend)
+            self._norm_blend = blend
 
     # ----- the one update -------------------------------------------------------------------------------------
     def _update(self, step: int) -> None:

@@ -278,6 +278,13 @@ class SparsitySpec:
         "update_start, or with tokens_per_weight once the core has read that many tokens per weight",
         lo=1,
     )
+    norm_release: int = _field(
+        0,
+        "core_grow, core_flop_rigl: steps over which, after the periphery opens, the LayerNorms' statistics move "
+        "from the core's channels to all channels (means and variances blended linearly, so the function does not "
+        "jump); 0: they stay on the core's channels",
+        lo=0,
+    )
     match_flops_of: dict[str, int] = _field(
         {},
         "iso-FLOP sparsity: a dense model to match, as model keys that differ from this spec's (hidden_size, "
