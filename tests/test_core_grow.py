@@ -254,3 +254,49 @@ def test_a_checkpoint_and_a_saved_model_keep_how_far_the_statistics_have_moved(t
     assert float(resumed.model.encoder.layer[0].output.LayerNorm.stat_blend) == 0.75
     saved = load_trained(save_trained(resumed, tmp_path / "m"))
     assert saved.evaluate() == pytest.approx(resumed.evaluate(), rel=1e-6)
+
+
+def _unit_weights(tr: Trainer) -> dict[str, int]:
+    """Non-zero weights in and out of the units outside the core: FFN units, the second head, per layer."""
+    out = {}
+    for i, block in enumerate(tr.model.encoder.layer):
+        out[f"{i}.ffn_in"] = int((block.intermediate.dense.weight[CORE_FFN:] != 0).sum())
+        out[f"{i}.ffn_out"] = int((block.output.dense.weight[:, CORE_FFN:] != 0).sum())
+        out[f"{i}.value"] = int((block.attention.self.value.weight[CORE:] != 0).sum())
+        out[f"{i}.attn_out"] = int((block.attention.output.dense.weight[:, CORE:] != 0).sum())
+    return out
+
+
+def test_a_gradient_opening_never_opens_the_heads_and_ffn_units_outside_the_core(tiny_raw, data):
+    # Their input and output weights both start at zero, so neither gets a gradient (a saddle): only the hidden
+    # width opens. This is what the study's core_grow runs trained (STUDY.md, Part A).
+    tr = Trainer(spec_from_dict(_raw(tiny_raw)), data, None)
+    for _ in range(40):
+        tr.train_step()
+    assert tr.sparsifier.method.switched
+    assert set(_unit_weights(tr).values()) == {0}
+    assert int((tr.model.embed_proj.weight[CORE:] != 0).sum()) > 0  # the wider hidden width does train
+
+
+def test_a_random_opening_keeps_the_function_at_the_switch_and_trains_every_unit(tiny_raw, data):
+    tr = Trainer(spec_from_dict(_raw(tiny_raw, core_open="random")), data, None)
+    sp = tr.sparsifier
+    core = {n: m.clone() for n, m in sp.masks.items()}
+    for _ in range(6):
+        tr.train_step()
+    assert sp.method.switched
+    assert {n: int(m.sum()) for n, m in sp.masks.items()} == {
+        n: round(sp.mask_density[n] * m.numel()) for n, m in sp.masks.items()
+    }
+    for n, m in sp.masks.items():
+        rows = int(core[n].any(dim=1).sum())  # the core's units (all of head_transform's: the embedding dimensions)
+        grown = m & ~core[n]
+        w = sp.weights[n]
+        assert torch.count_nonzero(w[:rows][grown[:rows]]) == 0, n  # into the core's units: zero
+        assert bool((w[rows:][grown[rows:]] != 0).all()), n  # into the other units: drawn from the initialisation
+    narrow = _narrow(tiny_raw, data)
+    _load_core_into_narrow(tr, narrow)
+    assert tr.evaluate() == pytest.approx(narrow.evaluate(), rel=1e-5)  # the function is the core's still
+    for _ in range(10):
+        tr.train_step()
+    assert all(v > 0 for v in _unit_weights(tr).values())

@@ -28,6 +28,8 @@ from transformers.models.bert.modeling_bert import BertEncoder
 from ..spec import ModelSpec
 from .shape import ModelShape
 
+INIT_STD = 0.02  # standard deviation of every initial Linear weight (BERT's)
+
 
 class MLMModel(nn.Module):
     """The masked-LM model of the module docstring."""
@@ -80,12 +82,12 @@ class MLMModel(nn.Module):
         # BERT's initialisation (Devlin et al. 2019): N(0, 0.02) weights, zero biases, unit LayerNorm.
         for mod in self.modules():
             if isinstance(mod, nn.Linear):
-                nn.init.normal_(mod.weight, std=0.02)
+                nn.init.normal_(mod.weight, std=INIT_STD)
                 nn.init.zeros_(mod.bias)
             elif isinstance(mod, nn.LayerNorm):
                 nn.init.ones_(mod.weight)
                 nn.init.zeros_(mod.bias)
-        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        nn.init.normal_(self.position_embedding.weight, std=INIT_STD)
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean MLM cross-entropy over the positions where ``labels != -100``, and the number of such positions."""

@@ -96,6 +96,11 @@ class Method(ABC):
     def grow_score(self, view: SparsityView, name: str) -> torch.Tensor:
         """Among inactive weights (the just-dropped ones included), the highest scores are grown first."""
 
+    def grown_values(self, view: SparsityView, name: str, grown: torch.Tensor) -> torch.Tensor | None:
+        """Values the weights grown by this update (``grown``, a bool mask) start at, read where ``grown`` is
+        set. None: zero, RigL's rule (Evci et al. 2020), which leaves the function unchanged."""
+        return None
+
     def counts(self, view: SparsityView, step: int) -> dict[str, tuple[int, int]]:
         """(n_drop, n_grow) per masked weight for the update after ``step`` steps. Default: drop the scheduled
         fraction of each layer's active weights and regrow as many in the same layer."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..model.network import INIT_STD
 from ..model.shape import weight_group
 from ..spec import SparsitySpec, SpecError
 from .masks import random_mask, top_fraction
@@ -364,10 +365,14 @@ class CoreGrow(RigL):
     the periphery opens: every layer goes to its final density in one update, growing by RigL's gradient criterion
     (new weights at zero with zero optimizer state, the core's weights and state kept) or, where the core alone is
     denser than the layer's final density (a narrow layer such as embed_proj), dropping its smallest core weights;
-    RigL's drop-and-grow follows until ``update_end``. With ``norm_release`` the LayerNorms' statistics then move
-    from the core's channels to all channels, blended linearly over that many steps (the function does not jump at
-    the switch, and the opened channels end normalised on their own scale). Positioned against Net2Net,
-    bert2BERT, LiGO and Staged Training in analysis/METHODS.md."""
+    RigL's drop-and-grow follows until ``update_end``. Grown by gradient, only the hidden width opens: a head or FFN
+    unit outside the core has zero input and output weights, so neither gets a gradient, then or later.
+    ``core_open: random`` opens every unit: new connections drawn at random outside the core, those into new units
+    drawn from the initialisation, those into the core's units at zero (the function is still unchanged). With
+    ``norm_release`` the LayerNorms' statistics then move from the core's channels to all channels, blended
+    linearly over that many steps (the function does not jump at the switch, and the opened channels end
+    normalised on their own scale). Positioned against Net2Net, bert2BERT, LiGO and Staged Training in
+    analysis/METHODS.md."""
 
     name = "core_grow"
     # The core phase trains the core of a layer that ends dense too (at level 0: a growth control, dense after it).
@@ -424,8 +429,33 @@ class CoreGrow(RigL):
         mask[:rows, :cols] = True
         return mask
 
+    def _shapes(self, view: SparsityView) -> dict[str, tuple[int, int]]:
+        # The widths come from every sparsifiable weight, masked or not (the weight cost table names them all).
+        return {n: (int(view.weight(n).shape[0]), int(view.weight(n).shape[1])) for n in view.weight_cost}
+
     def norm_channels(self, shapes: Mapping[str, tuple[int, int]]) -> int | None:
         return self._widths(shapes)[2]
+
+    # ----- how the periphery opens (core_open) -------------------------------------------------------------------
+    def grow_score(self, view: SparsityView, name: str) -> torch.Tensor:
+        if self.switched or self.sparsity.core_open == "gradient":
+            return super().grow_score(view, name)
+        # random: a uniform draw over the inactive entries, i.e. everything outside the core (RigL's random start).
+        w = view.weight(name)
+        return torch.rand(w.shape, generator=view.generator).to(w.device)
+
+    def grown_values(self, view: SparsityView, name: str, grown: torch.Tensor) -> torch.Tensor | None:
+        if self.switched or self.sparsity.core_open == "gradient":
+            return super().grown_values(view, name, grown)
+        # A new unit whose input and output weights both start at zero gets no gradient on either (a saddle), so
+        # weights into units outside the core start as at initialisation; weights into the core's units (and the
+        # head's outputs, the embedding dimensions) start at zero, which keeps the function at the switch.
+        w = view.weight(name)
+        shape = (int(w.shape[0]), int(w.shape[1]))
+        rows = int(self._core_mask(name, shape, self._widths(self._shapes(view))).any(dim=1).sum())
+        values = torch.randn(shape, generator=view.generator) * INIT_STD
+        values[:rows] = 0.0
+        return values.to(w.device)
 
     def norm_blend(self, step: int) -> float | None:
         release = self.sparsity.norm_release
@@ -434,14 +464,13 @@ class CoreGrow(RigL):
         return min(1.0, max(0.0, (step - self.switch_step) / release))
 
     def initial_mask(self, view: SparsityView, name: str, density: float) -> torch.Tensor:
-        # The widths come from every sparsifiable weight, masked or not (the weight cost table names them all).
-        shapes = {n: (int(view.weight(n).shape[0]), int(view.weight(n).shape[1])) for n in view.weight_cost}
+        shapes = self._shapes(view)
         return self._core_mask(name, shapes[name], self._widths(shapes))
 
     def activation_densities(self, view: SparsityView) -> Mapping[str, float]:
         if self.switched:
             return {}
-        shapes = {n: (int(view.weight(n).shape[0]), int(view.weight(n).shape[1])) for n in view.weight_cost}
+        shapes = self._shapes(view)
         hidden, _, core, _ = self._widths(shapes)
         layers = {int(n.split(".")[2]) for n in shapes if n.startswith("encoder.layer.")}
         return {f"encoder.layer.{i}.attention.{site}": core / hidden for i in layers for site in ("scores", "values")}

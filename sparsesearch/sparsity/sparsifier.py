@@ -9,9 +9,10 @@ Lifecycle, driven by the trainer around every optimizer step (torch.ao.pruning-l
 
 Invariants (docs/ARCHITECTURE.md, "Sparse training"): masked weights are exactly zero after every optimizer
 step, and so is their optimizer state (gradients are masked before the step, and the state of dropped weights is
-zeroed when they are dropped, so AdamW with weight decay never revives them); regrown weights start at zero with
-zero state; per-layer active counts are exactly what the method's counts asked for; an update is skipped when
-gradients are non-finite; masks and the method's state travel in ``state_dict``.
+zeroed when they are dropped, so AdamW with weight decay never revives them); regrown weights start at zero (or
+at the method's ``grown_values``) with zero state; per-layer active counts are exactly what the method's counts
+asked for; an update is skipped when gradients are non-finite; masks and the method's state travel in
+``state_dict``.
 """
 
 from __future__ import annotations
@@ -166,12 +167,17 @@ class Sparsifier:
         )
 
     def _set_mask(self, name: str, new: torch.Tensor) -> float:
-        """Replace a mask. Weights that leave it become zero; those that enter were inactive, hence already
-        zero; both get zero optimizer state. Returns the fraction of active connections changed."""
+        """Replace a mask. Weights that leave it become zero; those that enter were inactive, hence zero, and
+        start there unless the method gives them values (``grown_values``); both get zero optimizer state. Returns
+        the fraction of active connections changed."""
         old = self.masks[name]
         w = self.weights[name]
         with torch.no_grad():
             w.masked_fill_(~new, 0.0)
+            grown = new & ~old
+            values = self.method.grown_values(self.view, name, grown)
+            if values is not None:
+                torch.where(grown, values.to(w.device, w.dtype), w, out=w)
             self._zero_state(w, old ^ new)
         self.masks[name], self._inactive[name] = new, ~new
         return int((new & ~old).sum() + (old & ~new).sum()) / max(1, 2 * int(old.sum()))

@@ -278,6 +278,15 @@ class SparsitySpec:
         "update_start, or with tokens_per_weight once the core has read that many tokens per weight",
         lo=1,
     )
+    core_open: Literal["gradient", "random"] = _field(
+        "gradient",
+        "core_grow, core_flop_rigl: how the periphery opens at the switch: gradient (RigL's criterion, new weights at "
+        "zero; the largest gradients are all on connections into the core's heads and FFN units, because a new unit "
+        "whose input and output weights are both zero gets no gradient, so only the hidden width opens) or random "
+        "(the layer's new connections drawn at random over everything outside the core, weights into units outside "
+        "the core drawn from the initialisation and weights into the core's units at zero: the function is "
+        "unchanged at the switch and every head and FFN unit of the wide model trains)",
+    )
     norm_release: int = _field(
         0,
         "core_grow, core_flop_rigl: steps over which, after the periphery opens, the LayerNorms' statistics move "
