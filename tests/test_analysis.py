@@ -638,3 +638,10 @@ def test_frontier_study_confirms_a_cell_on_the_registered_fresh_seeds_alone(tmp_
     assert "Not part of the registered rule, on the same seeds: `dense_256` 2.48 [" in confirmed
     assert confirmed.endswith("(per seed 2.50, 2.47).")
     assert "**not confirmed**" in text([0.5, 0.5, 0.5, 0.8, 1.3])
+    # two cells registered on one set of seeds: the verdict stays the 95% one, the joint interval is wider
+    plan = {**plan, "cells": 2}
+    joint = text([0.5, 0.5, 0.5, 0.8, 0.81])
+    assert "**confirmed**; at 97.5%, for the 2 cells registered on these seeds together, [" in joint
+    lo95 = float(confirmed.split("[")[1].split(",")[0])
+    lo975 = float(joint.split("together, [")[1].split(",")[0])
+    assert lo975 < lo95
