@@ -66,6 +66,7 @@ POST_HOC = {  # family -> runs then
     "core_flop_rigl_tpw10_erk_0.8_256x1": 155,
     "core_grow_tpw10_release250_erk_0.8_256x1": 164,
     "core_grow_tpw10_random_erk_0.8_256x1": 167,
+    "core_grow_tpw10_random_erk_0.8": 173,
 }
 # Controls: families run to explain a recipe's result, not recipes (run_frontier.FAMILIES says what each holds
 # fixed). The tables show them beside the recipes; they are never the best recipe, a win or a sparse envelope.
