@@ -614,7 +614,9 @@ def confirm_text(p: pd.DataFrame, plan: dict) -> str:
     missed = [s for s in both if math.isnan(c.loc[recipe, s])]
     x = (c.loc[against, both] / c.loc[recipe, both]).dropna()
     if missed or len(x) < len(both):
-        return f"{head}: **not confirmed** (seeds {missed or 'of the dense family'} missed the target)."
+        who = f"the recipe's seed{'s' * (len(missed) > 1)} {', '.join(map(str, missed))}" if missed else "dense seeds"
+        rest = ", ".join(f"seed {s} {v:.2f}" for s, v in x.items())
+        return f"{head}: **not confirmed** ({who} missed the target; the pairs that reached it: {rest or 'none'})."
     m, lo, hi = interval(x)
     pairs = ", ".join(f"{v:.2f}" for v in x)
     verdict = "**confirmed**" if lo > 1.0 else "**not confirmed**"

@@ -624,8 +624,11 @@ def test_frontier_study_confirms_a_cell_on_the_registered_fresh_seeds_alone(tmp_
 
     plan = {"recipe": "rigl", "against": "dense_64", "loss": 5.05, "seeds": (3, 4)}
 
-    def text(rigl: list[float]) -> str:
+    def text(rigl: list[float], stall: int | None = None) -> str:
         rows = _study_rows({"dense_64_lr0.002": [1.0] * 5, "dense_256_lr0.002": [2.0] * 5, "rigl_lr0.002": rigl})
+        for r in rows:  # the recipe's seed ``stall`` ends above the target
+            if r["config"] == "rigl_lr0.002" and r["seed"] == stall:
+                r["history"] = [{**h, "eval_loss": h["eval_loss"] + 1.0} for h in r["history"]]
         p = frontier_study.panel(frontier_study.load(_write(tmp_path / "study.jsonl", rows)))
         return frontier_study.confirm_text(p, plan)
 
@@ -638,6 +641,11 @@ def test_frontier_study_confirms_a_cell_on_the_registered_fresh_seeds_alone(tmp_
     assert "Not part of the registered rule, on the same seeds: `dense_256` 2.48 [" in confirmed
     assert confirmed.endswith("(per seed 2.50, 2.47).")
     assert "**not confirmed**" in text([0.5, 0.5, 0.5, 0.8, 1.3])
+    # a registered seed that misses the target fails the test, and the reader still sees the pairs that reached it
+    missed = text([0.5, 0.5, 0.5, 0.8, 0.81], stall=4)
+    assert missed.endswith(
+        "**not confirmed** (the recipe's seed 4 missed the target; the pairs that reached it: seed 3 1.25)."
+    )
     # two cells registered on one set of seeds: the verdict stays the 95% one, the joint interval is wider
     plan = {**plan, "cells": 2}
     joint = text([0.5, 0.5, 0.5, 0.8, 0.81])
