@@ -397,6 +397,9 @@ def budget_steps(spec: Spec, horizon: float) -> int:
     return math.ceil(horizon / step_cost(spec))
 
 
+LIVE = ("live_heads", "live_ffn_units")  # kept in the stored history since 178 runs (model.units)
+
+
 def run_config(name: str, seed: int, horizon: float, data) -> dict:
     """Train one configuration on ``seed`` until it has spent ``horizon`` training FLOPs; the stored row."""
     overrides = [*CONFIGS[name], *EVAL, f"train.seed={seed}"]
@@ -418,7 +421,8 @@ def run_config(name: str, seed: int, horizon: float, data) -> dict:
     keys += tuple(f"eval_loss_{k}" for k in KINDS)
     history, status = [], "budget"
     for row in trainer.run():
-        history.append({**{k: row[k] for k in keys}, "avg_sparsity": row["avg_sparsity"]})
+        # live units: whether a method's growth reaches every head and FFN unit (core_grow's did not, 167 runs)
+        history.append({**{k: row[k] for k in keys}, **{k: row[k] for k in LIVE}, "avg_sparsity": row["avg_sparsity"]})
         if not math.isfinite(row["eval_loss"]):
             status = "diverged"
             break

@@ -8,6 +8,7 @@ import torch
 from sparsesearch.checks import load_checked
 from sparsesearch.data.batches import prepare_data
 from sparsesearch.model.shape import weight_group
+from sparsesearch.model.units import live_units
 from sparsesearch.spec import SpecError, spec_from_dict
 from sparsesearch.training.trainer import Trainer
 
@@ -271,11 +272,15 @@ def test_a_gradient_opening_never_opens_the_heads_and_ffn_units_outside_the_core
     # Their input and output weights both start at zero, so neither gets a gradient (a saddle): only the hidden
     # width opens. This is what the study's core_grow runs trained (STUDY.md, Part A).
     tr = Trainer(spec_from_dict(_raw(tiny_raw)), data, None)
+    core = live_units(tr.model.encoder.layer, tr.spec.model.num_heads)
+    assert 0 < core["live_heads"] < 1 and 0 < core["live_ffn_units"] < 1  # the core's units only
     for _ in range(40):
         tr.train_step()
     assert tr.sparsifier.method.switched
     assert set(_unit_weights(tr).values()) == {0}
     assert int((tr.model.embed_proj.weight[CORE:] != 0).sum()) > 0  # the wider hidden width does train
+    # the diagnostic every evaluation records says so
+    assert live_units(tr.model.encoder.layer, tr.spec.model.num_heads) == core
 
 
 def test_a_random_opening_keeps_the_function_at_the_switch_and_trains_every_unit(tiny_raw, data):
@@ -300,3 +305,4 @@ def test_a_random_opening_keeps_the_function_at_the_switch_and_trains_every_unit
     for _ in range(10):
         tr.train_step()
     assert all(v > 0 for v in _unit_weights(tr).values())
+    assert live_units(tr.model.encoder.layer, tr.spec.model.num_heads) == {"live_heads": 1.0, "live_ffn_units": 1.0}

@@ -13,6 +13,7 @@ import torch
 from sparsesearch.data.batches import prepare_data
 from sparsesearch.model.flops import step_flops
 from sparsesearch.model.shape import weight_group
+from sparsesearch.model.units import live_units
 from sparsesearch.sparsity.distributions import layer_densities
 from sparsesearch.sparsity.masks import drop_and_grow
 from sparsesearch.sparsity.method import Method, SparsityView, state_of, state_to
@@ -470,6 +471,9 @@ def test_rigl_flop_ratio_is_reported_by_the_trainer(tiny_raw):
     assert 0 < r.flop_ratio < 1
     assert rows[-1]["layer_density"] and all(0 < d < 1 for d in rows[-1]["layer_density"].values())
     assert [u["step"] for row in rows for u in row["mask_updates"]] == [2, 4, 6, 8, 10]
+    # every evaluation says how much of the encoder takes part; the diagnostic reads the weights themselves
+    live = live_units(tr.model.encoder.layer, tr.spec.model.num_heads)
+    assert {k: rows[-1][k] for k in live} == live and all(0 < v <= 1 for v in live.values())
 
 
 def _regularized_gradient(tr) -> tuple[str, torch.Tensor]:

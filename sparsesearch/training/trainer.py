@@ -37,6 +37,7 @@ from ..model.embedding import resolve_model_dir, shared_token_embedding
 from ..model.flops import Density, StepFlops, expected_masked, step_flops, weight_costs
 from ..model.network import MLMModel, build_model
 from ..model.shape import ModelShape
+from ..model.units import live_units
 from ..sparsity.sparsifier import Sparsifier
 from ..spec import Spec, SpecError
 from .precision import Precision, pick_device
@@ -471,6 +472,7 @@ class Trainer:
             "method_overhead": self.method_overhead(),
             "net_flops": self.flops,
             "avg_sparsity": self.avg_sparsity(),
+            **live_units(self.model.encoder.layer, self.spec.model.num_heads),
             "lr": self.scheduler.get_last_lr()[0],
             "layer_density": {n: d for n, d in self.sparsifier.densities().items() if n in self.sparsifier.masks},
             "mask_updates": updates,
