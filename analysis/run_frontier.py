@@ -418,11 +418,11 @@ def run_config(name: str, seed: int, horizon: float, data) -> dict:
         "decoder_flops",
         "train_time_s",
     )
-    keys += tuple(f"eval_loss_{k}" for k in KINDS)
+    # live units: whether a method's growth reaches every head and FFN unit (core_grow's did not, 167 runs)
+    keys += (*(f"eval_loss_{k}" for k in KINDS), *LIVE, "avg_sparsity")
     history, status = [], "budget"
     for row in trainer.run():
-        # live units: whether a method's growth reaches every head and FFN unit (core_grow's did not, 167 runs)
-        history.append({**{k: row[k] for k in keys}, **{k: row[k] for k in LIVE}, "avg_sparsity": row["avg_sparsity"]})
+        history.append({k: row[k] for k in keys})
         if not math.isfinite(row["eval_loss"]):
             status = "diverged"
             break
